@@ -1,0 +1,216 @@
+"""Typed run configuration: frozen dataclasses, resolved once from configs/*.yaml and the CLI.
+
+Precedence (later wins): dataclass defaults < configs/<model>.yaml ``defaults`` <
+``datasets.<name>`` < ``datasets.<name>.horizons.<H>`` < a user's ``--config`` YAML < ``--set`` / flags.
+Keys are ``section.key`` with section one of ``data``, ``model``, ``train``. Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from forecast.errors import ForecastError
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+LRADJ = ("type1", "cosine", "constant", "hold_decay")
+LOSSES = ("mse", "mae", "weighted_l1")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "ETTh1"  # a benchmark name or a path to a wide CSV/parquet (date + numeric columns)
+    seq_len: int = 96  # L, lookback
+    horizon: int = 96  # H, pred_len
+    label_len: int = 48  # decoder warm-up steps (vanilla Flowformer only)
+    data_dir: str | None = None  # where to look first; else $FORECAST_DATA_DIR, then the cache
+    time_features: bool = True  # timeF marks for the models that use them
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        for key in ("seq_len", "horizon"):
+            if getattr(self, key) < 1:
+                raise ForecastError(f"data.{key} must be a positive integer, got {getattr(self, key)}.")
+        if self.label_len < 0 or self.label_len > self.seq_len:
+            raise ForecastError(f"data.label_len must be in [0, seq_len={self.seq_len}], got {self.label_len}.")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 32
+    eval_batch_size: int = 256  # val/test batches; never drop_last, so it does not change metrics
+    lr: float = 1e-4
+    lradj: str = "type1"  # type1: lr halves every epoch | cosine | constant | hold_decay
+    lr_hold_epochs: int = 3  # hold_decay: constant for this many epochs, then *lr_decay per epoch
+    lr_decay: float = 0.9
+    patience: int = 3  # early stopping on val loss
+    loss: str = "mse"  # mse | mae | weighted_l1 (|err| * (t+1)^-loss_alpha, OLinear)
+    loss_alpha: float = 0.5
+    seed: int = 2021
+    partial_variates: int = 0  # >0: train each batch on a random subset of this many variates
+    accelerator: str = "auto"  # auto uses one GPU when present, else the CPU
+    devices: int = 1
+    precision: str = "32-true"
+    limit_train_batches: float = 1.0  # <=1.0: a fraction of batches; >1: that many batches (smoke runs)
+    limit_val_batches: float = 1.0  # tuning smoke runs only; evaluation always sees every test window
+    gradient_clip: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.lradj not in LRADJ:
+            raise ForecastError(f"train.lradj must be one of {', '.join(LRADJ)}, got '{self.lradj}'.")
+        if self.loss not in LOSSES:
+            raise ForecastError(f"train.loss must be one of {', '.join(LOSSES)}, got '{self.loss}'.")
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ForecastError("train.epochs, train.batch_size and train.eval_batch_size must be >= 1.")
+        if not self.lr > 0:
+            raise ForecastError(f"train.lr must be positive, got {self.lr}.")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model_name: str
+    data: DataConfig
+    model: Any  # the model's own config dataclass (see forecast.models.registry)
+    train: TrainConfig
+    search_space: dict[str, Any] = field(default_factory=dict)
+
+    def flat(self) -> dict[str, Any]:
+        """``{"data.seq_len": 96, "model.individual": False, ...}`` for MLflow params and YAML."""
+        out: dict[str, Any] = {"model.name": self.model_name}
+        for section in ("data", "model", "train"):
+            for key, value in dataclasses.asdict(getattr(self, section)).items():
+                out[f"{section}.{key}"] = value
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "data": dataclasses.asdict(self.data),
+            "model": dataclasses.asdict(self.model),
+            "train": dataclasses.asdict(self.train),
+        }
+
+
+def _merge(dst: dict[str, dict[str, Any]], layer: dict[str, Any] | None, where: str) -> None:
+    for section, values in (layer or {}).items():
+        if section == "horizons":
+            continue
+        if section not in ("data", "model", "train"):
+            raise ForecastError(f"unknown config section '{section}' in {where}; use data, model or train.")
+        if not isinstance(values, dict):
+            raise ForecastError(f"config section '{section}' in {where} must be a mapping.")
+        dst[section].update(values)
+
+
+def load_model_yaml(model_name: str) -> dict[str, Any]:
+    from forecast.models import get_spec
+
+    spec = get_spec(model_name)
+    path = CONFIG_DIR / f"{spec.name}.yaml"
+    if not path.exists():
+        return {}
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value, parsed as YAML so ``true``, ``1e-3`` and ``[1, 2]`` get their types."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_sets(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ForecastError(f"--set expects key=value (e.g. --set model.individual=true), got '{pair}'.")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = parse_value(value.strip())
+    return out
+
+
+def _dataset_key(dataset: str, layers: dict[str, Any]) -> str | None:
+    for name in layers:
+        if name.lower() == dataset.lower():
+            return name
+    return None
+
+
+def resolve(
+    model_name: str,
+    dataset: str,
+    overrides: dict[str, Any] | None = None,
+    user_yaml: str | Path | None = None,
+) -> RunConfig:
+    """Resolve the full config for (model, dataset) from configs/, a user YAML and flat overrides.
+
+    ``overrides`` maps ``section.key`` to values (``--set`` and the named CLI flags).
+    """
+    from forecast.models import build_config, get_spec
+
+    spec = get_spec(model_name)
+    doc = load_model_yaml(spec.name)
+    layers: dict[str, dict[str, Any]] = {"data": {}, "model": {}, "train": {}}
+    _merge(layers, doc.get("defaults"), f"configs/{spec.name}.yaml")
+    overrides = dict(overrides or {})
+    user_doc: dict[str, Any] = {}
+    if user_yaml is not None:
+        path = Path(user_yaml)
+        if not path.exists():
+            raise ForecastError(f"config file '{path}' not found; pass an existing YAML file to --config.")
+        try:
+            user_doc = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ForecastError(f"config file '{path}' is not valid YAML: {str(err).splitlines()[0]}") from None
+    # The horizon decides which per-horizon layer applies, so find it first.
+    horizon = overrides.get("data.horizon", (user_doc.get("data") or {}).get("horizon"))
+    ds_layers = doc.get("datasets") or {}
+    key = _dataset_key(Path(dataset).stem if Path(dataset).suffix else dataset, ds_layers)
+    ds_doc = ds_layers.get(key) if key else None
+    if ds_doc:
+        _merge(layers, ds_doc, f"configs/{spec.name}.yaml datasets.{key}")
+    h = int(horizon if horizon is not None else layers["data"].get("horizon", DataConfig.horizon))
+    for hdoc in (doc.get("horizons") or {}, (ds_doc or {}).get("horizons") or {}):
+        if h in hdoc or str(h) in hdoc:
+            _merge(layers, hdoc.get(h, hdoc.get(str(h))), f"configs/{spec.name}.yaml horizons.{h}")
+    search_space = dict(doc.get("search_space") or {})
+    if user_doc:
+        search_space.update(user_doc.pop("search_space", None) or {})
+        _merge(layers, user_doc, str(user_yaml))
+    for dotted, value in overrides.items():
+        section, _, name = dotted.partition(".")
+        if section not in layers or not name:
+            raise ForecastError(
+                f"unknown config key '{dotted}'; keys look like data.seq_len, model.<field> or train.lr."
+            )
+        layers[section][name] = value
+    layers["data"]["dataset"] = dataset
+    return RunConfig(
+        model_name=spec.name,
+        data=_build(DataConfig, layers["data"], "data"),
+        model=build_config(spec.name, layers["model"]),
+        train=_build(TrainConfig, layers["train"], "train"),
+        search_space=search_space,
+    )
+
+
+def _build(cls: type, values: dict[str, Any], section: str) -> Any:
+    allowed = {f.name: f for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, list(allowed), n=1)
+            hint = f" Did you mean '{section}.{close[0]}'?" if close else ""
+            raise ForecastError(
+                f"unknown config key '{section}.{key}'.{hint} Valid {section} keys: {', '.join(sorted(allowed))}."
+            )
+    try:
+        return cls(**values)
+    except TypeError as err:
+        raise ForecastError(f"invalid {section} config: {err}") from None

@@ -1,0 +1,10 @@
+"""Forecasters. Each module registers its models; this file imports them explicitly (no directory scan)."""
+
+from forecast.models import linear  # noqa: F401  Linear, NLinear, DLinear
+from forecast.models.registry import (  # noqa: F401
+    ModelContext,
+    build_config,
+    create_model,
+    get_spec,
+    model_names,
+)

@@ -1,0 +1,84 @@
+"""The LTSF-Linear family (Zeng et al., AAAI 2023): Linear, NLinear and DLinear.
+
+All three map along the time axis only, one forecast per channel, and ignore time marks.
+Contract: ``forward(x [B, L, N], x_mark, y_mark) -> [B, H, N]``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from forecast.layers.decomposition import SeriesDecomposition
+from forecast.models.registry import ModelContext, register
+
+
+class TimeLinear(nn.Module):
+    """``Linear(L -> H)`` along time: shared by all channels, or one per channel (``individual``)."""
+
+    def __init__(self, seq_len: int, pred_len: int, n_vars: int, individual: bool) -> None:
+        super().__init__()
+        self.individual = individual
+        if individual:
+            # One Linear(L->H) per channel, vectorized: weight [N, H, L], bias [N, H].
+            bound = 1.0 / math.sqrt(seq_len)  # nn.Linear's default init
+            self.weight = nn.Parameter(torch.empty(n_vars, pred_len, seq_len).uniform_(-bound, bound))
+            self.bias = nn.Parameter(torch.empty(n_vars, pred_len).uniform_(-bound, bound))
+        else:
+            self.linear = nn.Linear(seq_len, pred_len)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, L, N] -> [B, H, N]
+        if self.individual:
+            return torch.einsum("bln,nhl->bhn", x, self.weight) + self.bias.t()
+        return self.linear(x.transpose(1, 2)).transpose(1, 2)
+
+
+@dataclass(frozen=True)
+class LinearConfig:
+    individual: bool = False  # one L->H map per channel instead of one shared map
+    revin: str = "none"  # none | plain | affine
+
+
+@dataclass(frozen=True)
+class DLinearConfig:
+    individual: bool = False
+    kernel_size: int = 25  # moving-average width; the paper hard-codes 25
+    revin: str = "none"
+
+
+@register("linear", LinearConfig, "Linear: one linear map L->H along time (LTSF-Linear)")
+class Linear(nn.Module):
+    def __init__(self, cfg: LinearConfig, ctx: ModelContext) -> None:
+        super().__init__()
+        self.head = TimeLinear(ctx.seq_len, ctx.pred_len, ctx.n_vars, cfg.individual)
+
+    def forward(self, x: torch.Tensor, x_mark=None, y_mark=None) -> torch.Tensor:
+        return self.head(x)
+
+
+@register("nlinear", LinearConfig, "NLinear: subtract the last value, linear map, add it back (LTSF-Linear)")
+class NLinear(nn.Module):
+    def __init__(self, cfg: LinearConfig, ctx: ModelContext) -> None:
+        super().__init__()
+        self.head = TimeLinear(ctx.seq_len, ctx.pred_len, ctx.n_vars, cfg.individual)
+
+    def forward(self, x: torch.Tensor, x_mark=None, y_mark=None) -> torch.Tensor:
+        last = x[:, -1:, :].detach()  # [B, 1, N]
+        return self.head(x - last) + last
+
+
+@register("dlinear", DLinearConfig, "DLinear: moving-average trend + seasonal, one linear map each (LTSF-Linear)")
+class DLinear(nn.Module):
+    def __init__(self, cfg: DLinearConfig, ctx: ModelContext) -> None:
+        super().__init__()
+        self.decomp = SeriesDecomposition(cfg.kernel_size)
+        self.seasonal = TimeLinear(ctx.seq_len, ctx.pred_len, ctx.n_vars, cfg.individual)
+        self.trend = TimeLinear(ctx.seq_len, ctx.pred_len, ctx.n_vars, cfg.individual)
+
+    def forward(self, x: torch.Tensor, x_mark=None, y_mark=None) -> torch.Tensor:
+        seasonal, trend = self.decomp(x)  # [B, L, N] each
+        return self.seasonal(seasonal) + self.trend(trend)

@@ -1,0 +1,116 @@
+"""The model registry: one name -> (nn.Module class, config dataclass).
+
+Every forecaster is a plain ``nn.Module`` with the contract::
+
+    forward(x [B, L, N], x_mark [B, L, C] | None, y_mark [B, H, C] | None = None) -> [B, H, N]
+
+``x`` is the standardized lookback, ``x_mark`` its time features (timeF, in [-0.5, 0.5]) and ``y_mark``
+the known calendar features of the horizon (only the vanilla Flowformer decoder uses them).
+Models are built by :func:`create_model` from their config dataclass and a :class:`ModelContext`
+whose sizes come from the data, never from the user.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from forecast.errors import ForecastError
+
+
+@dataclass(frozen=True)
+class ModelContext:
+    """What a model may know about the data: sizes, plus data-derived matrices (e.g. OrthoTrans Q)."""
+
+    seq_len: int  # L
+    pred_len: int  # H
+    n_vars: int  # N
+    n_marks: int = 0  # C, time-feature channels (0 when the data has none)
+    # Data-derived tensors computed from the train split, e.g. {"q_in": [L, L], "q_out": [H, H]}.
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    cls: type[nn.Module]
+    config_cls: type
+    description: str = ""
+    preset: dict[str, Any] = field(default_factory=dict)  # fixed config values for aliases
+    alias_of: str | None = None
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(name: str, config: type, description: str = "") -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator: ``@register("dlinear", DLinearConfig)``."""
+
+    def deco(cls: type[nn.Module]) -> type[nn.Module]:
+        if name in _REGISTRY:
+            raise RuntimeError(f"model {name!r} registered twice")
+        _REGISTRY[name] = ModelSpec(name, cls, config, description or (cls.__doc__ or "").strip().split("\n")[0])
+        return cls
+
+    return deco
+
+
+def register_alias(name: str, target: str, description: str = "", **preset: Any) -> None:
+    """Register ``name`` as ``target`` with some config fields fixed (e.g. iflowformer = itransformer, flow)."""
+    base = _REGISTRY[target]
+    _REGISTRY[name] = ModelSpec(name, base.cls, base.config_cls, description, dict(preset), alias_of=target)
+
+
+def model_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_spec(name: str) -> ModelSpec:
+    key = name.lower()
+    if key not in _REGISTRY:
+        close = difflib.get_close_matches(key, list(_REGISTRY), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ForecastError(
+            f"unknown model '{name}'.{hint} Known models: {', '.join(model_names())} (see `forecast models`)."
+        )
+    return _REGISTRY[key]
+
+
+def build_config(name: str, params: dict[str, Any] | None = None) -> Any:
+    """The model's config dataclass from ``params``; unknown keys are a ForecastError."""
+    spec = get_spec(name)
+    params = dict(params or {})
+    allowed = {f.name for f in dataclasses.fields(spec.config_cls)}
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(allowed), n=1)
+        hint = f" Did you mean 'model.{close[0]}'?" if close else ""
+        raise ForecastError(
+            f"unknown config key 'model.{unknown[0]}' for model '{spec.name}'.{hint} "
+            f"Valid model keys: {', '.join(sorted(allowed))}."
+        )
+    params.update(spec.preset)
+    try:
+        return spec.config_cls(**params)
+    except (TypeError, ValueError) as err:
+        raise ForecastError(f"invalid model config for '{spec.name}': {err}") from None
+
+
+def create_model(name: str, cfg: Any, ctx: ModelContext) -> nn.Module:
+    """The only constructor of forecasters. ``cfg`` is the model's config dataclass.
+
+    Returns a :class:`forecast.layers.revin.Forecaster`: the backbone, wrapped in RevIN when
+    ``cfg.revin`` is ``plain`` or ``affine``. State-dict keys are ``backbone.*`` and ``revin.*``.
+    """
+    spec = get_spec(name)
+    if not isinstance(cfg, spec.config_cls):
+        raise TypeError(f"{name} expects a {spec.config_cls.__name__}, got {type(cfg).__name__}")
+    # Imported here to keep the registry free of layer imports at module load.
+    from forecast.layers.revin import Forecaster
+
+    return Forecaster(spec.cls(cfg, ctx), ctx.n_vars, getattr(cfg, "revin", "none"))

@@ -1,0 +1,36 @@
+"""The shape contract and gradient flow of every registered model, with tiny sizes."""
+
+import pytest
+import torch
+
+from forecast.models import ModelContext, build_config, create_model, model_names
+
+
+def _ctx(L: int, H: int, N: int, C: int) -> ModelContext:
+    extras = {"q_in": torch.linalg.qr(torch.randn(L, L))[0], "q_out": torch.linalg.qr(torch.randn(H, H))[0]}
+    return ModelContext(seq_len=L, pred_len=H, n_vars=N, n_marks=C, extras=extras)
+
+
+@pytest.mark.parametrize("name", model_names())
+@pytest.mark.parametrize("with_marks", [True, False])
+def test_shape_contract_and_gradients(name: str, with_marks: bool) -> None:
+    torch.manual_seed(0)
+    L, H, N, C, B = 32, 8, 3, 4, 2
+    model = create_model(name, build_config(name, {}), _ctx(L, H, N, C if with_marks else 0))
+    x = torch.randn(B, L, N)
+    x_mark = torch.rand(B, L, C) - 0.5 if with_marks else None
+    y_mark = torch.rand(B, H, C) - 0.5 if with_marks else None
+    y = model(x, x_mark, y_mark)
+    assert y.shape == (B, H, N)
+    assert torch.isfinite(y).all()
+    y.pow(2).mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert not missing, f"parameters without gradient: {missing}"
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_unknown_model_key_is_an_error(name: str) -> None:
+    from forecast.errors import ForecastError
+
+    with pytest.raises(ForecastError, match="unknown config key 'model.no_such_key'"):
+        build_config(name, {"no_such_key": 1})
