@@ -27,7 +27,6 @@ class DataConfig:
     dataset: str = "ETTh1"  # a benchmark name or a path to a wide CSV/parquet (date + numeric columns)
     seq_len: int = 96  # L, lookback
     horizon: int = 96  # H, pred_len
-    label_len: int = 48  # decoder warm-up steps (vanilla Flowformer only)
     data_dir: str | None = None  # where to look first; else $FORECAST_DATA_DIR, then the cache
     time_features: bool = True  # timeF marks for the models that use them
     num_workers: int = 0
@@ -36,8 +35,6 @@ class DataConfig:
         for key in ("seq_len", "horizon"):
             if getattr(self, key) < 1:
                 raise ForecastError(f"data.{key} must be a positive integer, got {getattr(self, key)}.")
-        if self.label_len < 0 or self.label_len > self.seq_len:
-            raise ForecastError(f"data.label_len must be in [0, seq_len={self.seq_len}], got {self.label_len}.")
 
 
 @dataclass(frozen=True)

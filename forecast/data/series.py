@@ -1,0 +1,132 @@
+"""A loaded series with the paper's splits and a train-only StandardScaler."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from forecast.config import DataConfig
+from forecast.data import catalogue, store
+from forecast.data.loading import Table, read_frame, to_table
+from forecast.data.timefeatures import infer_freq, time_features
+from forecast.errors import ForecastError
+
+SPLITS = ("train", "val", "test")
+
+
+def split_borders(rule: str, n_rows: int, seq_len: int) -> dict[str, tuple[int, int]]:
+    """Row ranges ``[start, end)`` of each split; val and test start ``seq_len`` rows early (context only).
+
+    ``ett_hour``: 12/4/4 months of 30 days of hourly rows; ``ett_minute``: the same x4;
+    ``ratio``: train ``int(0.7 n)``, test ``int(0.2 n)``, val the rest.
+    """
+    if rule in ("ett_hour", "ett_minute"):
+        month = 30 * 24 * (4 if rule == "ett_minute" else 1)
+        b_train, b_val, b_test = 12 * month, 16 * month, 20 * month
+        if n_rows < b_test:
+            raise ForecastError(f"an ETT file needs {b_test} rows for the 12/4/4-month split, it has {n_rows}.")
+        return {"train": (0, b_train), "val": (b_train - seq_len, b_val), "test": (b_val - seq_len, b_test)}
+    n_train, n_test = int(n_rows * 0.7), int(n_rows * 0.2)
+    n_val = n_rows - n_train - n_test
+    return {
+        "train": (0, n_train),
+        "val": (n_train - seq_len, n_train + n_val),
+        "test": (n_rows - n_test - seq_len, n_rows),
+    }
+
+
+def window_count(start: int, end: int, seq_len: int, horizon: int) -> int:
+    return end - start - seq_len - horizon + 1
+
+
+@dataclass
+class Series:
+    """A whole series, standardized with statistics of the train rows alone."""
+
+    name: str
+    dates: np.ndarray  # [T] datetime64[ns]
+    raw: np.ndarray  # [T, N] float32, original units
+    columns: list[str]
+    freq: str
+    sha256: str
+    source: str  # the file it came from
+    borders: dict[str, tuple[int, int]]
+    mean: np.ndarray  # [N] float64
+    std: np.ndarray  # [N] float64
+    marks: np.ndarray | None  # [T, C] float32 time features, or None
+    scaled: np.ndarray = field(init=False)  # [T, N] float32
+
+    def __post_init__(self) -> None:
+        self.scaled = ((self.raw - self.mean) / self.std).astype(np.float32)
+
+    @property
+    def n_vars(self) -> int:
+        return self.raw.shape[1]
+
+    @property
+    def n_marks(self) -> int:
+        return 0 if self.marks is None else self.marks.shape[1]
+
+    def train_rows(self) -> np.ndarray:
+        start, end = self.borders["train"]
+        return self.raw[start:end]
+
+
+def fit_scaler(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and population std (sklearn StandardScaler); a constant column gets std 1."""
+    mean = train.astype(np.float64).mean(axis=0)
+    std = train.astype(np.float64).std(axis=0)
+    return mean, np.where(std > 0, std, 1.0)
+
+
+def _load_table(cfg: DataConfig, progress: bool) -> tuple[Table, str, str, str, str, bool]:
+    """(table, name, split rule, freq, sha256, time features?) for a benchmark name or a user's file."""
+    path = Path(cfg.dataset).expanduser()
+    looks_like_path = path.suffix.lower() in (".csv", ".gz", ".parquet", ".pq", ".txt") or os.sep in cfg.dataset
+    if looks_like_path:
+        if not path.is_file():
+            raise ForecastError(f"dataset file '{cfg.dataset}' not found; give an existing CSV/parquet path "
+                                "or a benchmark name (see `forecast datasets`).")
+        data = path.read_bytes()
+        if path.suffix == ".gz":
+            import gzip
+
+            data = gzip.decompress(data)
+        table = to_table(read_frame(path if path.suffix.lower() in (".parquet", ".pq") else data, str(path)),
+                         str(path))
+        freq = infer_freq(table.dates)
+        if freq is None:
+            raise ForecastError(f"{path}: the timestamps are not regularly spaced, so no frequency can be inferred; "
+                                "resample the data to a fixed step first.")
+        return table, path.stem, "ratio", freq, store.sha256_bytes(data), True
+    info = catalogue.lookup(cfg.dataset)
+    data, digest, source = store.fetch(info, cfg.data_dir, progress=progress)
+    df = read_frame(data, str(source), has_header=info.has_header)
+    if not info.has_header:
+        # Solar: no header, no dates. Give it a regular 10-minute index (the 2006 Alabama PV data).
+        import polars as pl
+
+        dates = np.arange(np.datetime64("2006-01-01T00:00"), df.height * 10, 10, dtype="datetime64[m]")
+        df = df.rename({c: f"PV{i}" for i, c in enumerate(df.columns)}).with_columns(
+            pl.Series("date", dates.astype("datetime64[ns]"))
+        )
+    return to_table(df, str(source), check_order=False), info.name, info.split, info.freq, digest, info.time_features
+
+
+def load_series(cfg: DataConfig, progress: bool = True) -> Series:
+    table, name, rule, freq, digest, with_marks = _load_table(cfg, progress)
+    n = len(table.dates)
+    borders = split_borders(rule, n, cfg.seq_len)
+    for split, (start, end) in borders.items():
+        if start < 0 or window_count(start, end, cfg.seq_len, cfg.horizon) < 1:
+            raise ForecastError(
+                f"seq_len {cfg.seq_len} + horizon {cfg.horizon} is longer than the {split} split of {name} "
+                f"({end - max(start, 0)} rows); use a shorter --seq-len or --horizon."
+            )
+    mean, std = fit_scaler(table.values[borders["train"][0]:borders["train"][1]])
+    marks = time_features(table.dates, freq) if (with_marks and cfg.time_features) else None
+    return Series(name=name, dates=table.dates, raw=table.values, columns=table.columns, freq=freq, sha256=digest,
+                  source=str(cfg.dataset), borders=borders, mean=mean, std=std, marks=marks)

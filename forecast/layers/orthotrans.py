@@ -1,0 +1,264 @@
+"""OrthoTrans (OLinear, Yue et al. 2025, arXiv 2505.08550): forecast in a data-derived orthogonal time basis.
+
+Q is the T x T eigenbasis of the lag-correlation matrix of the training series (model_specs.md §4.1):
+per variate, the covariance of its T lagged copies, each column divided by its diagonal entry, averaged
+over variates; ``Q``'s rows are the eigenvectors by descending eigenvalue. A run needs two matrices,
+``q_in`` with T = L (lookback) and ``q_out`` with T = H (horizon). They are computed from the train
+split only (rows ``[0, border)``) and cached on disk; models receive them as ``ModelContext.extras``.
+
+Pipeline entry point: :func:`orthotrans_extras`. Rebuilding a saved model without data:
+:func:`extras_from_state_dict`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = "v1"  # bump when the recipe in compute_q changes, so stale cache files are not reused
+_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_CHUNK_ELEMS = 1 << 23  # ~64 MiB of float64 per working array in compute_q
+
+
+# --------------------------------------------------------------------------------------------------
+# Computing Q (numpy, offline)
+# --------------------------------------------------------------------------------------------------
+
+
+def _lag_covariances(a: np.ndarray, T: int) -> np.ndarray:
+    """``np.cov`` (ddof=1) of the T lagged copies of each column: ``a [n, K] -> [K, T, T]``.
+
+    Lagged copy i of a column is ``a[i : i + m]`` with ``m = n - T + 1`` (a Hankel matrix ``[T, m]``).
+    Instead of forming it, the cross products ``sum_t a[i+t] a[k+t]`` come from one cumulative sum
+    of ``a[s] * a[s + lag]`` per lag, which costs O(T n K) instead of O(T^2 n K).
+    """
+    n, K = a.shape
+    m = n - T + 1
+    a = a - a.mean(axis=0, keepdims=True)  # covariance is shift-invariant; centering avoids cancellation
+    zero = np.zeros((1, K))
+    cs = np.concatenate([zero, np.cumsum(a, axis=0)])  # [n + 1, K]
+    mu = (cs[m : m + T] - cs[:T]) / m  # [T, K], mean of lagged copy i
+    S = np.empty((K, T, T))  # raw cross products, [K, T, T]
+    for lag in range(T):
+        prod = a[: n - lag] * a[lag:]  # [n - lag, K]
+        cp = np.concatenate([zero, np.cumsum(prod, axis=0)])  # [n - lag + 1, K]
+        i = np.arange(T - lag)
+        vals = (cp[i + m] - cp[i]).T  # [K, T - lag], sum_t a[i+t] a[i+lag+t]
+        S[:, i, i + lag] = vals
+        S[:, i + lag, i] = vals
+    mu = mu.T  # [K, T]
+    return (S - m * mu[:, :, None] * mu[:, None, :]) / (m - 1)
+
+
+def compute_q(train_values: np.ndarray, T: int, min_diag: float = 1e-4) -> np.ndarray:
+    """OrthoTrans basis ``Q [T, T]`` (orthogonal; rows = eigenvectors, descending eigenvalue) (§4.1).
+
+    ``train_values [rows, N]``: the train split only, raw (unscaled) values as in the official recipe;
+    standardized values give the same Q except for which variates the ``min_diag`` rule skips.
+    A variate is skipped when any diagonal entry of its lag covariance is below ``min_diag``.
+    """
+    a = np.asarray(train_values, dtype=np.float64)
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.ndim != 2:
+        raise ValueError(f"compute_q expects train values [rows, N], got shape {list(a.shape)}")
+    if T < 1:
+        raise ValueError(f"compute_q needs T >= 1, got T={T}")
+    rows, n_vars = a.shape
+    if rows < T + 1:
+        raise ValueError(
+            f"compute_q(T={T}) needs at least T + 1 = {T + 1} train rows (two windows of length T), got {rows}"
+        )
+    if not np.isfinite(a).all():
+        raise ValueError("compute_q: the train values contain NaN or inf; fill or drop them first")
+    total = np.zeros((T, T))
+    kept = 0
+    chunk = max(1, _CHUNK_ELEMS // max(rows, T * T))  # variates per chunk, bounds memory
+    for start in range(0, n_vars, chunk):
+        C = _lag_covariances(a[:, start : start + chunk], T)  # [K, T, T]
+        diag = np.diagonal(C, axis1=1, axis2=2)  # [K, T]
+        ok = (diag >= min_diag).all(axis=1)  # [K]
+        if ok.any():
+            # Divide column k by C[k, k] (the official normalization, not sqrt(C_ii C_kk)).
+            total += (C[ok] / diag[ok][:, None, :]).sum(axis=0)
+            kept += int(ok.sum())
+    if kept == 0:
+        raise ValueError(
+            f"compute_q(T={T}): every one of the {n_vars} variates was skipped because a lagged variance "
+            f"is below min_diag={min_diag} (constant or near-constant train series?)"
+        )
+    sigma = total / kept  # [T, T]; eigh reads the lower triangle, as numpy does in the recipe
+    _, vecs = np.linalg.eigh(sigma)  # ascending eigenvalues, eigenvectors in columns
+    return np.ascontiguousarray(vecs[:, ::-1].T)  # rows = eigenvectors, descending eigenvalue
+
+
+def train_slice(values: np.ndarray, train_rows: int) -> np.ndarray:
+    """The train split of a series ``[n, N]``: rows ``[0, train_rows)``, the only rows Q may see."""
+    if not 0 < train_rows <= len(values):
+        raise ValueError(f"train_rows must be in [1, {len(values)}], got {train_rows}")
+    return values[:train_rows]
+
+
+# --------------------------------------------------------------------------------------------------
+# On-disk cache
+# --------------------------------------------------------------------------------------------------
+
+
+def q_cache_key(data_sha256: str, train_rows: int, T: int) -> str:
+    """Cache key for one Q: the dataset file's sha256, the train split ``[0, train_rows)`` and T."""
+    return f"orthoq-{CACHE_VERSION}-{data_sha256[:16]}-train{train_rows}-T{T}"
+
+
+def _atomic_save(path: Path, array: np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, array, allow_pickle=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_or_compute_q(train_values: np.ndarray, T: int, cache_dir: Path, key: str) -> tuple[np.ndarray, bool]:
+    """``(Q [T, T], was_cached)``: Q from ``cache_dir/<key>.npy``, else :func:`compute_q` and save it atomically.
+
+    ``key`` must identify the data, the train split and T (see :func:`q_cache_key`). A cached file of
+    the wrong shape or that cannot be read is recomputed and overwritten.
+    """
+    if not _KEY_RE.match(key):
+        raise ValueError(f"cache key must match {_KEY_RE.pattern} (a plain file name), got {key!r}")
+    cache_dir = Path(cache_dir)
+    path = cache_dir / f"{key}.npy"
+    if path.exists():
+        try:
+            q = np.load(path, allow_pickle=False)
+            if q.shape == (T, T) and np.isfinite(q).all():
+                return q, True
+            log.warning("OrthoTrans cache %s has shape %s, expected (%d, %d); recomputing", path, q.shape, T, T)
+        except (OSError, ValueError) as err:
+            log.warning("OrthoTrans cache %s is unreadable (%s); recomputing", path, err)
+    q = compute_q(train_values, T)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_save(path, q)
+    return q, False
+
+
+def orthotrans_extras(
+    values: np.ndarray,
+    train_rows: int,
+    seq_len: int,
+    pred_len: int,
+    cache_dir: Path | None = None,
+    data_sha256: str | None = None,
+) -> dict[str, torch.Tensor]:
+    """``{"q_in": [L, L], "q_out": [H, H]}`` (float32) for ``ModelContext.extras``, from train rows only.
+
+    ``values [n, N]`` is the whole series (raw values, the date column dropped); only rows
+    ``[0, train_rows)`` are used. With ``cache_dir`` and ``data_sha256`` both given, each Q is cached.
+    """
+    train = train_slice(np.asarray(values), train_rows)
+    out: dict[int, np.ndarray] = {}
+    for T in dict.fromkeys((seq_len, pred_len)):  # one computation when L == H
+        if cache_dir is not None and data_sha256:
+            out[T], _ = load_or_compute_q(train, T, Path(cache_dir), q_cache_key(data_sha256, train_rows, T))
+        else:
+            out[T] = compute_q(train, T)
+    return {
+        "q_in": torch.as_tensor(out[seq_len], dtype=torch.float32),
+        "q_out": torch.as_tensor(out[pred_len], dtype=torch.float32),
+    }
+
+
+def extras_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``{"q_in", "q_out"}`` from a saved model's state dict (keys ``*.q_in`` / ``*.q_out``), or ``{}``.
+
+    Lets a checkpoint be rebuilt with ``create_model`` and evaluated without the training data.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        name = key.rsplit(".", 1)[-1]
+        if name in ("q_in", "q_out"):
+            out[name] = value.detach().clone()
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The transform (torch)
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_q(q: torch.Tensor | np.ndarray, size: int, name: str, side: str, other: int) -> torch.Tensor:
+    q = torch.as_tensor(q).detach().to(torch.float32)
+    if tuple(q.shape) != (size, size):
+        hint = ""
+        if tuple(q.shape) == (other, other):
+            hint = " It has the other side's shape: q_in and q_out look swapped."
+        raise ValueError(
+            f"OrthoTrans {name} must be [{size}, {size}] (T = {side}), got {list(q.shape)}.{hint}"
+        )
+    eye = torch.eye(size, dtype=torch.float64)
+    err = (q.double() @ q.double().T - eye).abs().max().item()
+    if not err <= 1e-3:  # also catches NaN
+        raise ValueError(f"OrthoTrans {name} is not orthogonal: max |Q Q^T - I| = {err:.3g}")
+    return q.contiguous()
+
+
+class OrthoTrans(nn.Module):
+    """Fixed orthogonal change of time basis: ``x [..., L] -> x @ q_in.T``, ``z [..., H] -> z @ q_out``.
+
+    ``q_in [L, L]`` and ``q_out [H, H]`` are persistent buffers: they are saved in the state dict, so a
+    saved model predicts without the data that produced them. Not trainable.
+    """
+
+    q_in: torch.Tensor
+    q_out: torch.Tensor
+
+    def __init__(
+        self, q_in: torch.Tensor | np.ndarray, q_out: torch.Tensor | np.ndarray, seq_len: int, pred_len: int
+    ) -> None:
+        super().__init__()
+        self.seq_len, self.pred_len = seq_len, pred_len
+        self.register_buffer("q_in", _check_q(q_in, seq_len, "q_in", f"seq_len L={seq_len}", pred_len))
+        self.register_buffer("q_out", _check_q(q_out, pred_len, "q_out", f"pred_len H={pred_len}", seq_len))
+
+    @classmethod
+    def from_extras(
+        cls, extras: Mapping[str, torch.Tensor], seq_len: int, pred_len: int, model: str
+    ) -> OrthoTrans:
+        """Build from ``ModelContext.extras``; a clear ValueError when the pipeline did not provide Q."""
+        missing = [k for k in ("q_in", "q_out") if k not in extras]
+        if missing:
+            raise ValueError(
+                f"{model} with orthotrans=True needs ctx.extras['q_in'] [L, L] and ctx.extras['q_out'] [H, H] "
+                f"computed from the train split (forecast.layers.orthotrans.orthotrans_extras); "
+                f"missing: {', '.join(missing)}"
+            )
+        return cls(extras["q_in"], extras["q_out"], seq_len, pred_len)
+
+    def forward_transform(self, x: torch.Tensor) -> torch.Tensor:
+        """Time -> basis coefficients: ``x [..., L] -> [..., L]``, coefficient k = <x, q_k>."""
+        if x.shape[-1] != self.seq_len:
+            raise ValueError(f"OrthoTrans.forward_transform expects [..., L={self.seq_len}], got {list(x.shape)}")
+        return x @ self.q_in.T
+
+    def inverse_transform(self, z: torch.Tensor) -> torch.Tensor:
+        """Basis coefficients -> time: ``z [..., H] -> [..., H]``, ``y[t] = sum_k z[k] q_out[k, t]``."""
+        if z.shape[-1] != self.pred_len:
+            raise ValueError(f"OrthoTrans.inverse_transform expects [..., H={self.pred_len}], got {list(z.shape)}")
+        return z @ self.q_out
+
+    def extra_repr(self) -> str:
+        return f"seq_len={self.seq_len}, pred_len={self.pred_len}"
