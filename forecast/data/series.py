@@ -113,7 +113,9 @@ def _load_table(cfg: DataConfig, progress: bool) -> tuple[Table, str, str, str, 
         df = df.rename({c: f"PV{i}" for i, c in enumerate(df.columns)}).with_columns(
             pl.Series("date", dates.astype("datetime64[ns]"))
         )
-    return to_table(df, str(source), check_order=False), info.name, info.split, info.freq, digest, info.time_features
+    table = to_table(df, str(source), check_order=False)
+    # The data's own step wins (ILI is weekly on Tuesdays: W-TUE), the catalogue's is the fallback.
+    return table, info.name, info.split, infer_freq(table.dates) or info.freq, digest, info.time_features
 
 
 def load_series(cfg: DataConfig, progress: bool = True) -> Series:

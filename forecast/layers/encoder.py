@@ -1,4 +1,5 @@
-"""Post-LN encoder blocks shared by the inverted forecasters (iTransformer, S-Mamba, OLinear)."""
+"""Post-LN encoder blocks shared by the inverted forecasters (iTransformer, S-Mamba, OLinear),
+and the post-LN decoder of the vanilla Flowformer forecaster."""
 
 from __future__ import annotations
 
@@ -60,4 +61,50 @@ class Encoder(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
             h = layer(h)
+        return self.norm(h)
+
+
+class DecoderLayer(nn.Module):
+    """One post-LN Transformer decoder layer (the vanilla Flowformer forecaster's decoder).
+
+    On ``h [B, T, D]`` and encoder output ``memory [B, S, D]``:
+    ``h = LN1(h + Dropout(self_attn(h)))``, ``h = LN2(h + Dropout(cross_attn(h, memory)))``,
+    ``h = LN3(h + FFN(h))``. Causality is the self-attention module's business (a causal inner attention).
+    """
+
+    def __init__(
+        self,
+        self_attn: nn.Module,
+        cross_attn: nn.Module,
+        d_model: int,
+        d_ff: int,
+        dropout: float = 0.1,
+        activation: str = "gelu",
+    ) -> None:
+        super().__init__()
+        self.self_attn = self_attn
+        self.cross_attn = cross_attn
+        self.ffn = FeedForward(d_model, d_ff, dropout, activation)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.norm3 = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, h: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(h + self.dropout(self.self_attn(h)))
+        h = self.norm2(h + self.dropout(self.cross_attn(h, memory)))
+        return self.norm3(h + self.ffn(h))
+
+
+class Decoder(nn.Module):
+    """A stack of decoder layers, then a final ``LayerNorm(D)``: ``(h [B, T, D], memory [B, S, D]) -> [B, T, D]``."""
+
+    def __init__(self, layers: list[nn.Module], d_model: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, h: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            h = layer(h, memory)
         return self.norm(h)

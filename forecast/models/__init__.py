@@ -1,6 +1,9 @@
 """Forecasters. Each module registers its models; this file imports them explicitly (no directory scan)."""
 
 from forecast.models import linear  # noqa: F401  Linear, NLinear, DLinear
+from forecast.models import itransformer  # noqa: F401  iTransformer, iFlowformer
+from forecast.models import flowformer  # noqa: F401  Flowformer (vanilla encoder-decoder)
+from forecast.models import olinear  # noqa: F401  OLinear
 from forecast.models.registry import (  # noqa: F401
     ModelContext,
     build_config,

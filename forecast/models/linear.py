@@ -1,6 +1,9 @@
 """The LTSF-Linear family (Zeng et al., AAAI 2023): Linear, NLinear and DLinear.
 
 All three map along the time axis only, one forecast per channel, and ignore time marks.
+With ``orthotrans: true`` (OLinear's plug-in, arXiv 2505.08550) the same L->H maps act on the
+coefficients of the lookback in the OrthoTrans basis ``Q_i``, and their output is mapped back with ``Q_o``;
+the pipeline then supplies ``ctx.extras["q_in"] [L, L]`` and ``ctx.extras["q_out"] [H, H]``.
 Contract: ``forward(x [B, L, N], x_mark, y_mark) -> [B, H, N]``.
 """
 
@@ -13,6 +16,7 @@ import torch
 from torch import nn
 
 from forecast.layers.decomposition import SeriesDecomposition
+from forecast.layers.orthotrans import OrthoTrans
 from forecast.models.registry import ModelContext, register
 
 
@@ -37,10 +41,27 @@ class TimeLinear(nn.Module):
         return self.linear(x.transpose(1, 2)).transpose(1, 2)
 
 
+def _ortho_or_none(enabled: bool, ctx: ModelContext, model: str) -> OrthoTrans | None:
+    return OrthoTrans.from_extras(ctx.extras, ctx.seq_len, ctx.pred_len, model) if enabled else None
+
+
+def _forecast(head: TimeLinear, ortho: OrthoTrans | None, x: torch.Tensor) -> torch.Tensor:
+    """``head(x)``; with OrthoTrans, ``head`` maps basis coefficients: ``Q_o``-inverse(head(x Q_i^T)).
+
+    x: [B, L, N] -> [B, H, N]
+    """
+    if ortho is None:
+        return head(x)
+    z = ortho.forward_transform(x.transpose(1, 2)).transpose(1, 2)  # [B, N, L] @ Q_i^T -> [B, L, N]
+    z = head(z)  # [B, H, N], coefficients in the Q_o basis
+    return ortho.inverse_transform(z.transpose(1, 2)).transpose(1, 2)  # [B, N, H] @ Q_o -> [B, H, N]
+
+
 @dataclass(frozen=True)
 class LinearConfig:
     individual: bool = False  # one L->H map per channel instead of one shared map
     revin: str = "none"  # none | plain | affine
+    orthotrans: bool = False  # forecast in the OrthoTrans basis (needs ctx.extras q_in/q_out)
 
 
 @dataclass(frozen=True)
@@ -48,6 +69,7 @@ class DLinearConfig:
     individual: bool = False
     kernel_size: int = 25  # moving-average width; the paper hard-codes 25
     revin: str = "none"
+    orthotrans: bool = False  # seasonal and trend each mapped in the OrthoTrans basis
 
 
 @register("linear", LinearConfig, "Linear: one linear map L->H along time (LTSF-Linear)")
@@ -55,9 +77,10 @@ class Linear(nn.Module):
     def __init__(self, cfg: LinearConfig, ctx: ModelContext) -> None:
         super().__init__()
         self.head = TimeLinear(ctx.seq_len, ctx.pred_len, ctx.n_vars, cfg.individual)
+        self.ortho = _ortho_or_none(cfg.orthotrans, ctx, "linear")
 
     def forward(self, x: torch.Tensor, x_mark=None, y_mark=None) -> torch.Tensor:
-        return self.head(x)
+        return _forecast(self.head, self.ortho, x)
 
 
 @register("nlinear", LinearConfig, "NLinear: subtract the last value, linear map, add it back (LTSF-Linear)")
@@ -65,10 +88,11 @@ class NLinear(nn.Module):
     def __init__(self, cfg: LinearConfig, ctx: ModelContext) -> None:
         super().__init__()
         self.head = TimeLinear(ctx.seq_len, ctx.pred_len, ctx.n_vars, cfg.individual)
+        self.ortho = _ortho_or_none(cfg.orthotrans, ctx, "nlinear")
 
     def forward(self, x: torch.Tensor, x_mark=None, y_mark=None) -> torch.Tensor:
         last = x[:, -1:, :].detach()  # [B, 1, N]
-        return self.head(x - last) + last
+        return _forecast(self.head, self.ortho, x - last) + last
 
 
 @register("dlinear", DLinearConfig, "DLinear: moving-average trend + seasonal, one linear map each (LTSF-Linear)")
@@ -78,7 +102,8 @@ class DLinear(nn.Module):
         self.decomp = SeriesDecomposition(cfg.kernel_size)
         self.seasonal = TimeLinear(ctx.seq_len, ctx.pred_len, ctx.n_vars, cfg.individual)
         self.trend = TimeLinear(ctx.seq_len, ctx.pred_len, ctx.n_vars, cfg.individual)
+        self.ortho = _ortho_or_none(cfg.orthotrans, ctx, "dlinear")
 
     def forward(self, x: torch.Tensor, x_mark=None, y_mark=None) -> torch.Tensor:
         seasonal, trend = self.decomp(x)  # [B, L, N] each
-        return self.seasonal(seasonal) + self.trend(trend)
+        return _forecast(self.seasonal, self.ortho, seasonal) + _forecast(self.trend, self.ortho, trend)

@@ -1,0 +1,176 @@
+"""The `forecast` command line: thin Typer commands that call into the forecast package.
+
+Heavy imports (torch, lightning, mlflow) happen inside the commands, so `forecast --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Long-term time-series forecasting: train, tune, predict and compare, tracked in MLflow.",
+)
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary tables.")]
+TrackingUri = Annotated[
+    Optional[str],
+    typer.Option("--tracking-uri", help="MLflow store; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db here."),
+]
+Sets = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", help="Override a config key, e.g. --set model.individual=true (repeatable)."),
+]
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _overrides(sets: list[str] | None, **named) -> dict:
+    from forecast.config import parse_sets
+
+    out = {key: value for key, value in named.items() if value is not None}
+    out.update(parse_sets(sets or []))
+    return out
+
+
+@app.command()
+def datasets(
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Look here first.")] = None,
+) -> None:
+    """List the benchmark datasets: shape, frequency, split and whether the file is here."""
+    from rich.table import Table
+
+    from forecast.data.catalogue import CATALOGUE
+    from forecast.data.store import cache_dir, find_local
+
+    table = Table(title="Benchmarks")
+    for col in ("dataset", "rows", "variates", "freq", "split", "local file"):
+        table.add_column(col)
+    for info in CATALOGUE.values():
+        path = find_local(info, data_dir)
+        table.add_row(info.name, f"{info.rows:,}", str(info.n_vars), info.freq, info.split_rule,
+                      str(path) if path else f"[dim]missing: downloads to {cache_dir()}[/dim]")
+    _console().print(table)
+
+
+@app.command()
+def models() -> None:
+    """List the registered models and their defaults."""
+    from rich.table import Table
+
+    from forecast.config import load_model_yaml
+    from forecast.models import get_spec, model_names
+
+    table = Table(title="Models")
+    for col in ("model", "description", "defaults (configs/<model>.yaml)"):
+        table.add_column(col, overflow="fold")
+    for name in model_names():
+        spec = get_spec(name)
+        defaults = load_model_yaml(name).get("defaults") or {}
+        flat = ", ".join(f"{k}={v}" for sec in ("data", "model", "train") for k, v in (defaults.get(sec) or {}).items()
+                         if k in ("seq_len", "d_model", "e_layers", "lr", "epochs", "individual", "attention", "d_state"))
+        desc = spec.description + (f" (alias of {spec.alias_of}, {spec.preset})" if spec.alias_of else "")
+        if hasattr(spec.cls, "backend_info"):
+            desc += f" [scan: {spec.cls.backend_info()}]"
+        table.add_row(name, desc, flat)
+    _console().print(table)
+
+
+@app.command()
+def train(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Benchmark name or path to your CSV/parquet.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name (see `forecast models`).")],
+    horizon: Annotated[Optional[int], typer.Option("--horizon", "-H", help="Forecast horizon H.")] = None,
+    seq_len: Annotated[Optional[int], typer.Option("--seq-len", "-L", help="Lookback L.")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    devices: Annotated[Optional[int], typer.Option("--devices", help="Devices to train on (default 1).")] = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="e.g. 32-true, bf16-mixed.")] = None,
+    accelerator: Annotated[Optional[str], typer.Option("--accelerator", help="auto, cpu, gpu.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="A YAML file of data/model/train keys.")] = None,
+    sets: Sets = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Look for benchmark files here first.")] = None,
+    experiment: Annotated[Optional[str], typer.Option("--experiment", help="MLflow experiment (default: dataset).")] = None,
+    tracking_uri: TrackingUri = None,
+    quiet: Quiet = False,
+) -> None:
+    """Train a model on a dataset with the paper protocol and record the run in MLflow."""
+    from forecast import commands
+
+    overrides = _overrides(sets, **{"data.horizon": horizon, "data.seq_len": seq_len, "train.epochs": epochs,
+                                   "train.batch_size": batch_size, "train.lr": lr, "train.seed": seed,
+                                   "train.devices": devices, "train.precision": precision,
+                                   "train.accelerator": accelerator,
+                                   "data.data_dir": str(data_dir) if data_dir else None})
+    commands.train(dataset, model, overrides, config, tracking_uri, experiment, quiet)
+
+
+@app.command()
+def runs(
+    tracking_uri: TrackingUri = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many runs to show.")] = 20,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Only this dataset's experiment.")] = None,
+) -> None:
+    """Show the most recent runs with their test metrics."""
+    from forecast import commands
+
+    commands.runs(tracking_uri, limit, dataset)
+
+
+@app.command()
+def ui(
+    tracking_uri: TrackingUri = None,
+    host: Annotated[str, typer.Option("--host", help="Bind address; 127.0.0.1 unless you ask.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 5000,
+) -> None:
+    """Start the MLflow UI on the same store (127.0.0.1 by default)."""
+    from forecast import commands
+
+    commands.ui(tracking_uri, host, port)
+
+
+def main() -> None:
+    """Entry point: user mistakes print one line and exit 2; no stack trace."""
+    from forecast.errors import ForecastError
+
+    try:
+        app(standalone_mode=False)
+    except ForecastError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(err.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""iTransformer (Liu et al., "iTransformer: Inverted Transformers Are Effective for Time Series Forecasting",
+ICLR 2024) and its inverted variants, which differ only in the token mixer (iFlowformer: Flow-Attention).
+
+Each variate's whole lookback is one token (and, when marks are given, each time-feature series is one more
+token); a post-LN Transformer encoder mixes the tokens; ``Linear(D -> H)`` reads each token out and the
+first N tokens are the forecast. Contract: ``forward(x [B, L, N], x_mark [B, L, C] | None, y_mark) -> [B, H, N]``.
+RevIN (non-affine, the paper's ``use_norm``) is applied by ``create_model``, not here.
+
+Nothing in the model depends on N: embedding, mixer, FFN and projector are shared by all tokens, so a
+model built for ``ctx.n_vars`` accepts any number of variates at run time (partial-variate training).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from forecast.layers.attention import AttentionLayer, FullAttention
+from forecast.layers.embed import InvertedEmbedding
+from forecast.layers.encoder import Encoder, MixerEncoderLayer
+from forecast.layers.flow_attention import FlowAttention
+from forecast.models.registry import ModelContext, register, register_alias
+
+# Token mixers an inverted encoder layer can use. To add one: a name here and a branch in _make_mixer.
+MIXERS = ("full", "flow")
+ACTIVATIONS = ("gelu", "relu")
+
+
+@dataclass(frozen=True)
+class ITransformerConfig:
+    d_model: int = 512  # D, token width
+    d_ff: int = 512  # F, FFN width (the official scripts always set d_ff = d_model)
+    n_heads: int = 8
+    e_layers: int = 2  # E, encoder layers
+    dropout: float = 0.1  # embedding, attention weights, residual and FFN dropout
+    activation: str = "gelu"  # gelu | relu
+    attention: str = "full"  # token mixer: full (iTransformer) | flow (iFlowformer)
+    use_marks: bool = True  # time-feature series as extra tokens when x_mark is given
+    revin: str = "plain"  # none | plain | affine (plain = the paper's use_norm)
+
+    def __post_init__(self) -> None:
+        if self.attention not in MIXERS:
+            raise ValueError(f"attention must be one of {', '.join(MIXERS)}, got {self.attention!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        if min(self.d_model, self.d_ff, self.n_heads, self.e_layers) < 1:
+            raise ValueError("d_model, d_ff, n_heads and e_layers must be positive")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+def _make_mixer(name: str, cfg: ITransformerConfig, n_tokens: int) -> nn.Module:
+    """The token mixer of one encoder layer: ``[B, T, D] -> [B, T, D]``.
+
+    ``n_tokens`` is T at build time (N + C); mixers that depend on it break variable-N inference.
+    """
+    if name == "full":
+        return AttentionLayer(FullAttention(cfg.dropout), cfg.d_model, cfg.n_heads)
+    if name == "flow":
+        return AttentionLayer(FlowAttention(), cfg.d_model, cfg.n_heads)
+    raise ValueError(f"unknown token mixer {name!r}; known: {', '.join(MIXERS)}")
+
+
+@register("itransformer", ITransformerConfig, "iTransformer: variates as tokens, Transformer encoder (ICLR 2024)")
+class ITransformer(nn.Module):
+    """iTransformer: ``x [B, L, N]`` (+ ``x_mark [B, L, C]``) -> tokens ``[B, N + C, D]`` -> ``[B, H, N]``."""
+
+    def __init__(self, cfg: ITransformerConfig, ctx: ModelContext) -> None:
+        super().__init__()
+        self.use_marks = cfg.use_marks
+        n_tokens = ctx.n_vars + (ctx.n_marks if cfg.use_marks else 0)
+        self.embed = InvertedEmbedding(ctx.seq_len, cfg.d_model, cfg.dropout)
+        self.encoder = Encoder(
+            [
+                MixerEncoderLayer(
+                    _make_mixer(cfg.attention, cfg, n_tokens), cfg.d_model, cfg.d_ff, cfg.dropout, cfg.activation
+                )
+                for _ in range(cfg.e_layers)
+            ],
+            cfg.d_model,
+        )
+        self.projector = nn.Linear(cfg.d_model, ctx.pred_len)
+
+    def forward(
+        self, x: torch.Tensor, x_mark: torch.Tensor | None = None, y_mark: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        n_vars = x.shape[-1]
+        tokens = self.embed(x, x_mark if self.use_marks else None)  # [B, T, D], T = N (+ C)
+        h = self.encoder(tokens)  # [B, T, D]
+        out = self.projector(h)  # [B, T, H]
+        return out.transpose(1, 2)[:, :, :n_vars]  # [B, H, T] -> [B, H, N], covariate tokens dropped
+
+
+register_alias(
+    "iflowformer",
+    "itransformer",
+    "iFlowformer: iTransformer with Flow-Attention as the token mixer (ICLR 2024 'boost' experiment)",
+    attention="flow",
+)

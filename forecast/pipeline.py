@@ -1,0 +1,175 @@
+"""The one training path: data -> model -> Lightning fit -> best weights -> test -> MLflow records.
+
+``forecast train``, tuning trials and benchmark cells all call :func:`train`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import yaml
+
+from forecast import tracking
+from forecast.config import RunConfig
+from forecast.data.datamodule import ForecastDataModule
+from forecast.data.series import Series
+from forecast.models import ModelContext, create_model
+from forecast.training import BestWeights, ForecastModule, make_trainer
+
+
+@dataclass
+class TrainOptions:
+    tracking_uri: str | None = None
+    quiet: bool = False
+    experiment: str | None = None  # default: the dataset's name
+    run_name: str | None = None
+    parent_run_id: str | None = None  # nested run (tuning trials, benchmark cells)
+    tags: dict[str, str] = field(default_factory=dict)
+    evaluate_test: bool = True  # False while tuning: the test split is never loaded
+    callbacks: list[pl.Callback] = field(default_factory=list)
+    log_artifacts: bool = True
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    experiment_id: str
+    run_name: str
+    tracking_uri: str
+    best_val_loss: float
+    best_epoch: int
+    epochs_run: int
+    train_seconds: float
+    n_params: int
+    metrics: dict[str, float]
+    step_mse: np.ndarray | None = None
+
+
+def data_extras(cfg: RunConfig, series: Series) -> dict[str, torch.Tensor]:
+    """Data-derived matrices a model asks for through its config (OrthoTrans Q), from the train split only."""
+    if not getattr(cfg.model, "orthotrans", False):
+        return {}
+    from forecast.data.store import cache_dir
+    from forecast.layers.orthotrans import orthotrans_extras
+
+    return orthotrans_extras(series.raw, series.borders["train"][1], cfg.data.seq_len, cfg.data.horizon,
+                             cache_dir=cache_dir() / "orthotrans", data_sha256=series.sha256)
+
+
+def build(cfg: RunConfig, progress: bool = True, series: Series | None = None) -> tuple[ForecastDataModule, ForecastModule]:
+    """The DataModule and the LightningModule for ``cfg``, seeded."""
+    pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    dm = ForecastDataModule(cfg.data, cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.seed,
+                            series=series, progress=progress)
+    ctx = ModelContext(cfg.data.seq_len, cfg.data.horizon, dm.n_vars, dm.n_marks, data_extras(cfg, dm.series))
+    pl.seed_everything(cfg.train.seed, workers=True, verbose=False)  # model init independent of data loading
+    model = create_model(cfg.model_name, cfg.model, ctx)
+    return dm, ForecastModule(model, cfg.train, dm.series.mean, dm.series.std)
+
+
+def run_name(cfg: RunConfig, series_name: str) -> str:
+    return f"{cfg.model_name}_{series_name}_sl{cfg.data.seq_len}_pl{cfg.data.horizon}"
+
+
+def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | None = None) -> TrainResult:
+    opts = opts or TrainOptions()
+    uri = tracking.resolve_uri(opts.tracking_uri)
+    dm, module = build(cfg, progress=not opts.quiet, series=series)
+    name = opts.run_name or run_name(cfg, dm.series.name)
+    mlf = tracking.client(uri)
+    exp_id = tracking.experiment_id(mlf, opts.experiment or dm.series.name, uri)
+    tags = {**tracking.base_tags(dm.series.name, cfg.model_name, dm.series.sha256), **opts.tags,
+            "mlflow.runName": name}
+    if opts.parent_run_id:
+        tags["mlflow.parentRunId"] = opts.parent_run_id
+    run = mlf.create_run(exp_id, run_name=name, tags=tags)
+    run_id = run.info.run_id
+    status = "FAILED"
+    try:
+        n_params = sum(p.numel() for p in module.model.parameters())
+        from mlflow.entities import Param
+
+        params = tracking.params_of({**cfg.flat(), "data.n_vars": dm.n_vars, "data.n_marks": dm.n_marks,
+                                     "data.freq": dm.series.freq, "model.n_params": n_params})
+        mlf.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
+        best = BestWeights()
+        trainer = make_trainer(cfg.train, [best, tracking.EpochLogger(mlf, run_id), *opts.callbacks],
+                               quiet=opts.quiet)
+        t0 = time.perf_counter()
+        trainer.fit(module, datamodule=dm)
+        train_seconds = time.perf_counter() - t0
+        best.restore(module)
+        metrics: dict[str, float] = {"best_val_loss": best.best, "best_epoch": float(best.best_epoch),
+                                     "epochs_run": float(trainer.current_epoch), "train_seconds": train_seconds}
+        if opts.evaluate_test:
+            trainer.test(module, datamodule=dm, verbose=False)
+            metrics.update(module.test_metrics)
+        for key, value in metrics.items():
+            mlf.log_metric(run_id, key, value)
+        if opts.log_artifacts:
+            _log_artifacts(mlf, run_id, cfg, dm, module)
+        status = "FINISHED"
+        return TrainResult(run_id, exp_id, name, uri, best.best, best.best_epoch, int(trainer.current_epoch),
+                           train_seconds, n_params, metrics, module.step_mse)
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        mlf.set_terminated(run_id, status)
+
+
+def _log_artifacts(mlf, run_id: str, cfg: RunConfig, dm: ForecastDataModule, module: ForecastModule) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        state = {k: v.detach().cpu() for k, v in module.model.state_dict().items()}
+        torch.save(state, out / "model_state.pt")
+        scaler = {"columns": dm.series.columns, "mean": dm.series.mean.tolist(), "std": dm.series.std.tolist(),
+                  "freq": dm.series.freq}
+        (out / "scaler.json").write_text(json.dumps(scaler, indent=1))
+        for key in ("q_in", "q_out"):
+            if key in state or any(k.endswith(f".{key}") for k in state):
+                q = next(v for k, v in state.items() if k.endswith(key))
+                np.save(out / f"orthotrans_{key}.npy", q.numpy(), allow_pickle=False)
+        if module.step_mse is not None:
+            lines = ["step,mse"] + [f"{i + 1},{v:.6g}" for i, v in enumerate(module.step_mse)]
+            (out / "step_mse.csv").write_text("\n".join(lines) + "\n")
+            with contextlib.suppress(Exception):  # a plot is a nicety, never a failure
+                _plot_forecasts(module, dm, out / "forecast.png")
+        mlf.log_artifacts(run_id, str(out))
+
+
+def _plot_forecasts(module: ForecastModule, dm: ForecastDataModule, path: Path, n_windows: int = 4) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ds = dm.dataset("test")
+    idx = np.linspace(0, len(ds) - 1, n_windows).astype(int).tolist()
+    batch = ds[idx]
+    module.eval()
+    with torch.no_grad():
+        device = next(module.parameters()).device
+        pred = module.model(*(batch[k].to(device) if k in batch else None for k in ("x", "x_mark", "y_mark")))
+    var = dm.n_vars - 1  # the last column: OT in the benchmarks
+    fig, axes = plt.subplots(n_windows, 1, figsize=(9, 2.2 * n_windows), squeeze=False)
+    L = batch["x"].shape[1]
+    for ax, i in zip(axes[:, 0], range(n_windows)):
+        ax.plot(range(L), batch["x"][i, :, var], color="0.5", lw=1, label="history")
+        ax.plot(range(L, L + batch["y"].shape[1]), batch["y"][i, :, var], color="k", lw=1.2, label="actual")
+        ax.plot(range(L, L + pred.shape[1]), pred[i, :, var].cpu(), color="tab:red", lw=1.2, label="forecast")
+        ax.set_title(f"test window {idx[i]} · {dm.series.columns[var]} (standardized)", fontsize=9)
+    axes[0, 0].legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

@@ -1,0 +1,100 @@
+"""MLflow: where runs go, experiments, per-epoch logging and the run's records.
+
+The default store is ``sqlite:///mlflow.db`` in the working directory, with artifacts in ``mlartifacts/``
+beside it (never a ``./mlruns`` file store). ``--tracking-uri`` and ``MLFLOW_TRACKING_URI`` override it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+
+import forecast
+
+DEFAULT_DB = "mlflow.db"
+
+
+def resolve_uri(uri: str | None = None) -> str:
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+    if "://" not in uri:  # a bare path to a sqlite file
+        return f"sqlite:///{Path(uri).expanduser().resolve()}"
+    return uri
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a local sqlite store keeps artifacts: ``mlartifacts/`` beside the database file."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+    return None
+
+
+def quiet_logs() -> None:
+    for name in ("alembic", "mlflow", "mlflow.store", "mlflow.tracking", "lightning", "lightning.pytorch",
+                 "lightning.fabric", "optuna"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def client(uri: str):
+    quiet_logs()
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(mlf, name: str, uri: str) -> str:
+    exp = mlf.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    root = artifact_root(uri)
+    return mlf.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
+
+
+def git_commit() -> str | None:
+    repo = Path(__file__).resolve().parents[1]
+    if not (repo / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def base_tags(dataset: str, model: str, data_sha256: str) -> dict[str, str]:
+    tags = {"dataset": dataset, "model": model, "data_sha256": data_sha256, "forecast_version": forecast.__version__}
+    commit = git_commit()
+    if commit:
+        tags["git_commit"] = commit
+    return tags
+
+
+def params_of(flat: dict[str, Any]) -> dict[str, str]:
+    """MLflow params: stringified, None as an empty string, 500 chars at most."""
+    return {k: ("" if v is None else str(v))[:500] for k, v in flat.items()}
+
+
+class EpochLogger(pl.Callback):
+    """Logs train_loss, val_loss and lr to an MLflow run after every epoch (rank 0 only)."""
+
+    def __init__(self, mlf, run_id: str) -> None:
+        self.mlf, self.run_id = mlf, run_id
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        from mlflow.entities import Metric
+        import time
+
+        now = int(time.time() * 1000)
+        step = trainer.current_epoch
+        values = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("train_loss", "val_loss")}
+        values["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+        self.mlf.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()])

@@ -1,0 +1,209 @@
+"""One LightningModule for every forecaster, the losses, the lr schedules and the Trainer factory."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import nn
+
+from forecast.config import TrainConfig
+
+
+def make_loss(name: str, alpha: float = 0.5):
+    """``(pred, target) -> scalar``: mse, mae, or weighted_l1 = mean(|err| * (t+1)^-alpha) (not renormalized)."""
+    if name == "mse":
+        return lambda p, y: (p - y).pow(2).mean()
+    if name == "mae":
+        return lambda p, y: (p - y).abs().mean()
+
+    def weighted_l1(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        t = torch.arange(p.shape[1], device=p.device, dtype=p.dtype)
+        w = (t + 1.0).pow(-alpha).view(1, -1, 1)  # [1, H, 1]
+        return ((p - y).abs() * w).mean()
+
+    return weighted_l1
+
+
+def lr_factor(cfg: TrainConfig, epoch: int) -> float:
+    """Multiplier of the base lr during 0-based ``epoch`` (TSLib's adjust_learning_rate, applied per epoch)."""
+    if cfg.lradj == "type1":  # lr0, lr0, lr0/2, lr0/4, ...
+        return 0.5 ** max(epoch - 1, 0)
+    if cfg.lradj == "cosine":
+        return 1.0 if epoch == 0 else 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
+    if cfg.lradj == "hold_decay":  # OLinear: hold for lr_hold_epochs, then *lr_decay per epoch
+        return 1.0 if epoch < cfg.lr_hold_epochs else cfg.lr_decay ** (epoch - cfg.lr_hold_epochs + 1)
+    return 1.0
+
+
+class ForecastModule(pl.LightningModule):
+    """Wraps any registered backbone: loss, optimizer, schedule, and sample-weighted evaluation.
+
+    Test metrics are sums over every window, reduced once at the end: MSE/MAE on the standardized scale
+    (the papers' convention), the same in original units, and the MSE of each horizon step.
+    """
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, mean: np.ndarray, std: np.ndarray) -> None:
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.loss_fn = make_loss(cfg.loss, cfg.loss_alpha)
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32), persistent=False)
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32), persistent=False)
+        self._sums: dict[str, torch.Tensor] = {}
+        self.test_metrics: dict[str, float] = {}
+        self.step_mse: np.ndarray | None = None
+
+    def forward(self, x: torch.Tensor, x_mark=None, y_mark=None) -> torch.Tensor:
+        return self.model(x, x_mark, y_mark)
+
+    def _predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(batch["x"], batch.get("x_mark"), batch.get("y_mark"))
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        k = self.cfg.partial_variates
+        if 0 < k < batch["x"].shape[-1]:
+            # Partial-variate training (iTransformer): a fresh random subset of k variates per batch.
+            keep = torch.randperm(batch["x"].shape[-1], device=batch["x"].device)[:k]
+            batch = {**batch, "x": batch["x"][..., keep], "y": batch["y"][..., keep]}
+        loss = self.loss_fn(self._predict(batch), batch["y"])
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch["x"].shape[0])
+        return loss
+
+    # -- evaluation: exact sums over all windows ------------------------------------------------------
+    def _accumulate(self, key: str, value: torch.Tensor) -> None:
+        value = value.detach().double()
+        self._sums[key] = self._sums[key] + value if key in self._sums else value
+
+    def on_validation_epoch_start(self) -> None:
+        self._sums = {}
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        pred = self._predict(batch)
+        n = batch["x"].shape[0]
+        self._accumulate("val_loss", self.loss_fn(pred, batch["y"]) * n)
+        self._accumulate("val_n", torch.tensor(float(n), device=pred.device))
+
+    def on_validation_epoch_end(self) -> None:
+        sums = {k: self.all_gather(v).sum() if self.trainer.world_size > 1 else v for k, v in self._sums.items()}
+        self.log("val_loss", (sums["val_loss"] / sums["val_n"]).float(), prog_bar=True)
+
+    def on_test_epoch_start(self) -> None:
+        self._sums = {}
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        pred, y = self._predict(batch), batch["y"]  # [B, H, N]
+        err = pred - y
+        err_orig = err * self.std  # the same error in original units (the mean cancels)
+        self._accumulate("sse", err.pow(2).sum())
+        self._accumulate("sae", err.abs().sum())
+        self._accumulate("sse_orig", err_orig.pow(2).sum())
+        self._accumulate("sae_orig", err_orig.abs().sum())
+        self._accumulate("sse_step", err.pow(2).sum(dim=(0, 2)))  # [H]
+        self._accumulate("n", torch.tensor(float(err.numel()), device=err.device))
+        self._accumulate("windows", torch.tensor(float(err.shape[0]), device=err.device))
+
+    def on_test_epoch_end(self) -> None:
+        s = self._sums
+        n = s["n"]
+        per_step_n = n / s["sse_step"].numel()
+        self.test_metrics = {
+            "test_mse": float(s["sse"] / n),
+            "test_mae": float(s["sae"] / n),
+            "test_mse_orig": float(s["sse_orig"] / n),
+            "test_mae_orig": float(s["sae_orig"] / n),
+            "test_windows": float(s["windows"]),
+        }
+        self.step_mse = (s["sse_step"] / per_step_n).cpu().numpy()
+        for key, value in self.test_metrics.items():
+            self.log(key, value)
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.Adam(self.parameters(), lr=self.cfg.lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: lr_factor(self.cfg, epoch))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+
+class BestWeights(pl.Callback):
+    """Keeps the weights of the best val_loss epoch in memory (strict improvement), like the papers' checkpoint."""
+
+    def __init__(self) -> None:
+        self.best = math.inf
+        self.best_epoch = -1
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        val = trainer.callback_metrics.get("val_loss")
+        if val is not None and float(val) < self.best:
+            self.best, self.best_epoch = float(val), trainer.current_epoch
+            self.state = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
+
+    def restore(self, module: ForecastModule) -> None:
+        if self.state is not None:
+            module.model.load_state_dict(self.state)
+
+
+class EpochPrinter(pl.Callback):
+    """One line per finished epoch: losses, lr and time (the progress bar's permanent record)."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        import time
+
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        import sys
+        import time
+
+        if not trainer.is_global_zero:
+            return
+        m = trainer.callback_metrics
+        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
+        parts += [f"{k} {float(m[k]):.4f}" for k in ("train_loss", "val_loss") if k in m]
+        parts.append(f"lr {trainer.optimizers[0].param_groups[0]['lr']:.3g}")
+        parts.append(f"{time.perf_counter() - self._t0:.1f} s")
+        print("  ".join(parts), file=sys.stderr, flush=True)
+
+
+def make_trainer(
+    cfg: TrainConfig,
+    callbacks: list[pl.Callback],
+    quiet: bool = False,
+    root_dir: str | None = None,
+) -> pl.Trainer:
+    """A Trainer that writes nothing to the working directory (no lightning_logs/, no checkpoints)."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    import sys
+
+    callbacks = [EarlyStopping(monitor="val_loss", mode="min", patience=cfg.patience, min_delta=0.0), *callbacks]
+    bar = not quiet and sys.stderr.isatty()
+    if bar:
+        from lightning.pytorch.callbacks import TQDMProgressBar
+
+        callbacks.append(TQDMProgressBar(leave=False))
+    if not quiet:
+        callbacks.append(EpochPrinter())
+    limit = cfg.limit_train_batches
+    return pl.Trainer(
+        max_epochs=cfg.epochs,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        precision=cfg.precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=bar,
+        num_sanity_val_steps=0,
+        limit_train_batches=int(limit) if limit > 1 else limit,
+        limit_val_batches=int(cfg.limit_val_batches) if cfg.limit_val_batches > 1 else cfg.limit_val_batches,
+        gradient_clip_val=cfg.gradient_clip or None,
+        callbacks=callbacks,
+        default_root_dir=root_dir,
+        deterministic=False,
+    )
