@@ -14,6 +14,13 @@ from rich.table import Table
 from forecast.errors import ForecastError
 
 
+def console() -> Console:
+    """A console; when output is not a terminal, wide enough that run ids are never cut."""
+    import sys
+
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
@@ -35,13 +42,13 @@ def train(dataset: str, model: str, overrides: dict, config: Path | None, tracki
     table.add_row("test MSE", _fmt(m["test_mse"]), _fmt(m["test_mse_orig"]))
     table.add_row("test MAE", _fmt(m["test_mae"]), _fmt(m["test_mae_orig"]))
     table.add_row("best val loss", _fmt(result.best_val_loss), "")
-    console = Console()
-    console.print(table)
-    console.print(f"epochs {result.epochs_run} (best {result.best_epoch + 1}), {result.train_seconds:.1f} s, "
+    out = console()
+    out.print(table)
+    out.print(f"epochs {result.epochs_run} (best {result.best_epoch + 1}), {result.train_seconds:.1f} s, "
                   f"{result.n_params:,} parameters")
-    console.print(f"run id  {result.run_id}")
-    console.print(f"store   {result.tracking_uri}")
-    console.print(f"open it `forecast ui` then experiment '{experiment or dataset}', "
+    out.print(f"run id  {result.run_id}")
+    out.print(f"store   {result.tracking_uri}")
+    out.print(f"open it `forecast ui` then experiment '{experiment or dataset}', "
                   f"or predict with `forecast predict --model runs:/{result.run_id}/model --input history.csv`")
 
 
@@ -67,7 +74,7 @@ def runs(tracking_uri: str | None, limit: int, dataset: str | None) -> None:
         started = dt.datetime.fromtimestamp(r.info.start_time / 1000).strftime("%Y-%m-%d %H:%M")
         table.add_row(r.info.run_name or "", r.info.run_id, r.info.status, _fmt(m.get("test_mse", "")),
                       _fmt(m.get("test_mae", "")), _fmt(m.get("test_mse_orig", "")), started)
-    Console().print(table)
+    console().print(table)
 
 
 def _require_store(uri: str) -> None:
@@ -85,7 +92,7 @@ def ui(tracking_uri: str | None, host: str, port: int) -> None:
     root = tracking.artifact_root(uri)
     if root:
         cmd += ["--default-artifact-root", root]
-    Console().print(f"MLflow UI on http://{host}:{port} for {uri} (Ctrl-C stops it)")
+    console().print(f"MLflow UI on http://{host}:{port} for {uri} (Ctrl-C stops it)")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     try:
         subprocess.run(cmd, check=False, env=env)

@@ -198,11 +198,16 @@ def resolve(
     )
 
 
+# TSLib / neuralforecast spellings users type, and ours.
+SYNONYMS = {"learning_rate": "lr", "pred_len": "horizon", "train_epochs": "epochs", "h": "horizon",
+            "input_size": "seq_len", "max_epochs": "epochs", "random_seed": "seed"}
+
+
 def _build(cls: type, values: dict[str, Any], section: str) -> Any:
     allowed = {f.name: f for f in dataclasses.fields(cls)}
     for key in values:
         if key not in allowed:
-            close = difflib.get_close_matches(key, list(allowed), n=1)
+            close = [SYNONYMS[key]] if SYNONYMS.get(key) in allowed else difflib.get_close_matches(key, list(allowed), n=1)
             hint = f" Did you mean '{section}.{close[0]}'?" if close else ""
             raise ForecastError(
                 f"unknown config key '{section}.{key}'.{hint} Valid {section} keys: {', '.join(sorted(allowed))}."

@@ -1,0 +1,117 @@
+"""CLI behaviour: light --help, the end-to-end train path into MLflow, and one-line errors for bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_help_imports_neither_torch_nor_mlflow() -> None:
+    code = (
+        "import sys, runpy; sys.argv=['forecast','--help']\n"
+        "import cli\n"
+        "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+        "heavy=[m for m in ('torch','mlflow','lightning') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert "train" in out.stdout
+    assert "HEAVY []" in out.stdout, out.stdout
+
+
+def test_train_end_to_end_records_the_run(data_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "store" / "mlflow.db"
+    db.parent.mkdir()
+    uri = f"sqlite:///{db}"
+    code, out, err = run_cli(["train", "--dataset", "ETTh1", "--model", "dlinear", "--epochs", "2",
+                              "--set", "train.limit_train_batches=5", "--tracking-uri", uri], capsys)
+    assert code == 0, err
+    assert "test MSE" in out and "run id" in out
+    assert "epoch 1/2" in err  # one progress line per epoch when not on a terminal
+    assert not (tmp_path / "lightning_logs").exists() and not (tmp_path / "mlruns").exists()
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("ETTh1")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.run_name == "dlinear_ETTh1_sl336_pl96"
+    assert run.info.status == "FINISHED"
+    assert run.data.params["data.seq_len"] == "336" and run.data.params["train.lr"] == "0.005"
+    assert run.data.params["model.individual"] == "False" and run.data.params["data.n_vars"] == "7"
+    assert run.data.tags["dataset"] == "ETTh1" and len(run.data.tags["data_sha256"]) == 64
+    m = run.data.metrics
+    assert m["test_windows"] == 2785 and 0 < m["test_mse"] < 2 and m["test_mse_orig"] > m["test_mse"]
+    assert [x.step for x in client.get_metric_history(run.info.run_id, "val_loss")] == [0, 1]
+    assert len(client.get_metric_history(run.info.run_id, "lr")) == 2
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "model_state.pt", "step_mse.csv", "forecast.png", "scaler.json"} <= names
+    local = Path(client.download_artifacts(run.info.run_id, "step_mse.csv", str(tmp_path)))
+    assert len(local.read_text().strip().splitlines()) == 1 + 96
+    scaler = json.loads(Path(client.download_artifacts(run.info.run_id, "scaler.json", str(tmp_path))).read_text())
+    assert scaler["columns"][-1] == "OT" and scaler["freq"] == "h"
+
+    import torch
+
+    state_path = Path(client.download_artifacts(run.info.run_id, "model_state.pt", str(tmp_path)))
+    state = torch.load(state_path, weights_only=True)
+    assert state["backbone.seasonal.linear.weight"].shape == (96, 336)
+
+    code, out, _ = run_cli(["runs", "--tracking-uri", uri], capsys)
+    assert code == 0 and run.info.run_id in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--dataset", "ETTh3", "--model", "dlinear"], "unknown dataset 'ETTh3'. Did you mean 'ETTh"),
+        (["train", "--dataset", "ETTh1", "--model", "dlinaer"], "unknown model 'dlinaer'. Did you mean 'dlinear'?"),
+        (["train", "--dataset", "ETTh1", "--model", "dlinear", "--set", "model.individul=true"],
+         "unknown config key 'model.individul'"),
+        (["train", "--dataset", "ETTh1", "--model", "dlinear", "--set", "train.learning_rate=1"],
+         "unknown config key 'train.learning_rate'. Did you mean 'train.lr'?"),
+        (["train", "--dataset", "ETTh1", "--model", "dlinear", "--horizon", "3000"], "longer than the val split"),
+        (["train", "--dataset", "no/such/file.csv", "--model", "dlinear"], "not found"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_2(argv, message, data_dir, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli([*argv, "--tracking-uri", f"sqlite:///{tmp_path}/m.db", "-q"], capsys)
+    assert code == 2
+    assert message in err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err + out
+
+
+def test_missing_file_offline_and_checksum_mismatch(tmp_path, monkeypatch, capsys) -> None:
+    import dataclasses
+
+    from forecast.data import catalogue
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FORECAST_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("FORECAST_CACHE_DIR", str(tmp_path / "cache"))
+    info = catalogue.CATALOGUE["Electricity"]
+    monkeypatch.setitem(catalogue.CATALOGUE, "Electricity", dataclasses.replace(info, url="http://127.0.0.1:9/x.csv"))
+    code, _, err = run_cli(["train", "-d", "Electricity", "-m", "dlinear", "-q"], capsys)
+    assert code == 2 and "put electricity.csv (or electricity.csv.gz) into" in err
+    assert len(err.strip().splitlines()) == 1
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "ETTh1.csv").write_text("date,a\n2020-01-01,1\n")
+    code, _, err = run_cli(["train", "-d", "ETTh1", "-m", "dlinear", "-q"], capsys)
+    assert code == 2 and "checksum mismatch" in err and len(err.strip().splitlines()) == 1
+
+
+def test_datasets_and_models_commands(data_dir, capsys) -> None:
+    code, out, _ = run_cli(["datasets"], capsys)
+    assert code == 0 and "ETTh1" in out and "Traffic" in out and "12/4/4" in out
+    code, out, _ = run_cli(["models"], capsys)
+    assert code == 0 and "dlinear" in out and "nlinear" in out

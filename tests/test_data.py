@@ -1,0 +1,119 @@
+"""The paper protocol: split borders, window counts, train-only scaling, no dropped windows, validation."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from forecast.config import DataConfig
+from forecast.data.datamodule import ForecastDataModule
+from forecast.data.series import load_series, split_borders
+from forecast.data.timefeatures import time_features
+from forecast.errors import ForecastError
+
+
+@pytest.mark.parametrize(("L", "H", "counts"), [(96, 96, (8449, 2785, 2785)), (336, 96, (8209, 2785, 2785)),
+                                                (96, 720, (7825, 2161, 2161))])
+def test_etth1_borders_and_window_counts(data_dir: Path, L: int, H: int, counts: tuple[int, int, int]) -> None:
+    dm = ForecastDataModule(DataConfig("ETTh1", seq_len=L, horizon=H), progress=False)
+    assert dm.series.borders == {"train": (0, 8640), "val": (8640 - L, 11520), "test": (11520 - L, 14400)}
+    assert tuple(len(dm.dataset(s)) for s in ("train", "val", "test")) == counts
+
+
+def test_ratio_split_starts_val_and_test_seq_len_early() -> None:
+    b = split_borders("ratio", 1000, 24)
+    assert b == {"train": (0, 700), "val": (676, 800), "test": (776, 1000)}
+    assert split_borders("ett_minute", 69680, 96)["test"] == (46080 - 96, 57600)
+
+
+def test_windows_are_the_right_rows(data_dir: Path) -> None:
+    dm = ForecastDataModule(DataConfig("ETTh1", seq_len=96, horizon=24), progress=False)
+    s = dm.series
+    start = s.borders["test"][0]
+    batch = dm.dataset("test")[[0, 5, 2000]]
+    for j, i in enumerate([0, 5, 2000]):
+        np.testing.assert_array_equal(batch["x"][j].numpy(), s.scaled[start + i:start + i + 96])
+        np.testing.assert_array_equal(batch["y"][j].numpy(), s.scaled[start + i + 96:start + i + 120])
+        np.testing.assert_array_equal(batch["y_mark"][j].numpy(), s.marks[start + i + 96:start + i + 120])
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 32, 1000, 4096])
+def test_no_val_or_test_window_is_dropped(data_dir: Path, batch_size: int) -> None:
+    dm = ForecastDataModule(DataConfig("ETTh1", seq_len=96, horizon=96), batch_size=batch_size,
+                            eval_batch_size=batch_size, progress=False)
+    for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
+        firsts = torch.cat([b["y"][:, 0, 0] for b in loader])
+        assert len(firsts) == len(dm.dataset(split)) == 2785
+        expected = torch.from_numpy(dm.series.scaled[dm.series.borders[split][0] + 96:][:2785, 0])
+        torch.testing.assert_close(firsts, expected)  # every window, in order, once
+    seen = torch.cat([b["y"][:, 0, 0] for b in dm.train_dataloader()])
+    assert len(seen) == 8449  # the train loader does not drop either; it shuffles
+
+
+def _write_csv(path: Path, dates: np.ndarray, values: np.ndarray, columns: list[str]) -> Path:
+    df = pd.DataFrame(values, columns=columns)
+    df.insert(0, "date", pd.DatetimeIndex(dates).strftime("%Y-%m-%d %H:%M:%S"))
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_scaler_sees_train_rows_only(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    n = 1000
+    dates = pd.date_range("2020-01-01", periods=n, freq="h").to_numpy()
+    values = rng.normal(size=(n, 3)).astype(np.float32)
+    a = load_series(DataConfig(str(_write_csv(tmp_path / "a.csv", dates, values, ["a", "b", "c"])), 24, 12))
+    changed = values.copy()
+    changed[700:] = changed[700:] * 50 + 7  # val and test rows only
+    b = load_series(DataConfig(str(_write_csv(tmp_path / "b.csv", dates, changed, ["a", "b", "c"])), 24, 12))
+    assert a.borders["train"] == (0, 700)
+    np.testing.assert_allclose(a.mean, values[:700].astype(np.float64).mean(0), rtol=1e-6)
+    np.testing.assert_allclose(a.std, values[:700].astype(np.float64).std(0), rtol=1e-6)
+    np.testing.assert_array_equal(a.mean, b.mean)
+    np.testing.assert_array_equal(a.std, b.std)
+    np.testing.assert_array_equal(a.scaled[:700], b.scaled[:700])
+    changed_train = values.copy()
+    changed_train[10] += 5
+    c = load_series(DataConfig(str(_write_csv(tmp_path / "c.csv", dates, changed_train, ["a", "b", "c"])), 24, 12))
+    assert not np.array_equal(a.mean, c.mean)
+
+
+def test_time_features_hourly() -> None:
+    dates = pd.date_range("2016-07-01", periods=48, freq="h").to_numpy()
+    f = time_features(dates, "h")
+    assert f.shape == (48, 4)
+    assert f.min() >= -0.5 and f.max() <= 0.5
+    assert f[0, 0] == -0.5 and f[23, 0] == 0.5  # hour/23 - 0.5
+
+
+def _bad_csvs(tmp: Path) -> dict[str, tuple[str, str]]:
+    good = "date,a,b\n" + "".join(f"2020-01-{1 + i // 24:02d} {i % 24:02d}:00:00,{i},{2 * i}\n" for i in range(200))
+    lines = good.splitlines()
+    cases = {
+        "nodate": ("when,a,b\n" + "\n".join(lines[1:]), "has no 'date' column"),
+        "text": ("\n".join(lines[:5] + ["2020-01-01 04:00:00,abc,1"] + lines[6:]), "non-numeric value 'abc'"),
+        "nan": ("\n".join(lines[:5] + ["2020-01-01 04:00:00,,1"] + lines[6:]), "empty or NaN value"),
+        "baddate": ("\n".join(lines[:3] + ["yesterday,1,1"] + lines[4:]), "unparseable date 'yesterday'"),
+        "dup": ("\n".join(lines[:4] + [lines[3]] + lines[4:]), "duplicated timestamp"),
+        "unsorted": ("\n".join([lines[0], lines[2], lines[1]] + lines[3:]), "not sorted"),
+        "empty": ("", "is empty"),
+    }
+    out = {}
+    for name, (text, msg) in cases.items():
+        path = tmp / f"{name}.csv"
+        path.write_text(text)
+        out[name] = (str(path), msg)
+    return out
+
+
+def test_custom_csv_validation(tmp_path: Path) -> None:
+    for name, (path, message) in _bad_csvs(tmp_path).items():
+        with pytest.raises(ForecastError, match=message):
+            load_series(DataConfig(path, 24, 12))
+
+
+def test_seq_len_plus_horizon_longer_than_a_split(data_dir: Path) -> None:
+    with pytest.raises(ForecastError, match="longer than the val split"):
+        load_series(DataConfig("ETTh1", seq_len=96, horizon=2900))

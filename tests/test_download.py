@@ -1,0 +1,71 @@
+"""Download path against a local http.server on 127.0.0.1: a good file lands, a bad checksum leaves nothing."""
+
+import dataclasses
+import functools
+import hashlib
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+
+from forecast.data.catalogue import DatasetInfo, lookup
+from forecast.data.store import download, fetch
+from forecast.errors import ForecastError
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "tiny.csv").write_text("date,a\n2020-01-01 00:00:00,1\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", root
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _info(url: str, sha: str | None) -> DatasetInfo:
+    return DatasetInfo("Tiny", "tiny.csv", url, sha, "h", 1, 1, "ratio")
+
+
+def test_good_download_lands_atomically(server, tmp_path: Path) -> None:
+    base, root = server
+    sha = hashlib.sha256((root / "tiny.csv").read_bytes()).hexdigest()
+    dest = tmp_path / "cache"
+    path = download(_info(f"{base}/tiny.csv", sha), dest, progress=False)
+    assert path == dest / "tiny.csv"
+    assert path.read_bytes() == (root / "tiny.csv").read_bytes()
+    assert sorted(p.name for p in dest.iterdir()) == ["tiny.csv"]  # no temp file left
+
+
+def test_checksum_mismatch_leaves_nothing(server, tmp_path: Path) -> None:
+    base, _ = server
+    dest = tmp_path / "cache"
+    with pytest.raises(ForecastError, match="checksum mismatch"):
+        download(_info(f"{base}/tiny.csv", "0" * 64), dest, progress=False)
+    assert list(dest.iterdir()) == []
+
+
+def test_offline_says_which_file_to_put_where(server, tmp_path: Path) -> None:
+    base, _ = server
+    with pytest.raises(ForecastError, match=r"put tiny.csv \(or tiny.csv.gz\) into .*cache"):
+        download(_info(f"{base}/missing.csv", None), tmp_path / "cache", progress=False)
+
+
+def test_fetch_finds_gz_in_data_dir_and_verifies(data_dir: Path) -> None:
+    data, digest, path = fetch(lookup("ETTh1"), data_dir, progress=False)
+    assert path.name == "ETTh1.csv.gz" and digest == lookup("ETTh1").sha256
+    assert data.startswith(b"date,")
+
+
+def test_local_file_with_wrong_checksum_is_an_error(tmp_path: Path, data_dir: Path, monkeypatch) -> None:
+    (tmp_path / "ETTh1.csv").write_text("date,a\n2020-01-01,1\n")
+    with pytest.raises(ForecastError, match="checksum mismatch"):
+        fetch(lookup("ETTh1"), tmp_path, progress=False)
+    info = dataclasses.replace(lookup("ETTh1"), sha256=None)
+    assert fetch(info, tmp_path, progress=False)[2] == tmp_path / "ETTh1.csv"
