@@ -44,8 +44,9 @@ def test_chunked_scan_matches_sequential_reference(T: int, d_state: int, intra: 
     inputs = _scan_inputs(2, T, 3, d_state)
     weight = torch.randn(2, T, 3, dtype=torch.float64)
     y_ref, g_ref = _value_and_grads(selective_scan_ref, inputs, weight)
-    # chunk 16 leaves a partial last chunk for T = 1, 7 and 321; chunk 5 gives many chunks with a remainder.
-    for chunk in (16, 5):
+    # chunk 16 leaves a partial last chunk for T = 1, 7 and 321; chunk 5 gives many chunks with a remainder;
+    # None is the automatic size (64 tokens here, 16 for the closed form).
+    for chunk in (16, 5, None):
         fn = lambda *a: selective_scan_chunked(*a, chunk_size=chunk, intra=intra)  # noqa: E731
         y, grads = _value_and_grads(fn, inputs, weight)
         torch.testing.assert_close(y, y_ref, atol=1e-4, rtol=0)

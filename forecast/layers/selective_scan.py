@@ -31,9 +31,12 @@ Implementations behind :func:`selective_scan`:
     O(K²·B·Di·Ns) and its work is K times the recurrence's (A differs per (d, n), so unlike Mamba-2 no
     decay matrix is shared across channels). It is kept as a cross-check and an option, not the default.
 
-  Measured on the 2-core CPU (forward+backward, B=32, Di=128, Ns=16, 1 thread, best of 3): T=321 recurrent
-  K=16 0.26 s, closed K=4 1.6 s, K=8 2.8 s, vs 1.24 s for an autograd loop over ``unbind(1)``; T=862 0.72 s
-  vs 2.09 s. Extra peak RSS over the inputs: 87 MB vs 685 MB (T=321), 147 MB vs 1897 MB (T=862).
+  Measured on the 2-core CPU (forward+backward of the scan alone, Di=128, Ns=16, best of 3, same process):
+  B=32, 1 thread: T=321 recurrent K=16 0.26-0.27 s vs 0.82-1.24 s for an autograd loop over ``unbind(1)``
+  (closed K=4 1.6 s, K=8 2.8 s); T=862 0.72 s vs 2.09 s. B=8, T=321: 0.07-0.12 s vs 0.14-0.21 s. Extra peak
+  RSS over the inputs (B=32, 2 threads): 87 MB vs 685 MB at T=321, 147 MB vs 1897 MB at T=862. With 2
+  threads and the other core busy, every variant slows down 2-10x (each parallel region waits for the
+  descheduled thread) and the margin shrinks, e.g. B=32 T=321 1.1-1.5 s vs 2.3 s.
 - ``ref`` (:func:`selective_scan_ref`): the plain sequential loop through autograd; tests only.
 """
 
@@ -48,7 +51,11 @@ from torch import Tensor
 
 IMPLS = ("auto", "mamba-ssm", "chunked", "closed", "ref")
 INTRA_CHUNK = ("recurrent", "closed")
-DEFAULT_CHUNK = 16  # tokens per chunk; 8-32 are within noise of each other on the 2-core CPU
+# Automatic chunk size: about 2^20 state elements (4 MB in fp32) per chunk, i.e. cache-sized working tensors,
+# clamped to [16, 64] tokens. On the 2-core CPU, B=32/Di=128/Ns=16 is fastest at 8-16 tokens (64 is 1.6x slower),
+# while at B=8 16-64 tie and larger chunks mean fewer parallel regions, which matters when the cores are shared.
+CHUNK_ELEMENTS = 1 << 20
+CHUNK_MIN, CHUNK_MAX = 16, 64
 
 _CUDA_BACKEND = "mamba-ssm CUDA kernel"
 _TORCH_BACKEND = "chunked (pure PyTorch)"
@@ -66,6 +73,11 @@ def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
     if device.type in ("cpu", "cuda"):
         return torch.autocast(device_type=device.type, enabled=False)
     return contextlib.nullcontext()
+
+
+def auto_chunk_size(bsz: int, d_inner: int, d_state: int) -> int:
+    """Tokens per chunk for a state of ``[bsz, d_inner, d_state]``: ~CHUNK_ELEMENTS per chunk, in [16, 64]."""
+    return max(CHUNK_MIN, min(CHUNK_MAX, CHUNK_ELEMENTS // max(1, bsz * d_inner * d_state)))
 
 
 def _check_shapes(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None) -> None:
@@ -237,16 +249,21 @@ def selective_scan_chunked(
     B: Tensor,
     C: Tensor,
     D: Tensor | None = None,
-    chunk_size: int = DEFAULT_CHUNK,
+    chunk_size: int | None = None,
     intra: str = "recurrent",
 ) -> Tensor:
     """The chunked selective scan in pure PyTorch (CPU or CUDA), differentiable w.r.t. all inputs.
 
-    Shapes as in the module docstring; ``intra`` picks how states are computed inside a chunk.
+    Shapes as in the module docstring; ``chunk_size`` None picks :func:`auto_chunk_size`; ``intra`` picks
+    how states are computed inside a chunk (``recurrent`` or ``closed``).
     """
     _check_shapes(u, delta, A, B, C, D)
     if intra not in INTRA_CHUNK:
         raise ValueError(f"intra must be one of {INTRA_CHUNK}, got {intra!r}")
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(u.shape[0], u.shape[2], A.shape[1])
+        if intra == "closed":
+            chunk_size = CHUNK_MIN  # its working set grows with chunk_size squared
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     cd = _compute_dtype(u)
