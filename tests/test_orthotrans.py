@@ -192,3 +192,29 @@ def test_linear_family_with_q_uses_the_basis(name: str) -> None:
     assert y.shape == (2, H, N) and not torch.allclose(plain(x), y, atol=1e-4)
     with pytest.raises(ValueError, match="orthotrans=True needs"):
         create_model(name, build_config(name, {"orthotrans": True}), ModelContext(seq_len=L, pred_len=H, n_vars=N))
+
+
+def test_itransformer_orthotrans_and_normlin_plugins() -> None:
+    """iTransformer embeds the lookback in the Q basis with orthotrans=True, and mixes with NormLin."""
+    from forecast.models import ModelContext, build_config, create_model
+
+    torch.manual_seed(0)
+    L, H, N, C = 16, 8, 3, 2
+    q_in = torch.linalg.qr(torch.randn(L, L))[0]
+    ctx = ModelContext(L, H, N, C, {"q_in": q_in, "q_out": torch.eye(H)})
+    small = {"d_model": 8, "d_ff": 8, "n_heads": 2, "dropout": 0.0}
+    plain = create_model("itransformer", build_config("itransformer", small), ctx).eval()
+    torch.manual_seed(0)
+    ortho = create_model("itransformer", build_config("itransformer", {**small, "orthotrans": True}), ctx).eval()
+    ortho.load_state_dict(plain.state_dict(), strict=False)
+    x, xm = torch.randn(2, L, N), torch.rand(2, L, C) - 0.5
+    assert not torch.allclose(plain(x, xm), ortho(x, xm))
+    # Feeding the plain model the transformed, RevIN-normalized input gives the same output.
+    z, stats = plain.revin.normalize(x)
+    zt = (z.transpose(1, 2) @ q_in.T).transpose(1, 2)
+    expected = plain.revin.denormalize(plain.backbone(zt, xm), stats)
+    torch.testing.assert_close(ortho(x, xm), expected)
+    nl = create_model("itransformer", build_config("itransformer", {**small, "attention": "normlin"}), ctx)
+    assert nl(x, xm).shape == (2, H, N)
+    with pytest.raises(ValueError, match="built for N=5"):
+        nl(torch.randn(2, L, N + 1), xm)

@@ -21,10 +21,12 @@ from forecast.layers.attention import AttentionLayer, FullAttention
 from forecast.layers.embed import InvertedEmbedding
 from forecast.layers.encoder import Encoder, MixerEncoderLayer
 from forecast.layers.flow_attention import FlowAttention
+from forecast.layers.normlin import NormLin
+from forecast.layers.orthotrans import OrthoTrans
 from forecast.models.registry import ModelContext, register, register_alias
 
 # Token mixers an inverted encoder layer can use. To add one: a name here and a branch in _make_mixer.
-MIXERS = ("full", "flow")
+MIXERS = ("full", "flow", "normlin")
 ACTIVATIONS = ("gelu", "relu")
 
 
@@ -36,9 +38,10 @@ class ITransformerConfig:
     e_layers: int = 2  # E, encoder layers
     dropout: float = 0.1  # embedding, attention weights, residual and FFN dropout
     activation: str = "gelu"  # gelu | relu
-    attention: str = "full"  # token mixer: full (iTransformer) | flow (iFlowformer)
+    attention: str = "full"  # token mixer: full (iTransformer) | flow (iFlowformer) | normlin (OLinear's mixer)
     use_marks: bool = True  # time-feature series as extra tokens when x_mark is given
     revin: str = "plain"  # none | plain | affine (plain = the paper's use_norm)
+    orthotrans: bool = False  # embed each lookback in the OrthoTrans basis (OLinear's plug-in; needs q_in)
 
     def __post_init__(self) -> None:
         if self.attention not in MIXERS:
@@ -62,6 +65,8 @@ def _make_mixer(name: str, cfg: ITransformerConfig, n_tokens: int) -> nn.Module:
         return AttentionLayer(FullAttention(cfg.dropout), cfg.d_model, cfg.n_heads)
     if name == "flow":
         return AttentionLayer(FlowAttention(), cfg.d_model, cfg.n_heads)
+    if name == "normlin":  # an N x N learned mixer: fixes the token count (no partial-variate training)
+        return NormLin(n_tokens, cfg.d_model, cfg.dropout)
     raise ValueError(f"unknown token mixer {name!r}; known: {', '.join(MIXERS)}")
 
 
@@ -73,6 +78,8 @@ class ITransformer(nn.Module):
         super().__init__()
         self.use_marks = cfg.use_marks
         n_tokens = ctx.n_vars + (ctx.n_marks if cfg.use_marks else 0)
+        self.ortho = (OrthoTrans.from_extras(ctx.extras, ctx.seq_len, ctx.pred_len, "itransformer")
+                      if cfg.orthotrans else None)
         self.embed = InvertedEmbedding(ctx.seq_len, cfg.d_model, cfg.dropout)
         self.encoder = Encoder(
             [
@@ -89,6 +96,8 @@ class ITransformer(nn.Module):
         self, x: torch.Tensor, x_mark: torch.Tensor | None = None, y_mark: torch.Tensor | None = None
     ) -> torch.Tensor:
         n_vars = x.shape[-1]
+        if self.ortho is not None:  # each variate's lookback in the orthogonal basis: [B, N, L] @ Q_in^T
+            x = self.ortho.forward_transform(x.transpose(1, 2)).transpose(1, 2)
         tokens = self.embed(x, x_mark if self.use_marks else None)  # [B, T, D], T = N (+ C)
         h = self.encoder(tokens)  # [B, T, D]
         out = self.projector(h)  # [B, T, H]
