@@ -30,9 +30,9 @@ Sets = Annotated[
 
 
 def _console():
-    from rich.console import Console
+    from forecast.commands import console
 
-    return Console()
+    return console()
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -84,9 +84,10 @@ def models() -> None:
         defaults = load_model_yaml(name).get("defaults") or {}
         flat = ", ".join(f"{k}={v}" for sec in ("data", "model", "train") for k, v in (defaults.get(sec) or {}).items()
                          if k in ("seq_len", "d_model", "e_layers", "lr", "epochs", "individual", "attention", "d_state"))
-        desc = spec.description + (f" (alias of {spec.alias_of}, {spec.preset})" if spec.alias_of else "")
+        preset = ", ".join(f"{k}={v}" for k, v in spec.preset.items())
+        desc = spec.description + (f"; alias of {spec.alias_of} with {preset}" if spec.alias_of else "")
         if hasattr(spec.cls, "backend_info"):
-            desc += f" [scan: {spec.cls.backend_info()}]"
+            desc += f"; selective scan: {spec.cls.backend_info()}"
         table.add_row(name, desc, flat)
     _console().print(table)
 
@@ -108,6 +109,8 @@ def train(
     sets: Sets = None,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Look for benchmark files here first.")] = None,
     experiment: Annotated[Optional[str], typer.Option("--experiment", help="MLflow experiment (default: dataset).")] = None,
+    register: Annotated[Optional[str], typer.Option("--register", help="Register the model under this name.")] = None,
+    alias: Annotated[str, typer.Option("--alias", help="Alias set on the registered version.")] = "champion",
     tracking_uri: TrackingUri = None,
     quiet: Quiet = False,
 ) -> None:
@@ -119,7 +122,78 @@ def train(
                                    "train.devices": devices, "train.precision": precision,
                                    "train.accelerator": accelerator,
                                    "data.data_dir": str(data_dir) if data_dir else None})
-    commands.train(dataset, model, overrides, config, tracking_uri, experiment, quiet)
+    commands.train(dataset, model, overrides, config, tracking_uri, experiment, quiet, register, alias)
+
+
+@app.command()
+def tune(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Benchmark name or path to your CSV/parquet.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name (see `forecast models`).")],
+    horizon: Annotated[Optional[int], typer.Option("--horizon", "-H", help="Forecast horizon H.")] = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", "-n", help="Trials to run now (default 20, or "
+                                                  "unlimited with --timeout; 0: only report or retrain).")] = None,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds; no trial starts after.")] = None,
+    study_name: Annotated[Optional[str], typer.Option("--study-name", help="Default <model>-<dataset>-pl<H>.")] = None,
+    storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna RDB URL or sqlite file; default "
+                                                   "sqlite:///optuna.db here. Share it to run workers.")] = None,
+    sampler: Annotated[str, typer.Option("--sampler", help="tpe or random.")] = "tpe",
+    sampler_seed: Annotated[Optional[int], typer.Option("--sampler-seed", help="Default train.seed; give "
+                                                        "concurrent workers different ones.")] = None,
+    pruner: Annotated[str, typer.Option("--pruner", help="median, hyperband or none.")] = "median",
+    pruner_startup: Annotated[int, typer.Option("--pruner-startup", help="median: trials before pruning.")] = 5,
+    pruner_warmup: Annotated[int, typer.Option("--pruner-warmup", help="median: epochs never pruned.")] = 0,
+    n_jobs: Annotated[int, typer.Option("--n-jobs", help="Trials in parallel threads of this process.")] = 1,
+    retrain_best: Annotated[bool, typer.Option("--retrain-best", help="Then train the best config and test it.")] = False,
+    report: Annotated[bool, typer.Option("--report", help="Optuna plots (HTML) on the parent MLflow run.")] = False,
+    seq_len: Annotated[Optional[int], typer.Option("--seq-len", "-L", help="Lookback L.")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs per trial.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Fixes it (not tuned).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Fixes it (not tuned).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    devices: Annotated[Optional[int], typer.Option("--devices", help="Devices to train on (default 1).")] = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="e.g. 32-true, bf16-mixed.")] = None,
+    accelerator: Annotated[Optional[str], typer.Option("--accelerator", help="auto, cpu, gpu.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML of data/model/train keys and "
+                                                   "search_space.")] = None,
+    sets: Sets = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Look for benchmark files here first.")] = None,
+    experiment: Annotated[Optional[str], typer.Option("--experiment", help="MLflow experiment (default: dataset).")] = None,
+    tracking_uri: TrackingUri = None,
+    quiet: Quiet = False,
+) -> None:
+    """Search hyperparameters with Optuna (pruned, resumable, shareable); every trial is a nested MLflow run."""
+    from forecast import commands
+    from forecast.tuning import TuneOptions
+
+    overrides = _overrides(sets, **{"data.horizon": horizon, "data.seq_len": seq_len, "train.epochs": epochs,
+                                   "train.batch_size": batch_size, "train.lr": lr, "train.seed": seed,
+                                   "train.devices": devices, "train.precision": precision,
+                                   "train.accelerator": accelerator,
+                                   "data.data_dir": str(data_dir) if data_dir else None})
+    n_trials = trials if trials is not None else (None if timeout else 20)
+    opts = TuneOptions(n_trials=n_trials, timeout=timeout, study_name=study_name, storage=storage, sampler=sampler,
+                       sampler_seed=sampler_seed, pruner=pruner, pruner_startup=pruner_startup,
+                       pruner_warmup=pruner_warmup, n_jobs=n_jobs, retrain_best=retrain_best, report=report,
+                       tracking_uri=tracking_uri, experiment=experiment, quiet=quiet)
+    commands.tune(dataset, model, overrides, config, opts)
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Option("--model", "-m", help="runs:/RUN_ID/model, models:/NAME@ALIAS or a folder.")],
+    input: Annotated[Path, typer.Option("--input", "-i", help="History: CSV or parquet, date + the model's columns.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write .csv or .parquet (else print).")] = None,
+    horizon: Annotated[Optional[int], typer.Option("--horizon", "-H", help="Steps to keep, at most the model's H.")] = None,
+    format: Annotated[str, typer.Option("--format", help="wide (date + columns) or long (variable, date, value).")] = "wide",
+    fill: Annotated[Optional[str], typer.Option("--fill", help="Fill empty cells: ffill or interpolate.")] = None,
+    rolling: Annotated[bool, typer.Option("--rolling", help="Forecast from every window; score vs actuals.")] = False,
+    tracking_uri: TrackingUri = None,
+    quiet: Quiet = False,
+) -> None:
+    """Forecast the next H steps after an input's last L rows with a logged model (no training data needed)."""
+    from forecast import commands
+
+    commands.predict(model, input, output, horizon, format, fill, rolling, tracking_uri, quiet)
 
 
 @app.command()

@@ -114,4 +114,4 @@ def test_datasets_and_models_commands(data_dir, capsys) -> None:
     code, out, _ = run_cli(["datasets"], capsys)
     assert code == 0 and "ETTh1" in out and "Traffic" in out and "12/4/4" in out
     code, out, _ = run_cli(["models"], capsys)
-    assert code == 0 and "dlinear" in out and "nlinear" in out
+    assert code == 0 and "dlinear" in out and "nlinear" in out and "selective scan: chunked" in out

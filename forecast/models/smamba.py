@@ -18,6 +18,7 @@ from torch import nn
 from forecast.layers.embed import InvertedEmbedding
 from forecast.layers.encoder import Encoder, MixerEncoderLayer
 from forecast.layers.mamba import MambaBlock
+from forecast.layers.selective_scan import active_scan_backend
 from forecast.models.registry import ModelContext, register
 
 ACTIVATIONS = ("gelu", "relu")
@@ -54,6 +55,12 @@ class BiMamba(nn.Module):
         super().__init__()
         self.fwd = MambaBlock(d_model, d_state, d_conv=d_conv, expand=expand)
         self.bwd = MambaBlock(d_model, d_state, d_conv=d_conv, expand=expand)
+
+    @staticmethod
+    def backend_info() -> str:
+        """The selective-scan path this machine uses (shown by ``forecast models``)."""
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return f"{active_scan_backend(device)} on {device.type}"
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.fwd(h) + self.bwd(h.flip(1)).flip(1)  # [B, T, D]
