@@ -56,12 +56,6 @@ class BiMamba(nn.Module):
         self.fwd = MambaBlock(d_model, d_state, d_conv=d_conv, expand=expand)
         self.bwd = MambaBlock(d_model, d_state, d_conv=d_conv, expand=expand)
 
-    @staticmethod
-    def backend_info() -> str:
-        """The selective-scan path this machine uses (shown by ``forecast models``)."""
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return f"{active_scan_backend(device)} on {device.type}"
-
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.fwd(h) + self.bwd(h.flip(1)).flip(1)  # [B, T, D]
 
@@ -88,6 +82,12 @@ class SMamba(nn.Module):
             cfg.d_model,
         )
         self.projector = nn.Linear(cfg.d_model, ctx.pred_len)
+
+    @staticmethod
+    def backend_info() -> str:
+        """The selective-scan path this machine uses (shown by ``forecast models``)."""
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return f"{active_scan_backend(device)} on {device.type}"
 
     def forward(
         self, x: torch.Tensor, x_mark: torch.Tensor | None = None, y_mark: torch.Tensor | None = None
