@@ -1,0 +1,63 @@
+"""Shared bits of the benchmark scripts: environment metadata and result files in benchmarks/results/."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def environment() -> dict[str, Any]:
+    import lightning
+    import mlflow
+    import numpy
+    import torch
+
+    import forecast
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cpus, "
+                   f"torch threads {torch.get_num_threads()}",
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "lightning": lightning.__version__, "mlflow": mlflow.__version__, "numpy": numpy.__version__,
+                     "forecast": forecast.__version__},
+    }
+
+
+def write_results(name: str, title: str, table_md: str, data: Any, notes: str = "") -> Path:
+    """Write ``results/<name>.md`` (human) and ``results/<name>.json`` (machine), with the environment."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    env = environment()
+    md = [f"# {title}", "", f"- command: `{env['command']}`", f"- date: {env['date']}",
+          f"- machine: {env['machine']}",
+          "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()), "", table_md.strip(), ""]
+    if notes:
+        md += [notes.strip(), ""]
+    (RESULTS / f"{name}.md").write_text("\n".join(md))
+    (RESULTS / f"{name}.json").write_text(json.dumps({"environment": env, "results": data}, indent=1, default=str))
+    return RESULTS / f"{name}.md"
+
+
+def md_table(header: list[str], rows: list[list[Any]]) -> str:
+    def fmt(v: Any) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,117 @@
+"""iTransformer with full against Flow-Attention as the variate count N grows (synthetic data).
+
+For each N in {7, 321, 862, 2000} and each attention, a fresh subprocess builds iTransformer at the same
+d_model, runs a few training steps (forward + backward + Adam) on random [B, L, N] batches, and reports
+the median step time and its peak RSS above the state before the first step. Full and flow run
+interleaved per N so that machine noise hits both. The fitted exponent is the slope of log(time) against
+log(N) over N >= 321.
+
+Usage: python benchmarks/attention_scaling.py [--d-model 128] [--batch 8] [--steps 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import RESULTS, md_table, write_results  # noqa: E402
+
+WORKER = r"""
+import json, resource, statistics, sys, time
+import torch
+torch.set_num_threads(2)
+from forecast.models import ModelContext, build_config, create_model
+attention, n, d, batch, steps, L, H = sys.argv[1], *map(int, sys.argv[2:8])
+torch.manual_seed(0)
+cfg = build_config("itransformer", {"d_model": d, "d_ff": d, "n_heads": 8, "e_layers": 2, "attention": attention})
+model = create_model("itransformer", cfg, ModelContext(L, H, n, 4))
+opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+x, xm, y = torch.randn(batch, L, n), torch.rand(batch, L, 4) - 0.5, torch.randn(batch, H, n)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+times = []
+for i in range(steps + 1):
+    t = time.perf_counter()
+    opt.zero_grad(set_to_none=True)
+    torch.nn.functional.mse_loss(model(x, xm), y).backward()
+    opt.step()
+    if i:
+        times.append(time.perf_counter() - t)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
+print(json.dumps({"ms": 1000 * statistics.median(times), "peak_mb": peak / 1024}))
+"""
+
+
+def measure(attention: str, n: int, args: argparse.Namespace) -> dict:
+    out = subprocess.run([sys.executable, "-c", WORKER, attention, str(n), str(args.d_model), str(args.batch),
+                          str(args.steps), "96", "96"], capture_output=True, text=True, timeout=1800,
+                         cwd=Path(__file__).resolve().parents[1])
+    if out.returncode != 0:
+        return {"ms": float("nan"), "peak_mb": float("nan"), "error": out.stderr.strip().splitlines()[-1]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def slope(ns: list[int], ys: list[float]) -> float:
+    xs, ls = [math.log(n) for n in ns], [math.log(y) for y in ys]
+    mx, my = sum(xs) / len(xs), sum(ls) / len(ls)
+    return sum((a - mx) * (b - my) for a, b in zip(xs, ls)) / sum((a - mx) ** 2 for a in xs)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--d-model", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--ns", default="7,321,862,2000")
+    args = ap.parse_args()
+    ns = [int(v) for v in args.ns.split(",")]
+    res: dict[str, dict[int, dict]] = {"full": {}, "flow": {}}
+    for n in ns:
+        for attention in ("full", "flow"):
+            res[attention][n] = measure(attention, n, args)
+            print(attention, n, res[attention][n], flush=True)
+    big = [n for n in ns if n >= 321]
+    exps = {a: slope(big, [res[a][n]["ms"] for n in big]) for a in res}
+    mem_exps = {a: slope(big, [max(res[a][n]["peak_mb"], 1.0) for n in big]) for a in res}
+    cross = next((n for n in ns if res["flow"][n]["ms"] < res["full"][n]["ms"]), None)
+    rows = [[n, res["full"][n]["ms"], res["flow"][n]["ms"], res["full"][n]["ms"] / res["flow"][n]["ms"],
+             res["full"][n]["peak_mb"], res["flow"][n]["peak_mb"]] for n in ns]
+    table = md_table(["N", "full ms/step", "flow ms/step", "full/flow time", "full peak MB", "flow peak MB"], rows)
+    table += (f"\n\nFitted exponent of step time in N (N >= 321): full {exps['full']:.2f}, flow {exps['flow']:.2f}. "
+              f"Peak memory exponent: full {mem_exps['full']:.2f}, flow {mem_exps['flow']:.2f}. "
+              f"Flow is faster from N = {cross} on (of the N measured).")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+        for a, style in (("full", "o-"), ("flow", "s-")):
+            axes[0].loglog(ns, [res[a][n]["ms"] for n in ns], style, label=a)
+            axes[1].loglog(ns, [max(res[a][n]["peak_mb"], 1.0) for n in ns], style, label=a)
+        axes[0].set(xlabel="variates N", ylabel="ms per training step", title="step time")
+        axes[1].set(xlabel="variates N", ylabel="peak RSS increase (MB)", title="peak memory")
+        for ax in axes:
+            ax.legend()
+            ax.grid(True, which="both", alpha=0.3)
+        fig.tight_layout()
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        fig.savefig(RESULTS / "attention_scaling.png", dpi=90)
+    except Exception as err:  # the table matters more than the plot
+        print("plot failed:", err)
+    path = write_results("attention_scaling", f"iTransformer full vs Flow-Attention (d_model {args.d_model}, "
+                         f"batch {args.batch}, L=H=96, 2 layers, synthetic data)", table,
+                         {"results": res, "exponents": exps, "memory_exponents": mem_exps, "crossover_n": cross},
+                         "Each cell is a fresh process (median of the timed steps; peak = max RSS growth). "
+                         "Plot: attention_scaling.png.")
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    main()
