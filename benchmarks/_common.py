@@ -61,3 +61,20 @@ def md_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def run_subprocess_json(args: list[str], timeout: float = 3600) -> dict:
+    """Run ``python <args>`` in the repository root; its last stdout line is JSON. Failures become NaN rows."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
+                         cwd=Path(__file__).resolve().parents[1])
+    if out.returncode != 0:
+        return {"ms": float("nan"), "peak_mb": float("nan"), "error": (out.stderr.strip().splitlines() or ["?"])[-1]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def model_step(model: str, params: dict, n: int, batch: int, steps: int, L: int = 96, H: int = 96) -> dict:
+    """Median training-step time and peak memory of ``model`` on random data, in a fresh process."""
+    spec = {"model": model, "params": params, "n": n, "batch": batch, "steps": steps, "L": L, "H": H}
+    return run_subprocess_json([str(Path(__file__).resolve().parent / "_step_worker.py"), json.dumps(spec)])

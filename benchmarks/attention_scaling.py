@@ -12,48 +12,17 @@ Usage: python benchmarks/attention_scaling.py [--d-model 128] [--batch 8] [--ste
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import RESULTS, md_table, write_results  # noqa: E402
-
-WORKER = r"""
-import json, resource, statistics, sys, time
-import torch
-torch.set_num_threads(2)
-from forecast.models import ModelContext, build_config, create_model
-attention, n, d, batch, steps, L, H = sys.argv[1], *map(int, sys.argv[2:8])
-torch.manual_seed(0)
-cfg = build_config("itransformer", {"d_model": d, "d_ff": d, "n_heads": 8, "e_layers": 2, "attention": attention})
-model = create_model("itransformer", cfg, ModelContext(L, H, n, 4))
-opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-x, xm, y = torch.randn(batch, L, n), torch.rand(batch, L, 4) - 0.5, torch.randn(batch, H, n)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-times = []
-for i in range(steps + 1):
-    t = time.perf_counter()
-    opt.zero_grad(set_to_none=True)
-    torch.nn.functional.mse_loss(model(x, xm), y).backward()
-    opt.step()
-    if i:
-        times.append(time.perf_counter() - t)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
-print(json.dumps({"ms": 1000 * statistics.median(times), "peak_mb": peak / 1024}))
-"""
-
+from benchmarks._common import RESULTS, md_table, model_step, write_results  # noqa: E402
 
 def measure(attention: str, n: int, args: argparse.Namespace) -> dict:
-    out = subprocess.run([sys.executable, "-c", WORKER, attention, str(n), str(args.d_model), str(args.batch),
-                          str(args.steps), "96", "96"], capture_output=True, text=True, timeout=1800,
-                         cwd=Path(__file__).resolve().parents[1])
-    if out.returncode != 0:
-        return {"ms": float("nan"), "peak_mb": float("nan"), "error": out.stderr.strip().splitlines()[-1]}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    params = {"d_model": args.d_model, "d_ff": args.d_model, "n_heads": 8, "e_layers": 2, "attention": attention}
+    return model_step("itransformer", params, n, args.batch, args.steps)
 
 
 def slope(ns: list[int], ys: list[float]) -> float:

@@ -13,14 +13,12 @@ Usage: python benchmarks/scan_speed.py [--steps 3]
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import md_table, write_results  # noqa: E402
+from benchmarks._common import md_table, model_step, run_subprocess_json, write_results  # noqa: E402
 
 SCAN_WORKER = r"""
 import json, resource, statistics, sys, time
@@ -69,37 +67,8 @@ print(json.dumps({"ms": 1000 * statistics.median(times),
                   "peak_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024}))
 """
 
-MODEL_WORKER = r"""
-import json, statistics, sys, time
-import torch
-torch.set_num_threads(2)
-from forecast.models import ModelContext, build_config, create_model
-name, n, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-torch.manual_seed(0)
-params = {"d_model": 128, "d_ff": 128, "e_layers": 2}
-if name == "smamba":
-    params["d_state"] = 16
-model = create_model(name, build_config(name, params), ModelContext(96, 96, n, 4))
-opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-x, xm, y = torch.randn(16, 96, n), torch.rand(16, 96, 4) - 0.5, torch.randn(16, 96, n)
-times = []
-for i in range(steps + 1):
-    t = time.perf_counter()
-    opt.zero_grad(set_to_none=True)
-    torch.nn.functional.mse_loss(model(x, xm), y).backward()
-    opt.step()
-    if i:
-        times.append(time.perf_counter() - t)
-print(json.dumps({"ms": 1000 * statistics.median(times)}))
-"""
-
-
 def run(worker: str, *args: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", worker, *args], capture_output=True, text=True, timeout=3600,
-                         cwd=Path(__file__).resolve().parents[1])
-    if out.returncode != 0:
-        return {"ms": float("nan"), "peak_mb": float("nan"), "error": (out.stderr.strip().splitlines() or ["?"])[-1]}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_subprocess_json(["-c", worker, *args])
 
 
 def main() -> None:
@@ -122,7 +91,8 @@ def main() -> None:
     models = {}
     for n in (321, 862):
         for name in ("smamba", "itransformer"):
-            models[f"{name}@{n}"] = run(MODEL_WORKER, name, str(n), str(args.steps))
+            params = {"d_model": 128, "d_ff": 128, "e_layers": 2, **({"d_state": 16} if name == "smamba" else {})}
+            models[f"{name}@{n}"] = model_step(name, params, n, 16, args.steps)
             print(name, n, models[f"{name}@{n}"], flush=True)
     table += "\n\nTraining step (forward + backward + Adam), d_model 128, batch 16, L=H=96, 2 layers, synthetic data:\n\n"
     table += md_table(["N", "S-Mamba ms", "iTransformer ms", "S-Mamba / iTransformer"],
