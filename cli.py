@@ -197,6 +197,48 @@ def predict(
 
 
 @app.command()
+def benchmark(
+    models: Annotated[str, typer.Option("--models", help="Comma-separated, e.g. dlinear,itransformer.")],
+    datasets: Annotated[str, typer.Option("--datasets", help="Comma-separated, e.g. ETTh1,Weather.")],
+    horizons: Annotated[str, typer.Option("--horizons", help="Comma-separated, e.g. 96,192,336,720.")] = "96",
+    seeds: Annotated[Optional[str], typer.Option("--seeds", help="Comma-separated; default the configs' seed. "
+                                                 "Several: the table shows mean ± std.")] = None,
+    name: Annotated[str, typer.Option("--name", help="Benchmark name: MLflow tag, experiment benchmark-<name>, "
+                                      "and the key for resuming.")] = "default",
+    sets: Sets = None,
+    markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Also write the result table here "
+                                                     "(Markdown, with the command and wall time).")] = None,
+    experiment: Annotated[Optional[str], typer.Option("--experiment", help="Default benchmark-<name>.")] = None,
+    tracking_uri: TrackingUri = None,
+    quiet: Quiet = False,
+) -> None:
+    """Run a grid of models x datasets x horizons (x seeds) with the paper defaults; resumable, nested in MLflow."""
+    from forecast import benchmark as bench
+
+    opts = bench.BenchmarkOptions(
+        models=bench.parse_list(models, "models"), datasets=bench.parse_list(datasets, "datasets"),
+        horizons=bench.parse_list(horizons, "horizons", as_int=True),
+        seeds=bench.parse_list(seeds, "seeds", as_int=True) if seeds is not None else None, name=name,
+        overrides=_overrides(sets), tracking_uri=tracking_uri, experiment=experiment, quiet=quiet, markdown=markdown)
+    bench.command(opts)
+
+
+@app.command()
+def dashboard(
+    name: Annotated[Optional[str], typer.Option("--name", help="Only the runs of this benchmark.")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for leaderboard.html/.md/.csv.")] = Path("dashboards"),
+    ui_url: Annotated[Optional[str], typer.Option("--ui-url", help="Link run ids to this MLflow UI, e.g. "
+                                                  "http://127.0.0.1:5000.")] = None,
+    tracking_uri: TrackingUri = None,
+    quiet: Quiet = False,
+) -> None:
+    """Write an offline HTML leaderboard (plus Markdown and CSV) from the runs in the MLflow store."""
+    from forecast import dashboard as dash
+
+    dash.command(tracking_uri, name, output, ui_url, quiet)
+
+
+@app.command()
 def runs(
     tracking_uri: TrackingUri = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many runs to show.")] = 20,

@@ -1,0 +1,275 @@
+"""`forecast benchmark` (grid, nested MLflow runs, resume, interruption) and `forecast dashboard` (files, a real
+headless chromium with the network blocked, one-line errors). Tiny budgets: 1 epoch of 3 batches, L=96, H=24/48."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--set", "train.epochs=1", "--set", "train.limit_train_batches=3", "--set", "data.seq_len=96"]
+GRID = ["benchmark", "--models", "dlinear,nlinear", "--datasets", "ETTh1", "--horizons", "24,48", "--name", "tiny",
+        *TINY]
+
+
+def _cli(argv: list[str]) -> tuple[int, str, str]:
+    """run_cli for module-scoped fixtures (no capsys): the CLI in-process, output captured."""
+    import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    old = sys.argv
+    sys.argv = ["forecast", *argv]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            cli.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = old
+    return code, out.getvalue(), err.getvalue()
+
+
+def _data_available() -> bool:
+    path = Path(os.environ.get("FORECAST_DATA_DIR", ROOT.parent / "shared" / "data"))
+    return (path / "ETTh1.csv.gz").exists() or (path / "ETTh1.csv").exists()
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A 2x1x2 grid run twice (the second must run nothing), then the dashboard built from that store."""
+    if not _data_available():
+        pytest.skip("benchmark data not found")
+    tmp = tmp_path_factory.mktemp("grid")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    first = _cli([*GRID, "--tracking-uri", uri, "--markdown", str(tmp / "grid.md")])
+    second = _cli([*GRID, "--tracking-uri", uri])
+    dash = _cli(["dashboard", "--name", "tiny", "--tracking-uri", uri, "--output", str(tmp / "dash"),
+                 "--ui-url", "http://127.0.0.1:5000"])
+    return {"tmp": tmp, "uri": uri, "first": first, "second": second, "dash": dash}
+
+
+def _runs(uri: str, role: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("benchmark-tiny")
+    return client.search_runs([exp.experiment_id], filter_string=f"tags.benchmark_role = '{role}'",
+                              order_by=["attributes.start_time ASC"])
+
+
+def test_grid_finishes_with_nested_runs(grid: dict) -> None:
+    code, out, err = grid["first"]
+    assert code == 0, err
+    assert [ln.split(":")[0] for ln in err.splitlines() if ln.startswith("cell ")] == [
+        "cell 1/4 dlinear ETTh1 H=24 seed 2021", "cell 2/4 nlinear ETTh1 H=24 seed 2021",
+        "cell 3/4 dlinear ETTh1 H=48 seed 2021", "cell 4/4 nlinear ETTh1 H=48 seed 2021"]
+    assert "ETA" in err and "benchmark tiny: 4 results (4 cells run now, 0 skipped" in out
+    (parent,) = _runs(grid["uri"], "parent")[:1]
+    cells = _runs(grid["uri"], "cell")
+    assert len(cells) == 4 and all(r.info.status == "FINISHED" for r in cells)
+    assert {r.data.tags["mlflow.parentRunId"] for r in cells} == {parent.info.run_id}
+    assert all(r.data.tags["benchmark"] == "tiny" and len(r.data.tags["config_hash"]) == 16 for r in cells)
+    assert len({r.data.tags["config_hash"] for r in cells}) == 4
+    assert {(r.data.params["model.name"], r.data.params["data.horizon"]) for r in cells} == {
+        ("dlinear", "24"), ("nlinear", "24"), ("dlinear", "48"), ("nlinear", "48")}
+    assert parent.info.status == "FINISHED" and parent.data.metrics["cells_run"] == 4
+    md = (grid["tmp"] / "grid.md").read_text()
+    assert "wall time" in md and "forecast benchmark --models dlinear,nlinear" in md and md.count("| ETTh1 |") == 4
+
+
+def test_second_invocation_runs_nothing_new(grid: dict) -> None:
+    code, out, err = grid["second"]
+    assert code == 0, err
+    assert "4 of 4 cells already finished" in err and not [ln for ln in err.splitlines() if ln.startswith("cell ")]
+    assert "(0 cells run now, 4 skipped as finished)" in out
+    assert len(_runs(grid["uri"], "cell")) == 4  # nothing new trained
+    parents = _runs(grid["uri"], "parent")
+    assert len(parents) == 2 and parents[1].data.metrics["cells_skipped"] == 4
+    assert parents[1].data.metrics["cells_run"] == 0
+
+
+def test_dashboard_files(grid: dict) -> None:
+    code, out, err = grid["dash"]
+    assert code == 0, err
+    assert "leaderboard.html" in out
+    dash = grid["tmp"] / "dash"
+    page = (dash / "leaderboard.html").read_text()
+    assert _external_refs(page) == []  # plotly's JS is inline and images are data: URIs: works offline
+    assert "Plotly.newPlot" in page and 'id="leaderboard"' in page
+    assert page.count('data-dataset="ETTh1"') == 4
+    assert "http://127.0.0.1:5000/#/experiments/" in page and "data:image/png;base64," in page
+    rows = list(csv.DictReader((dash / "leaderboard.csv").open()))
+    assert sorted((r["model"], r["horizon"]) for r in rows) == [("dlinear", "24"), ("dlinear", "48"),
+                                                               ("nlinear", "24"), ("nlinear", "48")]
+    assert all(0 < float(r["mse"]) < 3 and r["lookback"] == "96" for r in rows)
+    assert (dash / "leaderboard.md").read_text().count("| ETTh1 |") == 4
+
+
+def _external_refs(page: str) -> list[str]:
+    """src/href attributes of the page's tags that would load something (script bodies are not parsed as tags)."""
+    from html.parser import HTMLParser
+
+    found: list[str] = []
+
+    class Refs(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list) -> None:
+            for name, value in attrs:
+                if name == "src" and not (value or "").startswith("data:"):
+                    found.append(f"{tag} src={value}")
+                if name == "href" and tag == "link":
+                    found.append(f"link href={value}")
+
+    Refs().feed(page)
+    return found
+
+
+def test_dashboard_in_headless_chromium_offline(grid: dict, tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.screenshot import CHROMEDRIVER, CHROMIUM, offline_chromium
+
+    if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
+        pytest.skip("Debian chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)")
+    pytest.importorskip("selenium")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = grid["tmp"] / "dash" / "leaderboard.html"
+    driver = offline_chromium(tmp_path / "profile")
+    try:
+        driver.get(page.as_uri())
+        WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg"))
+        rows = driver.find_elements(By.CSS_SELECTOR, "table#leaderboard tbody tr")
+        got = sorted((r.get_attribute("data-model"), r.get_attribute("data-horizon")) for r in rows)
+        assert got == [("dlinear", "24"), ("dlinear", "48"), ("nlinear", "24"), ("nlinear", "48")]
+        assert len(driver.find_elements(By.CSS_SELECTOR, "table#leaderboard td.best")) >= 2
+        # the plots really drew: traces in the SVG, and the base64 forecast images decoded
+        assert driver.find_elements(By.CSS_SELECTOR, "#cost-chart .main-svg .scatterlayer .trace")
+        assert driver.execute_script(
+            "return [...document.querySelectorAll('.card img')].every(i => i.complete && i.naturalWidth > 0)")
+        # nothing could be fetched from the network: a probe request fails
+        assert driver.execute_script(
+            "var x = new XMLHttpRequest(); try { x.open('GET', 'http://example.com/', false); x.send(); "
+            "return x.status; } catch (e) { return -1; }") in (-1, 0)
+        shot = tmp_path / "leaderboard.png"
+        assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    finally:
+        driver.quit()
+
+
+def test_interrupted_cell_is_killed_and_resumed(data_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    from forecast.training import ForecastModule
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    argv = ["benchmark", "--models", "dlinear", "--datasets", "ETTh1", "--horizons", "24,48", "--name", "ctrlc",
+            *TINY, "--tracking-uri", uri]
+    original = ForecastModule.training_step
+    calls = {"n": 0}
+
+    def interrupt_in_second_cell(self, *args, **kwargs):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        if calls["n"] > 3:  # cell 1 trains 3 batches; Ctrl-C in cell 2's first batch
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ForecastModule, "training_step", interrupt_in_second_cell)
+    code, out, err = run_cli(argv, capsys)
+    assert code == 130 and "interrupted" in err and "1 cells left" in err
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("benchmark-ctrlc")
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    status = {(r.data.tags["benchmark_role"], r.data.params.get("data.horizon")): r.info.status for r in runs}
+    assert status == {("parent", None): "KILLED", ("cell", "24"): "FINISHED", ("cell", "48"): "KILLED"}
+
+    monkeypatch.setattr(ForecastModule, "training_step", original)
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert "1 of 2 cells already finished" in err and "cell 2/2 dlinear ETTh1 H=48" in err
+    cells = client.search_runs([exp.experiment_id], filter_string="tags.benchmark_role = 'cell'")
+    assert sorted(r.info.status for r in cells) == ["FINISHED", "FINISHED", "KILLED"]
+
+
+def test_config_hash_covers_the_seed_not_the_data_location() -> None:
+    from forecast.benchmark import config_hash
+    from forecast.config import resolve
+
+    base = config_hash(resolve("dlinear", "ETTh1", {"data.horizon": 96}))
+    assert base == config_hash(resolve("dlinear", "ETTh1", {"data.horizon": 96, "data.data_dir": "/elsewhere"}))
+    assert base != config_hash(resolve("dlinear", "ETTh1", {"data.horizon": 96, "train.seed": 2022}))
+    assert base != config_hash(resolve("dlinear", "ETTh1", {"data.horizon": 192}))
+    assert base != config_hash(resolve("nlinear", "ETTh1", {"data.horizon": 96}))
+
+
+def test_published_reference_file() -> None:
+    from forecast.models import model_names
+    from forecast.published import PUBLISHED_CSV, load_published, lookup
+
+    table = load_published()
+    assert len(table) >= 20
+    assert {p.model for p in table.values()} <= set(model_names())
+    it = lookup(table, "iTransformer", "etth1", 720, 96)
+    assert (it.mse, it.mae) == (0.503, 0.491) and "iTransformer" in it.source
+    assert math.isnan(lookup(table, "dlinear", "ETTh1", 96, 336).mae)
+    assert lookup(table, "dlinear", "ETTh1", 96, 96) is None  # published at L=336 only
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import accuracy
+
+    assert accuracy.published("dlinear", "ETTh1", 96, 336)[0] == 0.384  # accuracy.py reads the same file
+    assert PUBLISHED_CSV.parent.name == "configs"
+
+
+def test_published_file_takes_more_rows(tmp_path: Path) -> None:
+    from forecast.errors import ForecastError
+    from forecast.published import PUBLISHED_CSV, load_published
+
+    path = tmp_path / "published.csv"
+    path.write_text(PUBLISHED_CSV.read_text() + "patchtst,ETTh1,96,336,0.370,0.400,PatchTST paper\n")
+    assert load_published(path)[("patchtst", "etth1", 96, 336)].mae == 0.400
+    path.write_text(PUBLISHED_CSV.read_text() + "dlinear,ETTh1,96,336,0.1,0.2,duplicate\n")
+    with pytest.raises(ForecastError, match="duplicate"):
+        load_published(path)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["benchmark", "--models", "dlinear,dlinaer", "--datasets", "ETTh1"], "unknown model 'dlinaer'"),
+        (["benchmark", "--models", "dlinear", "--datasets", "ETTh1,ETTh3"], "unknown dataset 'ETTh3'"),
+        (["benchmark", "--models", "dlinear", "--datasets", "ETTh1", "--horizons", "96,x"], "--horizons takes"),
+        (["benchmark", "--models", "dlinear", "--datasets", "ETTh1", "--set", "train.epoch=1"],
+         "unknown config key 'train.epoch'"),
+        (["benchmark", "--models", "dlinear", "--datasets", "ETTh1", "--name", "a b"], "--name 'a b' must be"),
+        (["dashboard"], "no MLflow store at"),
+    ],
+)
+def test_bad_benchmark_input_is_one_line(argv: list[str], message: str, tmp_path: Path, monkeypatch,
+                                         capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli([*argv, "--tracking-uri", f"sqlite:///{tmp_path / 'none' / 'mlflow.db'}"], capsys)
+    assert code == 2
+    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "none").exists()
+
+
+def test_dashboard_empty_store_and_unknown_name(grid: dict, tmp_path: Path, capsys) -> None:
+    from mlflow.tracking import MlflowClient
+
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    MlflowClient(tracking_uri=empty).search_experiments()  # creates an empty store
+    code, _, err = run_cli(["dashboard", "--tracking-uri", empty, "--output", str(tmp_path / "d")], capsys)
+    assert code == 2 and err.startswith("error: no finished runs with test metrics") and err.count("\n") == 1
+    code, _, err = run_cli(["dashboard", "--tracking-uri", grid["uri"], "--name", "tinny", "--output",
+                            str(tmp_path / "d")], capsys)
+    assert code == 2 and "no finished runs of benchmark 'tinny'" in err and "known benchmarks: tiny" in err
+    assert err.count("\n") == 1 and not (tmp_path / "d").exists()
