@@ -26,12 +26,21 @@ def _fmt(value: Any) -> str:
 
 
 def train(dataset: str, model: str, overrides: dict, config: Path | None, tracking_uri: str | None,
-          experiment: str | None, quiet: bool) -> None:
+          experiment: str | None, quiet: bool, register: str | None = None, alias: str = "champion") -> None:
     from forecast.config import resolve
     from forecast.pipeline import TrainOptions, train as run_train
 
     cfg = resolve(model, dataset, overrides, config)
+    if register is not None:
+        from forecast.serving import check_alias
+
+        check_alias(alias)  # before any training is spent
     result = run_train(cfg, TrainOptions(tracking_uri=tracking_uri, quiet=quiet, experiment=experiment))
+    version = None
+    if register is not None:
+        from forecast.serving import register as register_model
+
+        version = register_model(result.tracking_uri, result.run_id, register, alias)
     if quiet:
         return
     m = result.metrics
@@ -50,6 +59,70 @@ def train(dataset: str, model: str, overrides: dict, config: Path | None, tracki
     out.print(f"store   {result.tracking_uri}")
     out.print(f"open it `forecast ui` then experiment '{experiment or dataset}', "
                   f"or predict with `forecast predict --model runs:/{result.run_id}/model --input history.csv`")
+    if version is not None:
+        out.print(f"model   registered as '{register}' version {version}, alias @{alias}: "
+                  f"`forecast predict --model models:/{register}@{alias} --input history.csv`")
+
+
+def predict(model: str, input_path: Path, output: Path | None, horizon: int | None, layout: str, fill: str | None,
+            rolling: bool, tracking_uri: str | None, quiet: bool) -> None:
+    """``forecast predict``: run it (forecast.predict.run_predict), then say what was written or print the forecast."""
+    from forecast.predict import run_predict
+
+    result = run_predict(model, input_path, output, horizon, layout, fill, rolling, tracking_uri)
+    for line in result.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    if quiet:
+        return
+    out = console()
+    meta, rl = result.meta, result.rolling
+    if rl is not None:
+        if rl.metrics:
+            m = rl.metrics
+            out.print(f"{meta.model_name} rolling forecast: {int(m['windows']):,} scored windows of "
+                      f"{rl.windows:,}, {rl.dates.shape[1]} steps each")
+            table = Table()
+            table.add_column("metric")
+            table.add_column("standardized", justify="right")
+            table.add_column("original units", justify="right")
+            table.add_row("MSE", _fmt(m["mse"]), _fmt(m["mse_orig"]))
+            table.add_row("MAE", _fmt(m["mae"]), _fmt(m["mae_orig"]))
+            out.print(table)
+        else:
+            out.print(f"{rl.windows:,} windows forecast; no metrics: the input has no window with all "
+                      f"{rl.dates.shape[1]} actuals after it (it needs at least L + h = "
+                      f"{meta.seq_len + rl.dates.shape[1]} rows).")
+    if result.output is not None and result.frame is not None:
+        out.print(f"wrote {result.frame.height:,} rows ({layout}) to {result.output}")
+    elif result.frame is not None:
+        steps = result.frame.height if layout == "wide" else result.frame.height // meta.n_vars
+        out.print(_frame_table(result.frame, f"{meta.model_name}: the next {steps} steps after "
+                                             f"{result.rows_in:,} input rows"))
+
+
+def _frame_table(frame: Any, title: str, max_rows: int = 24, max_cols: int = 9) -> Table:
+    """A small rich table of a polars frame: the first and last rows, the first and last columns."""
+    cols = frame.columns if len(frame.columns) <= max_cols else [*frame.columns[: max_cols - 1], frame.columns[-1]]
+    table = Table(title=title + ("" if len(cols) == len(frame.columns) else
+                                 f" ({len(frame.columns) - len(cols)} columns not shown)"))
+    for c in cols:
+        table.add_column(c, justify="left" if frame[c].dtype.is_temporal() or c == "variable" else "right")
+    n = frame.height
+    rows = list(range(n)) if n <= max_rows else [*range(max_rows // 2), -1, *range(n - max_rows // 2, n)]
+    for i in rows:
+        if i < 0:
+            table.add_row(*("..." for _ in cols))
+            continue
+        table.add_row(*(_cell(frame[c][i]) for c in cols))
+    return table
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if hasattr(value, "strftime"):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
 
 
 def runs(tracking_uri: str | None, limit: int, dataset: str | None) -> None:

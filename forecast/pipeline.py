@@ -116,7 +116,7 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
         for key, value in metrics.items():
             mlf.log_metric(run_id, key, value)
         if opts.log_artifacts:
-            _log_artifacts(mlf, run_id, cfg, dm, module)
+            _log_artifacts(mlf, run_id, cfg, dm, module, uri)
         status = "FINISHED"
         return TrainResult(run_id, exp_id, name, uri, best.best, best.best_epoch, int(trainer.current_epoch),
                            train_seconds, n_params, metrics, module.step_mse)
@@ -127,7 +127,8 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
         mlf.set_terminated(run_id, status)
 
 
-def _log_artifacts(mlf, run_id: str, cfg: RunConfig, dm: ForecastDataModule, module: ForecastModule) -> None:
+def _log_artifacts(mlf, run_id: str, cfg: RunConfig, dm: ForecastDataModule, module: ForecastModule,
+                   uri: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -146,6 +147,20 @@ def _log_artifacts(mlf, run_id: str, cfg: RunConfig, dm: ForecastDataModule, mod
             with contextlib.suppress(Exception):  # a plot is a nicety, never a failure
                 _plot_forecasts(module, dm, out / "forecast.png")
         mlf.log_artifacts(run_id, str(out))
+    _log_pyfunc(uri, run_id, cfg, dm, state)
+
+
+def _log_pyfunc(uri: str, run_id: str, cfg: RunConfig, dm: ForecastDataModule, state: dict[str, torch.Tensor]) -> None:
+    """The self-contained MLflow pyfunc model under ``model`` (see forecast.serving); the input example is the
+    last L rows of the train split."""
+    from forecast import serving
+
+    s = dm.series
+    meta = serving.model_meta(cfg.model_name, cfg.data.seq_len, cfg.data.horizon, s.columns, s.mean, s.std, s.freq,
+                              dm.n_marks)
+    end = s.borders["train"][1]
+    serving.log_model(uri, run_id, meta, cfg.to_dict(), state, s.dates[end - cfg.data.seq_len:end],
+                      s.raw[end - cfg.data.seq_len:end])
 
 
 def _plot_forecasts(module: ForecastModule, dm: ForecastDataModule, path: Path, n_windows: int = 4) -> None:

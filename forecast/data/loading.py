@@ -48,6 +48,11 @@ def _read_maybe_gz(path: Path) -> bytes:
     return gzip.decompress(raw) if path.suffix == ".gz" else raw
 
 
+def _ts(value: np.datetime64) -> str:
+    """A timestamp as people write it: ``2018-06-26 19:00:00`` (no ``T``, no nanoseconds)."""
+    return str(np.datetime_as_string(np.datetime64(value, "s"), unit="s")).replace("T", " ")
+
+
 def parse_dates(col: pl.Series, name: str) -> np.ndarray:
     """datetime64[ns] from a string/date column; unparseable values are a ForecastError naming the row."""
     if col.dtype in (pl.Date, pl.Datetime) or isinstance(col.dtype, pl.Datetime):
@@ -71,20 +76,28 @@ def parse_dates(col: pl.Series, name: str) -> np.ndarray:
 
 
 def to_table(
-    df: pl.DataFrame, name: str, date_col: str = "date", allow_nan: bool = False, check_order: bool = True
+    df: pl.DataFrame,
+    name: str,
+    date_col: str = "date",
+    allow_nan: bool = False,
+    check_order: bool = True,
+    columns: list[str] | None = None,
 ) -> Table:
     """Validate and convert a wide frame: a date column, numeric variates, sorted unique timestamps.
 
     ``check_order=False`` is for the checksummed benchmarks, which are used as published (Weather repeats
-    one timestamp).
+    one timestamp). ``columns``, when given, is the exact set of variates expected (a saved model's schema):
+    a missing or an extra column is an error, and the result is in this order (columns match by name).
     """
     if date_col not in df.columns:
         raise ForecastError(
             f"{name} has no '{date_col}' column (found: {', '.join(df.columns[:6])}); "
             f"add a '{date_col}' column with the timestamps as the first column."
         )
+    if columns is not None:
+        check_columns(df.columns, columns, name, date_col)
     dates = parse_dates(df[date_col], name)
-    value_cols = [c for c in df.columns if c != date_col]
+    value_cols = list(columns) if columns is not None else [c for c in df.columns if c != date_col]
     if not value_cols:
         raise ForecastError(f"{name} has no value columns besides '{date_col}'; add at least one numeric column.")
     for c in value_cols:
@@ -110,10 +123,102 @@ def to_table(
     steps = np.diff(dates.astype("int64")) if check_order else np.ones(1, dtype=np.int64)
     if (steps == 0).any():
         row = int(np.argmax(steps == 0)) + 1
-        raise ForecastError(f"{name}: duplicated timestamp {dates[row]} at data row {row + 1}; "
+        raise ForecastError(f"{name}: duplicated timestamp {_ts(dates[row])} at data row {row + 1}; "
                             "keep one row per timestamp.")
     if (steps < 0).any():
         row = int(np.argmax(steps < 0)) + 1
-        raise ForecastError(f"{name}: timestamps are not sorted (data row {row + 1}, {dates[row]}, comes after "
-                            f"{dates[row - 1]}); sort the file by its date column.")
+        raise ForecastError(f"{name}: timestamps are not sorted (data row {row + 1}, {_ts(dates[row])}, comes after "
+                            f"{_ts(dates[row - 1])}); sort the file by its date column.")
     return Table(dates=dates, values=values, columns=value_cols)
+
+
+def check_columns(found: list[str], expected: list[str], name: str, date_col: str = "date") -> None:
+    """Exactly the ``expected`` variate columns besides ``date_col``, in any order; else a ForecastError."""
+    have = [c for c in found if c != date_col]
+    dup = sorted({c for c in have if have.count(c) > 1})
+    if dup:
+        raise ForecastError(f"{name}: column '{dup[0]}' appears more than once; keep one column per variate.")
+    missing = [c for c in expected if c not in have]
+    if missing:
+        raise ForecastError(
+            f"{name}: column '{missing[0]}' is missing (the model needs {_names(expected)}); "
+            "add it (columns are matched by name, in any order)."
+        )
+    extra = [c for c in have if c not in expected]
+    if extra:
+        raise ForecastError(
+            f"{name}: unexpected column '{extra[0]}' (the model was trained on {_names(expected)}); "
+            "remove it or rename it to one of those."
+        )
+
+
+def _names(columns: list[str], limit: int = 8) -> str:
+    """``a, b, c`` or, for many columns, ``a, b, ..., z (862 columns)``."""
+    if len(columns) <= limit:
+        return ", ".join(columns)
+    return f"{', '.join(columns[: limit - 1])}, ..., {columns[-1]} ({len(columns)} columns)"
+
+
+FILL_METHODS = ("ffill", "interpolate")
+
+
+def fill_missing(values: np.ndarray, columns: list[str], method: str, name: str) -> np.ndarray:
+    """``values [T, N]`` with NaN/inf cells filled column-wise by ``ffill`` or linear ``interpolate``.
+
+    ``ffill`` cannot fill a gap at the start of a column (an error naming it); ``interpolate`` fills the
+    edges with the nearest value. A column with no value at all is an error.
+    """
+    import pandas as pd
+
+    if method not in FILL_METHODS:
+        raise ForecastError(f"unknown fill method '{method}'; use --fill ffill or --fill interpolate.")
+    frame = pd.DataFrame(np.where(np.isfinite(values), values, np.nan).astype(np.float64), columns=columns)
+    empty = frame.isna().all()
+    if empty.any():
+        raise ForecastError(f"{name}: column '{empty[empty].index[0]}' has no values at all; nothing to fill from.")
+    if method == "ffill":
+        filled = frame.ffill()
+        lead = filled.isna().to_numpy()
+        if lead.any():
+            row, col = (int(i) for i in np.argwhere(lead)[0])
+            raise ForecastError(
+                f"{name}: column '{columns[col]}' is empty at data row {row + 1} with no earlier value to carry "
+                "forward; use --fill interpolate or drop the leading rows."
+            )
+    else:
+        filled = frame.interpolate(method="linear", limit_direction="both")
+    return filled.to_numpy().astype(np.float32)
+
+
+def check_frequency(dates: np.ndarray, freq: str, name: str) -> None:
+    """Every timestamp one ``freq`` step after the previous one; else a ForecastError naming the row.
+
+    A different regular step names both frequencies; a gap or an irregular step names the first bad row.
+    """
+    import pandas as pd
+
+    from forecast.data.timefeatures import infer_freq
+
+    try:
+        expected = pd.date_range(pd.Timestamp(dates[0]), periods=len(dates), freq=freq).to_numpy()
+    except (ValueError, TypeError) as err:
+        raise ForecastError(f"{name}: cannot build timestamps at the model's frequency '{freq}' ({err}).") from None
+    bad = np.flatnonzero(expected.astype("datetime64[ns]") != dates.astype("datetime64[ns]"))
+    if bad.size == 0:
+        return
+    found = infer_freq(dates)
+    if found is not None and pd.tseries.frequencies.to_offset(found) != pd.tseries.frequencies.to_offset(freq):
+        raise ForecastError(
+            f"{name}: the timestamps are {found} apart but the model was trained on '{freq}' data; "
+            f"resample the input to '{freq}'."
+        )
+    row = int(bad[0])
+    if row == 0:
+        raise ForecastError(
+            f"{name}: the first timestamp {_ts(dates[0])} is not on the model's '{freq}' frequency; "
+            f"start the input on a '{freq}' step."
+        )
+    raise ForecastError(
+        f"{name}: timestamp {_ts(dates[row])} at data row {row + 1} breaks the '{freq}' frequency "
+        f"(expected {_ts(expected[row])} after {_ts(dates[row - 1])}); fill the gap or resample the input to '{freq}'."
+    )

@@ -1,0 +1,364 @@
+"""`forecast predict` and serving: a tiny model trained once, then predicted on from its MLflow artifact alone.
+
+Checks: H rows with the right timestamps and columns; the values equal the LightningModule's own forecast of
+the same window; no training data is needed; `mlflow models serve` answers the same forecast over HTTP; every
+bad input is one `error:` line, exit 2 and no output file; `--rolling` on the test split reproduces the
+training run's test metrics.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from tests.helpers import run_cli
+
+L, H = 96, 24
+TEST_ROWS = (16 * 720 - L, 20 * 720)  # ETTh1's test split with its L rows of context
+
+
+def _main(argv: list[str]) -> int:
+    import cli
+
+    old = sys.argv
+    sys.argv = ["forecast", *argv]
+    try:
+        cli.main()
+        return 0
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = old
+
+
+def _train(uri: str, model: str, extra: list[str]) -> str:
+    code = _main(["train", "-d", "ETTh1", "-m", model, "--seq-len", str(L), "--horizon", str(H), "--epochs", "1",
+                  "--set", "train.limit_train_batches=3", "--set", "train.limit_val_batches=2",
+                  "--tracking-uri", uri, "-q", *extra])
+    assert code == 0
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("ETTh1")
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.model = '{model}'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0].info.run_id
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A sqlite store with one tiny DLinear run (registered as etth1-dlinear@champion) and the input files."""
+    data = Path(os.environ.get("FORECAST_DATA_DIR", "")).resolve()
+    src = data / "ETTh1.csv.gz"
+    if not src.exists():
+        pytest.skip(f"benchmark data not found in {data}")
+    root = tmp_path_factory.mktemp("predict")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("FORECAST_DATA_DIR", str(data))
+        run_id = _train(uri, "dlinear", ["--register", "etth1-dlinear", "--alias", "champion"])
+    raw = pl.read_csv(gzip.decompress(src.read_bytes()))
+    raw.tail(500).write_csv(root / "history.csv")
+    raw.slice(TEST_ROWS[0], TEST_ROWS[1] - TEST_ROWS[0]).write_csv(root / "test_split.csv")
+    found = {"root": root, "uri": uri, "run_id": run_id, "raw": raw, "data": data}
+    found["ref"] = _module_forecast(found, run_id, "dlinear", {})  # before any test hides the data
+    return found
+
+
+@pytest.fixture
+def no_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hide every place training data could come from; loading it at all fails the test."""
+    import forecast.data.series as series
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("FORECAST_DATA_DIR", str(empty))
+    monkeypatch.setenv("FORECAST_CACHE_DIR", str(empty))
+    monkeypatch.setattr(series, "load_series", lambda *a, **k: pytest.fail("predict touched the training data"))
+    monkeypatch.chdir(tmp_path)
+
+
+def _module_forecast(store: dict, run_id: str, model: str, sets: dict) -> np.ndarray:
+    """The LightningModule's own forecast after the last L rows of ETTh1, in original units."""
+    from mlflow.tracking import MlflowClient
+
+    from forecast.config import resolve
+    from forecast.data.timefeatures import future_dates, time_features
+    from forecast.pipeline import build
+
+    cfg = resolve(model, "ETTh1", {"data.seq_len": L, "data.horizon": H, "data.data_dir": str(store["data"]), **sets})
+    dm, module = build(cfg, progress=False)
+    local = MlflowClient(tracking_uri=store["uri"]).download_artifacts(run_id, "model_state.pt",
+                                                                        str(store["root"]))
+    module.model.load_state_dict(torch.load(local, weights_only=True))
+    module.eval()
+    s = dm.series
+    x = torch.from_numpy(s.scaled[-L:])[None]
+    x_mark = y_mark = None
+    if s.marks is not None:
+        x_mark = torch.from_numpy(s.marks[-L:])[None]
+        y_mark = torch.from_numpy(time_features(future_dates(s.dates[-1], s.freq, H), s.freq))[None]
+    with torch.no_grad():
+        pred = module(x, x_mark, y_mark)[0].double().numpy()
+    return pred * s.std + s.mean
+
+
+def test_predict_equals_module_forecast_from_the_artifact_alone(store, no_data, tmp_path, capsys) -> None:
+    ref = store["ref"]
+    cols = store["raw"].columns
+    out = tmp_path / "forecast.csv"
+    code, _, err = run_cli(["predict", "-m", f"runs:/{store['run_id']}/model", "-i", str(store["root"] / "history.csv"),
+                            "-o", str(out), "--tracking-uri", store["uri"]], capsys)
+    assert code == 0, err
+    fc = pl.read_csv(out, try_parse_dates=True)
+    assert fc.columns == cols and fc.height == H
+    last = store["raw"]["date"].str.to_datetime()[-1]
+    expected = np.arange(1, H + 1) * np.timedelta64(1, "h") + np.datetime64(last)
+    assert (fc["date"].to_numpy().astype("datetime64[s]") == expected.astype("datetime64[s]")).all()
+    np.testing.assert_allclose(fc.select(cols[1:]).to_numpy(), ref, rtol=1e-5, atol=1e-5)
+
+    # The registered alias and a downloaded model folder give the same forecast; --horizon truncates.
+    import mlflow.artifacts
+
+    from forecast.predict import fluent_store
+
+    with fluent_store(store["uri"]):  # MLflow resolves runs:/ID/model to the logged model via the fluent store
+        folder = mlflow.artifacts.download_artifacts(f"runs:/{store['run_id']}/model", dst_path=str(tmp_path / "m"))
+    for model in ("models:/etth1-dlinear@champion", folder):
+        out2 = tmp_path / "short.csv"
+        code, _, err = run_cli(["predict", "-m", model, "-i", str(store["root"] / "history.csv"), "-o", str(out2),
+                                "--horizon", "5", "--tracking-uri", store["uri"]], capsys)
+        assert code == 0, err
+        short = pl.read_csv(out2)
+        assert short.height == 5
+        np.testing.assert_allclose(short.select(cols[1:]).to_numpy(), ref[:5], rtol=1e-5, atol=1e-5)
+
+    # Without --output: a small table on stdout.
+    code, printed, _ = run_cli(["predict", "-m", folder, "-i", str(store["root"] / "history.csv")], capsys)
+    assert code == 0 and "next 24 steps" in printed and "2018-06-26 20:00:00" in printed and "OT" in printed
+
+
+def test_long_format_and_parquet_round_trip(store, no_data, tmp_path, capsys) -> None:
+    model = f"runs:/{store['run_id']}/model"
+    hist = pl.read_csv(store["root"] / "history.csv", try_parse_dates=True)
+    hist.select(["OT", *hist.columns[:-1]]).write_parquet(tmp_path / "history.parquet")  # reordered: fine
+    code, _, err = run_cli(["predict", "-m", model, "-i", str(tmp_path / "history.parquet"), "-o",
+                            str(tmp_path / "fc.parquet"), "--tracking-uri", store["uri"]], capsys)
+    assert code == 0, err
+    wide = pl.read_parquet(tmp_path / "fc.parquet")
+    assert wide.schema["date"] == pl.Datetime("ns") and wide.height == H and wide.columns == hist.columns
+    code, _, err = run_cli(["predict", "-m", model, "-i", str(store["root"] / "history.csv"), "-o",
+                            str(tmp_path / "long.csv"), "--format", "long", "--tracking-uri", store["uri"]], capsys)
+    assert code == 0, err
+    long = pl.read_csv(tmp_path / "long.csv", try_parse_dates=True)
+    assert long.columns == ["variable", "date", "value"] and long.height == H * 7
+    back = long.pivot(on="variable", index="date", values="value").select(hist.columns)
+    np.testing.assert_allclose(back.drop("date").to_numpy(), wide.drop("date").to_numpy(), rtol=1e-9)
+
+
+def test_rolling_reproduces_the_training_test_metrics(store, no_data, tmp_path, capsys) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from forecast.predict import run_predict
+
+    m = MlflowClient(tracking_uri=store["uri"]).get_run(store["run_id"]).data.metrics
+    res = run_predict(f"runs:/{store['run_id']}/model", store["root"] / "test_split.csv", rolling=True,
+                      tracking_uri=store["uri"])
+    got = res.rolling.metrics
+    assert got["windows"] == m["test_windows"] == 2857
+    for key in ("mse", "mae", "mse_orig", "mae_orig"):
+        assert got[key] == pytest.approx(m[f"test_{key}"], rel=1e-5), key
+    out = tmp_path / "rolling.parquet"
+    code, printed, err = run_cli(["predict", "-m", f"runs:/{store['run_id']}/model", "-i",
+                                  str(store["root"] / "test_split.csv"), "--rolling", "-o", str(out),
+                                  "--tracking-uri", store["uri"]], capsys)
+    assert code == 0, err
+    assert "2,857 scored windows" in printed and f"{m['test_mse']:.4f}" in printed
+    frame = pl.read_parquet(out)
+    assert frame.height == (TEST_ROWS[1] - TEST_ROWS[0] - L + 1) * H
+    assert frame.columns[:3] == ["origin", "date", "step"]
+
+
+def _bad_inputs(root: Path, hist: pl.DataFrame) -> dict[str, tuple[Path, str]]:
+    """name -> (file, expected message fragment), one per validation rule."""
+    d = root / "bad"
+    d.mkdir(exist_ok=True)
+    n = pl.int_range(pl.len())
+    cases = {}
+
+    def csv(name: str, frame: pl.DataFrame, message: str) -> None:
+        path = d / f"{name}.csv"
+        frame.write_csv(path)
+        cases[name] = (path, message)
+
+    csv("missing", hist.drop("OT"), "column 'OT' is missing")
+    csv("extra", hist.with_columns(pl.lit(1.0).alias("extra")), "unexpected column 'extra'")
+    csv("non_numeric", hist.with_columns(pl.when(n == 10).then(pl.lit("abc")).otherwise(pl.col("HULL").cast(pl.Utf8))
+                                         .alias("HULL")), "column 'HULL' has a non-numeric value 'abc' at data row 11")
+    csv("nan", hist.with_columns(pl.when(n == 450).then(None).otherwise(pl.col("MUFL")).alias("MUFL")),
+        "column 'MUFL' has an empty or NaN value at data row 451")
+    csv("short", hist.head(50), "has 50 rows but the model reads the last L=96")
+    csv("no_date", hist.drop("date"), "has no 'date' column")
+    csv("bad_date", hist.with_columns(pl.when(n == 7).then(pl.lit("yesterday")).otherwise(pl.col("date"))
+                                      .alias("date")), "unparseable date 'yesterday' at data row 8")
+    csv("duplicate", hist.with_columns(pl.when(n == 20).then(pl.col("date").shift(1)).otherwise(pl.col("date"))
+                                       .alias("date")), "duplicated timestamp 2018-06-06 19:00:00 at data row 21")
+    swapped = hist.with_columns(pl.when(n == 20).then(pl.col("date").shift(-1)).when(n == 21)
+                                .then(pl.col("date").shift(1)).otherwise(pl.col("date")).alias("date"))
+    csv("unsorted", swapped, "timestamps are not sorted (data row 22")
+    csv("frequency", hist.gather_every(2), "2h apart but the model was trained on 'h' data")
+    csv("gap", hist.filter(n != 300), "at data row 301 breaks the 'h' frequency")
+    (d / "empty.csv").write_text("")
+    cases["empty"] = (d / "empty.csv", "is empty")
+    (d / "header.csv").write_text(",".join(hist.columns) + "\n")
+    cases["header_only"] = (d / "header.csv", "has no data rows")
+    (d / "data.json").write_text("{}")
+    cases["json"] = (d / "data.json", "is not a CSV or parquet file")
+    (d / "fake.parquet").write_text("date,a\n1,2\n")
+    cases["fake_parquet"] = (d / "fake.parquet", "could not be read as CSV or parquet")
+    return cases
+
+
+BAD = ["missing", "extra", "non_numeric", "nan", "short", "no_date", "bad_date", "duplicate", "unsorted",
+       "frequency", "gap", "empty", "header_only", "json", "fake_parquet"]
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(store: dict) -> dict[str, tuple[Path, str]]:
+    return _bad_inputs(store["root"], pl.read_csv(store["root"] / "history.csv"))
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_is_one_line_exit_2_and_no_file(case, store, bad_inputs, no_data, tmp_path, capsys) -> None:
+    path, message = bad_inputs[case]
+    out = tmp_path / "out" / "forecast.csv"
+    out.parent.mkdir()
+    code, printed, err = run_cli(["predict", "-m", f"runs:/{store['run_id']}/model", "-i", str(path), "-o", str(out),
+                                  "--tracking-uri", store["uri"]], capsys)
+    assert code == 2, (printed, err)
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and message in err, err
+    assert list(out.parent.iterdir()) == []
+
+
+def test_fill_and_option_errors(store, bad_inputs, no_data, tmp_path, capsys) -> None:
+    model = f"runs:/{store['run_id']}/model"
+    nan_file = bad_inputs["nan"][0]
+    for method in ("ffill", "interpolate"):
+        out = tmp_path / f"{method}.csv"
+        code, _, err = run_cli(["predict", "-m", model, "-i", str(nan_file), "-o", str(out), "--fill", method,
+                                "--tracking-uri", store["uri"]], capsys)
+        assert code == 0, err
+        assert np.isfinite(pl.read_csv(out).drop("date").to_numpy()).all()
+    hist = str(store["root"] / "history.csv")
+    for argv, message in [
+        (["--horizon", "25"], "--horizon 25 is outside 1..24"),
+        (["--fill", "mean"], "unknown --fill 'mean'"),
+        (["-o", str(tmp_path / "x.xlsx")], "must end in .csv or .parquet"),
+        (["--format", "tall"], "--format 'tall' is not one of wide, long"),
+    ]:
+        code, _, err = run_cli(["predict", "-m", model, "-i", hist, "--tracking-uri", store["uri"], *argv], capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = run_cli(["predict", "-m", "models:/no-such-model@champion", "-i", hist,
+                            "--tracking-uri", store["uri"]], capsys)
+    assert code == 2 and "could not be fetched" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(["train", "-d", "ETTh1", "-m", "dlinear", "--register", "x", "--alias", "latest",
+                            "--tracking-uri", store["uri"]], capsys)
+    assert code == 2 and "alias 'latest' is not allowed" in err
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _post(url: str, payload: dict, timeout: float = 30) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def test_mlflow_models_serve_answers_the_same_forecast(store, tmp_path) -> None:
+    from forecast.predict import load_model, read_input, forecast_next, prepare_history
+
+    hist_path = store["root"] / "history.csv"
+    lm = load_model(f"runs:/{store['run_id']}/model", store["uri"])
+    expected = forecast_next(lm, prepare_history(read_input(hist_path), lm.meta, "history"))
+    port = _free_port()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store["uri"], "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+           "FORECAST_DATA_DIR": str(empty), "FORECAST_CACHE_DIR": str(empty)}
+    log = open(tmp_path / "serve.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{store['run_id']}/model",
+                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+                            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 150
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            assert time.monotonic() < deadline, "mlflow models serve did not come up in 150 s"
+            time.sleep(0.5)
+        hist = pl.read_csv(hist_path)
+        payload = {"dataframe_split": {"columns": hist.columns, "data": hist.rows()}}
+        status, body = _post(f"http://127.0.0.1:{port}/invocations", payload)
+        assert status == 200, body
+        got = pl.DataFrame(body["predictions"])
+        assert got.columns == hist.columns and got.height == H
+        assert got["date"][0].startswith("2018-06-26T20:00:00")
+        np.testing.assert_allclose(got.drop("date").to_numpy(), expected.values, rtol=1e-6)
+        status, body = _post(f"http://127.0.0.1:{port}/invocations", {**payload, "params": {"horizon": 5}})
+        assert status == 200 and len(body["predictions"]) == 5, body
+        status, body = _post(f"http://127.0.0.1:{port}/invocations",
+                             {"dataframe_split": {"columns": hist.columns, "data": hist.rows()[:50]}})
+        assert status == 400 and "has 50 rows but the model reads the last L=96" in body.get("message", ""), body
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        log.close()
+
+
+def test_itransformer_with_time_marks(store, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(store["root"])
+    monkeypatch.setenv("FORECAST_DATA_DIR", str(store["data"]))
+    sets = {"model.d_model": 16, "model.d_ff": 16, "model.e_layers": 1, "model.n_heads": 2}
+    run_id = _train(store["uri"], "itransformer", [a for k, v in sets.items() for a in ("--set", f"{k}={v}")])
+    ref = _module_forecast(store, run_id, "itransformer", sets)
+    out = tmp_path / "fc.csv"
+    code, _, err = run_cli(["predict", "-m", f"runs:/{run_id}/model", "-i", str(store["root"] / "history.csv"),
+                            "-o", str(out), "--tracking-uri", store["uri"]], capsys)
+    assert code == 0, err
+    np.testing.assert_allclose(pl.read_csv(out).drop("date").to_numpy(), ref, rtol=1e-4, atol=1e-5)
+    from forecast.predict import load_model
+
+    assert load_model(f"runs:/{run_id}/model", store["uri"]).meta.n_marks == 4  # hour, weekday, day, day of year
