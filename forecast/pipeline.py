@@ -123,6 +123,12 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
     except KeyboardInterrupt:
         status = "KILLED"
         raise
+    except Exception as exc:
+        from optuna.exceptions import TrialPruned
+
+        if isinstance(exc, TrialPruned):  # a tuning trial stopped early by its pruner: killed, not failed
+            status = "KILLED"
+        raise
     finally:
         mlf.set_terminated(run_id, status)
 
