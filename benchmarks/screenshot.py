@@ -33,7 +33,8 @@ def offline_chromium(user_data_dir: str | Path, width: int = 1400, height: int =
 
 
 def screenshot(page: Path, out: Path, width: int = 1400, max_width: int = 1100) -> Path:
-    """Load ``page`` from disk, wait for plotly to draw, and save a full-page PNG at ``out``."""
+    """Load ``page`` from disk, wait for plotly to draw, and save a full-page PNG at ``out`` (256 colours,
+    max-coverage quantization: it keeps the few saturated trace colours that median cut merges into grey)."""
     from selenium.webdriver.support.ui import WebDriverWait
 
     with tempfile.TemporaryDirectory() as profile:
@@ -54,7 +55,7 @@ def screenshot(page: Path, out: Path, width: int = 1400, max_width: int = 1100) 
         img = Image.open(out)
         if img.width > max_width:
             img = img.resize((max_width, round(img.height * max_width / img.width)), Image.LANCZOS)
-        img = img.convert("P", palette=Image.ADAPTIVE, colors=128)
+        img = img.convert("RGB").quantize(colors=256, method=Image.Quantize.MAXCOVERAGE, dither=Image.Dither.NONE)
         img.save(out, optimize=True)
     except ImportError:
         pass

@@ -462,7 +462,7 @@ def fmt(value: float, std: float = math.nan, digits: int = 3) -> str:
 
 
 def fmt_delta(value: float) -> str:
-    return "" if value != value else f"{value:+.3f}"
+    return "" if value != value else f"{round(value, 3) + 0.0:+.3f}"  # + 0.0: never "-0.000"
 
 
 TABLE_HEADER = ["dataset", "H", "model", "L", "seeds", "test MSE", "test MAE", "published MSE", "Δ MSE",

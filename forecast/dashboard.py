@@ -35,8 +35,8 @@ from forecast.published import load_published
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "dashboards" / "templates" / "leaderboard.html"
 GROUP_EXCLUDE = ("train.seed", "data.data_dir", "data.num_workers")
-PALETTE = ["#1F77B4", "#D62728", "#2CA02C", "#FF7F0E", "#9467BD", "#8C564B", "#E377C2", "#17BECF", "#BCBD22",
-           "#7F7F7F"]
+PALETTE = ["#1F77B4", "#FF7F0E", "#2CA02C", "#9467BD", "#D62728", "#8C564B", "#E377C2", "#17BECF", "#BCBD22",
+           "#7F7F7F"]  # neighbours in model order get clearly different hues
 
 
 @dataclass
@@ -158,12 +158,14 @@ def build_rows(selected: dict[tuple[str, int, str], list[Record]], published: di
 
 
 def best_flags(rows: list[Row]) -> list[tuple[bool, bool]]:
-    """For each row: (lowest MSE, lowest MAE) within its (dataset, horizon) block."""
+    """For each row: (lowest MSE, lowest MAE) within its (dataset, horizon) block, compared at the 3 decimals
+    shown, so every model that ties on the page is marked."""
     best: dict[tuple[str, int], tuple[float, float]] = {}
     for r in rows:
         b = best.get((r.dataset, r.horizon), (math.inf, math.inf))
-        best[(r.dataset, r.horizon)] = (min(b[0], r.mse), min(b[1], r.mae))
-    return [(r.mse == best[(r.dataset, r.horizon)][0], r.mae == best[(r.dataset, r.horizon)][1]) for r in rows]
+        best[(r.dataset, r.horizon)] = (min(b[0], round(r.mse, 3)), min(b[1], round(r.mae, 3)))
+    return [(round(r.mse, 3) == best[(r.dataset, r.horizon)][0], round(r.mae, 3) == best[(r.dataset, r.horizon)][1])
+            for r in rows]
 
 
 # -- HTML pieces ----------------------------------------------------------------------------------------------------
@@ -224,15 +226,15 @@ def matrix_html(rows: list[Row]) -> str:
     body = []
     for d, h in keys:
         present = [by[(d, h, m)] for m in models if (d, h, m) in by]
-        bmse, bmae = min(r.mse for r in present), min(r.mae for r in present)
+        bmse, bmae = min(round(r.mse, 3) for r in present), min(round(r.mae, 3) for r in present)
         tds = [f'<td class="l">{html.escape(d)}</td><td>{h}</td>']
         for m in models:
             r = by.get((d, h, m))
             if r is None:
                 tds.append("<td></td><td></td>")
                 continue
-            tds.append(f'<td class="{"best" if r.mse == bmse else ""}">{fmt(r.mse)}</td>'
-                       f'<td class="{"best" if r.mae == bmae else ""}">{fmt(r.mae)}</td>')
+            tds.append(f'<td class="{"best" if round(r.mse, 3) == bmse else ""}">{fmt(r.mse)}</td>'
+                       f'<td class="{"best" if round(r.mae, 3) == bmae else ""}">{fmt(r.mae)}</td>')
         body.append(f"<tr>{''.join(tds)}</tr>")
     return (f'<table id="matrix"><thead><tr>{head1}</tr><tr>{head2}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table>')
@@ -271,14 +273,22 @@ def cost_html(rows: list[Row]) -> str:
                     marker={"color": colors[model], "size": 10, "line": {"width": 1, "color": "white"}}),
                     row=i, col=col)
                 shown.add(model)
-        fig.update_xaxes(type="log", dtick="D2", title_text="training time (s)", row=i, col=1)
-        fig.update_xaxes(type="log", dtick="D2", title_text="parameters", row=i, col=2)
+        mine = [r for r in rows if r.dataset == d]
+        fig.update_xaxes(type=_axis_type([r.train_seconds for r in mine]), title_text="training time (s)", row=i,
+                         col=1)
+        fig.update_xaxes(type=_axis_type([r.n_params for r in mine]), title_text="parameters", row=i, col=2)
         fig.update_yaxes(title_text="test MSE", row=i, col=1)
     fig.update_layout(height=360 * len(datasets) + 60, margin={"l": 60, "r": 20, "t": 50, "b": 40},
                       template="plotly_white", legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0,
                                                        "xanchor": "left", "title": {"text": ""}})
     fig.update_layout(legend={"y": 1 + 40 / fig.layout.height})
     return _fig_html(fig, "cost-chart")
+
+
+def _axis_type(values: list[float | int | None]) -> str:
+    """A log axis when the values span a decade or more (models differ by orders of magnitude), else linear."""
+    vals = [v for v in values if v is not None and v == v and v > 0]
+    return "log" if vals and max(vals) / min(vals) >= 10 else "linear"
 
 
 def read_step_mse(mlf, run_id: str, tmp: Path) -> list[float] | None:  # noqa: ANN001
