@@ -51,7 +51,7 @@ def environment() -> dict[str, Any]:
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": " ".join(["python", *sys.argv]),
         "machine": f"{platform.platform()}, {cpu}, {os.cpu_count()} cpus, torch threads {torch.get_num_threads()}",
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "load_average": [round(v, 2) for v in os.getloadavg()],
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "mlflow": mlflow.__version__,
                      "forecast": forecast.__version__},
     }
@@ -77,7 +77,7 @@ def median_timings(fn, repeats: int) -> dict[str, float]:
 def bench_model(model: str, uri: str, data_dir: str, work: Path, repeats: int) -> dict[str, Any]:
     import polars as pl
 
-    from forecast.predict import run_predict
+    from forecast.predict import run_predict, single_thread
 
     t0 = time.perf_counter()
     run_id, L, H = train_tiny(model, uri, data_dir)
@@ -100,6 +100,8 @@ def bench_model(model: str, uri: str, data_dir: str, work: Path, repeats: int) -
                 "mse": res.rolling.metrics["mse"]}
 
     roll = median_timings(rolling, max(3, repeats // 3))
+    with single_thread():
+        roll_1 = median_timings(rolling, max(3, repeats // 3))
     cli = []
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     for _ in range(3):
@@ -110,7 +112,8 @@ def bench_model(model: str, uri: str, data_dir: str, work: Path, repeats: int) -
     return {"model": model, "L": L, "H": H, "train_seconds": round(train_s, 1), "one_window_ms": single,
             "cli_seconds": statistics.median(cli), "rolling_windows": int(roll["windows"]),
             "rolling_seconds": roll["seconds"], "rolling_windows_per_s": roll["windows"] / roll["seconds"],
-            "rolling_mse": roll["mse"]}
+            "rolling_1_thread_seconds": roll_1["seconds"],
+            "rolling_1_thread_windows_per_s": roll_1["windows"] / roll_1["seconds"], "rolling_mse": roll["mse"]}
 
 
 def main() -> None:
@@ -121,6 +124,7 @@ def main() -> None:
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     data_dir = str(Path(args.data_dir).resolve())
+    load_start = [round(v, 2) for v in os.getloadavg()]
     rows = []
     with tempfile.TemporaryDirectory(prefix="predict-latency-") as tmp:
         work = Path(tmp)
@@ -130,13 +134,17 @@ def main() -> None:
             rows.append(bench_model(model, uri, data_dir, work, args.repeats))
             print(json.dumps(rows[-1], default=float), flush=True)
     env = environment()
+    env["load_average_start"] = load_start
+    threads = env["machine"].rsplit("torch threads ", 1)[-1]
     table = ["| model | L | H | load (ms) | of which fetch | forecast (ms) | of which model | `forecast predict` "
-             "process (s) | rolling windows | rolling (s) | windows/s |", "|" + "---|" * 11]
+             f"process (s) | rolling windows | rolling (s), {threads} threads | windows/s | windows/s, 1 thread |",
+             "|" + "---|" * 12]
     for r in rows:
         w = r["one_window_ms"]
         table.append(f"| {r['model']} | {r['L']} | {r['H']} | {w['load']:.1f} | {w['fetch']:.1f} | "
                      f"{w['forecast']:.1f} | {w['run']:.1f} | {r['cli_seconds']:.2f} | {r['rolling_windows']:,} | "
-                     f"{r['rolling_seconds']:.2f} | {r['rolling_windows_per_s']:,.0f} |")
+                     f"{r['rolling_seconds']:.2f} | {r['rolling_windows_per_s']:,.0f} | "
+                     f"{r['rolling_1_thread_windows_per_s']:,.0f} |")
     notes = """- load = fetch the `runs:/ID/model` artifact from the sqlite store into a temp dir + read its metadata +
   rebuild the network + `torch.load(weights_only=True)`; forecast = read the 500-row CSV + validate + forecast H
   steps + write the CSV atomically (of which model = the network call, scaling and writing). Medians after a
@@ -145,10 +153,17 @@ def main() -> None:
   included), median of 3.
 - rolling = `--rolling` over ETTh1's test split with its L rows of context: a forecast from every stride-1
   window (the last H of them run past the data), MSE/MAE over the windows with all H actuals, in batches of
-  `train.eval_batch_size`, no output file; loading excluded. windows/s = forecast windows / rolling seconds.
+  `train.eval_batch_size`, no output file; loading excluded. windows/s = forecast windows / rolling seconds,
+  with torch's default intra-op threads (what `--rolling` uses) and with one thread (what
+  `OMP_NUM_THREADS=1 forecast predict --rolling ...` gives). On this shared 2-core machine, with other jobs
+  running, every parallel region waits for its second thread to be scheduled, so one thread is several times
+  faster; on a quiet machine with more cores the default is the better choice. A single-window forecast always
+  runs on one thread (`forecast.predict.single_thread`): it is a handful of tiny ops.
 - Models are 1-epoch, 5-batch throwaways with the paper architecture (accuracy is irrelevant here)."""
     md = ["# forecast predict: latency and rolling throughput", "", f"- command: `{env['command']}`",
-          f"- date: {env['date']}", f"- machine: {env['machine']}, load average at the end {env['load_average']}",
+          f"- date: {env['date']}", f"- machine: {env['machine']}",
+          f"- load average (1, 5, 15 min): {env['load_average_start']} at the start, {env['load_average']} at the end "
+          "(2 cores shared with other jobs)",
           "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()), "", *table, "", notes, ""]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "predict_latency.md").write_text("\n".join(md))

@@ -440,6 +440,20 @@ def write_atomic(frame: pl.DataFrame, path: Path) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def single_thread():
+    """One intra-op thread for a block. A single window is a handful of tiny ops: torch's parallel regions only
+    add overhead there, and stall for milliseconds per op when another process holds a core."""
+    threads = torch.get_num_threads()
+    if threads > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if threads > 1:
+            torch.set_num_threads(threads)
+
+
 @dataclass
 class PredictResult:
     meta: ModelMeta
@@ -486,7 +500,8 @@ def run_predict(model_uri: str, input_path: Path, output: Path | None = None, ho
         rl = rolling_forecast(lm, table, h, batch_size, keep=output is not None)
         frame = rolling_frame(rl, layout) if output is not None else None
     else:
-        frame = forecast_frame(forecast_next(lm, table, h), layout)
+        with single_thread():
+            frame = forecast_frame(forecast_next(lm, table, h), layout)
     if output is not None and frame is not None:
         write_atomic(frame, output)
     t_run = time.perf_counter() - t4

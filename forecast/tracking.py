@@ -12,8 +12,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
-
 import forecast
 
 DEFAULT_DB = "mlflow.db"
@@ -81,20 +79,36 @@ def params_of(flat: dict[str, Any]) -> dict[str, str]:
     return {k: ("" if v is None else str(v))[:500] for k, v in flat.items()}
 
 
-class EpochLogger(pl.Callback):
-    """Logs train_loss, val_loss and lr to an MLflow run after every epoch (rank 0 only)."""
+def _epoch_logger_class() -> type:
+    import lightning.pytorch as pl
 
-    def __init__(self, mlf, run_id: str) -> None:
-        self.mlf, self.run_id = mlf, run_id
+    class EpochLogger(pl.Callback):
+        """Logs train_loss, val_loss and lr to an MLflow run after every epoch (rank 0 only)."""
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero or trainer.sanity_checking:
-            return
-        from mlflow.entities import Metric
-        import time
+        def __init__(self, mlf, run_id: str) -> None:
+            self.mlf, self.run_id = mlf, run_id
 
-        now = int(time.time() * 1000)
-        step = trainer.current_epoch
-        values = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("train_loss", "val_loss")}
-        values["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
-        self.mlf.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()])
+        def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+            if not trainer.is_global_zero or trainer.sanity_checking:
+                return
+            from mlflow.entities import Metric
+            import time
+
+            now = int(time.time() * 1000)
+            step = trainer.current_epoch
+            values = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("train_loss", "val_loss")}
+            values["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+            self.mlf.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()])
+
+    EpochLogger.__qualname__ = "EpochLogger"
+    return EpochLogger
+
+
+def __getattr__(name: str) -> Any:
+    """``EpochLogger`` (a Lightning callback) is defined on first use, so that importing this module for the
+    store helpers (``forecast predict``) does not import Lightning, which takes seconds."""
+    if name == "EpochLogger":
+        cls = _epoch_logger_class()
+        globals()["EpochLogger"] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
