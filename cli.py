@@ -102,7 +102,12 @@ def train(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed")] = None,
-    devices: Annotated[Optional[int], typer.Option("--devices", help="Devices to train on (default 1).")] = None,
+    devices: Annotated[Optional[int], typer.Option("--devices", help="Devices per node (default 1; >1: DDP).")] = None,
+    num_nodes: Annotated[Optional[int], typer.Option("--num-nodes", help="Nodes (default 1; see README).")] = None,
+    strategy: Annotated[Optional[str], typer.Option("--strategy", help="auto (DDP only when asked for more than "
+                                                    "one device) or ddp.")] = None,
+    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile",
+                                                    help="torch.compile the network.")] = None,
     precision: Annotated[Optional[str], typer.Option("--precision", help="e.g. 32-true, bf16-mixed.")] = None,
     accelerator: Annotated[Optional[str], typer.Option("--accelerator", help="auto, cpu, gpu.")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="A YAML file of data/model/train keys.")] = None,
@@ -119,8 +124,9 @@ def train(
 
     overrides = _overrides(sets, **{"data.horizon": horizon, "data.seq_len": seq_len, "train.epochs": epochs,
                                    "train.batch_size": batch_size, "train.lr": lr, "train.seed": seed,
-                                   "train.devices": devices, "train.precision": precision,
-                                   "train.accelerator": accelerator,
+                                   "train.devices": devices, "train.num_nodes": num_nodes,
+                                   "train.strategy": strategy, "train.compile": compile,
+                                   "train.precision": precision, "train.accelerator": accelerator,
                                    "data.data_dir": str(data_dir) if data_dir else None})
     commands.train(dataset, model, overrides, config, tracking_uri, experiment, quiet, register, alias)
 

@@ -37,6 +37,8 @@ def train(dataset: str, model: str, overrides: dict, config: Path | None, tracki
 
         check_alias(alias)  # before any training is spent
     result = run_train(cfg, TrainOptions(tracking_uri=tracking_uri, quiet=quiet, experiment=experiment))
+    if not result.is_global_zero:  # another DDP rank: rank 0 records, registers and reports
+        return
     version = None
     if register is not None:
         from forecast.serving import register as register_model
@@ -58,8 +60,11 @@ def train(dataset: str, model: str, overrides: dict, config: Path | None, tracki
                   f"{result.n_params:,} parameters")
     out.print(f"run id  {result.run_id}")
     out.print(f"store   {result.tracking_uri}")
-    out.print(f"open it `forecast ui` then experiment '{experiment or dataset}', "
-                  f"or predict with `forecast predict --model runs:/{result.run_id}/model --input history.csv`")
+    where = (f"{result.tracking_uri.rstrip('/')}/#/experiments/{result.experiment_id}/runs/{result.run_id}"
+             if result.tracking_uri.startswith(("http://", "https://"))
+             else f"`forecast ui` then experiment '{experiment or dataset}'")
+    out.print(f"open it {where}, "
+              f"or predict with `forecast predict --model runs:/{result.run_id}/model --input history.csv`")
     if version is not None:
         out.print(f"model   registered as '{register}' version {version}, alias @{alias}: "
                   f"`forecast predict --model models:/{register}@{alias} --input history.csv`")
@@ -161,6 +166,10 @@ def ui(tracking_uri: str | None, host: str, port: int) -> None:
     from forecast import tracking
 
     uri = tracking.resolve_uri(tracking_uri)
+    if uri.startswith(("http://", "https://")):  # a tracking server serves its own UI
+        console().print(f"{uri} is an MLflow tracking server: open it in a browser. `forecast ui` serves local "
+                        "stores only.")
+        return
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
            "--workers", "1"]
     root = tracking.artifact_root(uri)

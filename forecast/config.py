@@ -20,6 +20,10 @@ from forecast.errors import ForecastError
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 LRADJ = ("type1", "cosine", "constant", "hold_decay")
 LOSSES = ("mse", "mae", "weighted_l1")
+STRATEGIES = ("auto", "ddp")
+# Lightning's precision names (lightning.fabric.connector._PRECISION_INPUT_STR).
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine",
+              "transformer-engine-float16")
 
 
 @dataclass(frozen=True)
@@ -52,8 +56,11 @@ class TrainConfig:
     seed: int = 2021
     partial_variates: int = 0  # >0: train each batch on a random subset of this many variates
     accelerator: str = "auto"  # auto uses one GPU when present, else the CPU
-    devices: int = 1
-    precision: str = "32-true"
+    devices: int = 1  # per node; never "all" (a positive integer, 1 by default)
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto: one process unless devices x num_nodes > 1, then DDP | ddp
+    precision: str = "32-true"  # Lightning's names, e.g. bf16-mixed
+    compile: bool = False  # torch.compile the network's forward
     limit_train_batches: float = 1.0  # <=1.0: a fraction of batches; >1: that many batches (smoke runs)
     limit_val_batches: float = 1.0  # tuning smoke runs only; evaluation always sees every test window
     gradient_clip: float = 0.0
@@ -67,6 +74,22 @@ class TrainConfig:
             raise ForecastError("train.epochs, train.batch_size and train.eval_batch_size must be >= 1.")
         if not self.lr > 0:
             raise ForecastError(f"train.lr must be positive, got {self.lr}.")
+        for key in ("devices", "num_nodes"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ForecastError(f"train.{key} must be a positive integer (e.g. --{key.replace('_', '-')} 2), "
+                                    f"got {value!r}; all devices are never taken by default.")
+        if self.strategy not in STRATEGIES:
+            raise ForecastError(f"train.strategy must be one of {', '.join(STRATEGIES)}, got '{self.strategy}'.")
+        if self.precision not in PRECISIONS:
+            raise ForecastError(f"train.precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'.")
+        if not isinstance(self.compile, bool):
+            raise ForecastError(f"train.compile must be true or false, got {self.compile!r}.")
+
+    @property
+    def world_size(self) -> int:
+        """Processes that train together: devices per node x nodes."""
+        return self.devices * self.num_nodes
 
 
 @dataclass(frozen=True)

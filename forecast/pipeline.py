@@ -22,6 +22,7 @@ from forecast import tracking
 from forecast.config import RunConfig
 from forecast.data.datamodule import ForecastDataModule
 from forecast.data.series import Series
+from forecast.errors import ForecastError
 from forecast.models import ModelContext, create_model
 from forecast.training import BestWeights, ForecastModule, make_trainer
 
@@ -52,6 +53,7 @@ class TrainResult:
     n_params: int
     metrics: dict[str, float]
     step_mse: np.ndarray | None = None
+    is_global_zero: bool = True  # False on the other DDP ranks, which record nothing
 
 
 def data_extras(cfg: RunConfig, series: Series) -> dict[str, torch.Tensor]:
@@ -80,46 +82,105 @@ def run_name(cfg: RunConfig, series_name: str) -> str:
     return f"{cfg.model_name}_{series_name}_sl{cfg.data.seq_len}_pl{cfg.data.horizon}"
 
 
-def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | None = None) -> TrainResult:
-    opts = opts or TrainOptions()
-    uri = tracking.resolve_uri(opts.tracking_uri)
-    dm, module = build(cfg, progress=not opts.quiet, series=series)
-    name = opts.run_name or run_name(cfg, dm.series.name)
-    mlf = tracking.client(uri)
-    exp_id = tracking.experiment_id(mlf, opts.experiment or dm.series.name, uri)
-    tags = {**tracking.base_tags(dm.series.name, cfg.model_name, dm.series.sha256), **opts.tags,
-            "mlflow.runName": name}
-    if opts.parent_run_id:
-        tags["mlflow.parentRunId"] = opts.parent_run_id
-    run = mlf.create_run(exp_id, run_name=name, tags=tags)
-    run_id = run.info.run_id
-    status = "FAILED"
-    try:
-        n_params = sum(p.numel() for p in module.model.parameters())
+class RunRecorder(pl.Callback):
+    """Creates the MLflow run when the Trainer sets up, on global rank 0 only, and ends it.
+
+    Setup runs after Lightning's DDP launcher has started the other ranks (it runs the same command again in
+    child processes, and torchrun or a second node run it too), so the rank is known for sure there: ranks
+    other than 0 never create, log to or end a run. A guard process (forecast.runguard) ends the run FAILED if
+    this process is killed before it can do so itself.
+    """
+
+    def __init__(self, uri: str, name: str, opts: TrainOptions, cfg: RunConfig, dm: ForecastDataModule,
+                 n_params: int, epoch_logger: pl.Callback) -> None:
+        self.uri, self.name, self.opts, self.cfg, self.dm, self.n_params = uri, name, opts, cfg, dm, n_params
+        self.epoch_logger = epoch_logger
+        self.mlf: Any = None
+        self.run_id: str | None = None
+        self.experiment_id: str | None = None
+        self.fit_started: float | None = None
+        self._guard: Any = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if trainer.is_global_zero and self.run_id is None:
+            self.start(trainer.world_size)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.fit_started = time.perf_counter()  # train_seconds leaves out the DDP launch and the run's creation
+
+    def start(self, world_size: int = 1) -> None:
         from mlflow.entities import Param
 
+        from forecast import runguard
+
+        cfg, dm, opts = self.cfg, self.dm, self.opts
+        self.mlf = mlf = tracking.client(self.uri)
+        self.experiment_id = tracking.experiment_id(mlf, opts.experiment or dm.series.name, self.uri)
+        tags = {**tracking.base_tags(dm.series.name, cfg.model_name, dm.series.sha256), **opts.tags,
+                "mlflow.runName": self.name}
+        if opts.parent_run_id:
+            tags["mlflow.parentRunId"] = opts.parent_run_id
+        self.run_id = mlf.create_run(self.experiment_id, run_name=self.name, tags=tags).info.run_id
+        if not opts.parent_run_id:  # nested runs (trials) are guarded with their parent (forecast.tuning)
+            self._guard = runguard.watch(self.uri, self.run_id)
+        self.epoch_logger.mlf, self.epoch_logger.run_id = mlf, self.run_id
         params = tracking.params_of({**cfg.flat(), "data.n_vars": dm.n_vars, "data.n_marks": dm.n_marks,
-                                     "data.freq": dm.series.freq, "model.n_params": n_params})
-        mlf.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
+                                     "data.freq": dm.series.freq, "model.n_params": self.n_params,
+                                     "dist.world_size": world_size})
+        mlf.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
+
+    def end(self, status: str) -> None:
+        """End the run (rank 0; a no-op elsewhere or before it exists), then release the guard."""
+        try:
+            if self.run_id is not None:
+                self.mlf.set_terminated(self.run_id, status)
+        finally:
+            if self._guard is not None:
+                self._guard.release()
+
+
+def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | None = None) -> TrainResult:
+    """Fit, restore the best epoch's weights, test, and record everything in one MLflow run.
+
+    Under DDP (``train.devices`` x ``train.num_nodes`` > 1) every rank runs this function; only global rank 0
+    creates the run, logs and writes artifacts (the model once), and ends the run FAILED when anything fails.
+    The other ranks return a result with ``is_global_zero=False`` and an empty ``run_id``.
+    """
+    opts = opts or TrainOptions()
+    if opts.parent_run_id and (cfg.train.world_size > 1 or cfg.train.strategy == "ddp"):
+        raise ForecastError("nested runs (tuning trials, benchmark cells) train in one process; run DDP with "
+                            "`forecast train --devices N`.")
+    uri = tracking.resolve_uri(opts.tracking_uri)
+    tracking.quiet_logs()  # before the Trainer exists: no Lightning banner
+    dm, module = build(cfg, progress=not opts.quiet, series=series)
+    name = opts.run_name or run_name(cfg, dm.series.name)
+    n_params = sum(p.numel() for p in module.model.parameters())
+    epoch_logger = tracking.EpochLogger(None, "")
+    run = RunRecorder(uri, name, opts, cfg, dm, n_params, epoch_logger)
+    status = "FAILED"
+    try:
         best = BestWeights()
-        trainer = make_trainer(cfg.train, [best, tracking.EpochLogger(mlf, run_id), *opts.callbacks],
-                               quiet=opts.quiet)
+        trainer = make_trainer(cfg.train, [run, best, epoch_logger, *opts.callbacks], quiet=opts.quiet)
         t0 = time.perf_counter()
         trainer.fit(module, datamodule=dm)
-        train_seconds = time.perf_counter() - t0
+        train_seconds = time.perf_counter() - (run.fit_started or t0)
         best.restore(module)
         metrics: dict[str, float] = {"best_val_loss": best.best, "best_epoch": float(best.best_epoch),
                                      "epochs_run": float(trainer.current_epoch), "train_seconds": train_seconds}
         if opts.evaluate_test:
             trainer.test(module, datamodule=dm, verbose=False)
             metrics.update(module.test_metrics)
-        for key, value in metrics.items():
-            mlf.log_metric(run_id, key, value)
-        if opts.log_artifacts:
-            _log_artifacts(mlf, run_id, cfg, dm, module, uri)
+        if run.run_id is not None:
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            run.mlf.log_batch(run.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+            if opts.log_artifacts:
+                _log_artifacts(run.mlf, run.run_id, cfg, dm, module, uri)
         status = "FINISHED"
-        return TrainResult(run_id, exp_id, name, uri, best.best, best.best_epoch, int(trainer.current_epoch),
-                           train_seconds, n_params, metrics, module.step_mse)
+        return TrainResult(run.run_id or "", run.experiment_id or "", name, uri, best.best, best.best_epoch,
+                           int(trainer.current_epoch), train_seconds, n_params, metrics, module.step_mse,
+                           is_global_zero=bool(trainer.is_global_zero))
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -130,7 +191,7 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
             status = "KILLED"
         raise
     finally:
-        mlf.set_terminated(run_id, status)
+        run.end(status)
 
 
 def _log_artifacts(mlf, run_id: str, cfg: RunConfig, dm: ForecastDataModule, module: ForecastModule,

@@ -38,6 +38,7 @@ def quiet_logs() -> None:
                  "lightning.fabric", "optuna"):
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # "View run at" lines, tracking servers
 
 
 def client(uri: str):

@@ -43,7 +43,9 @@ class ForecastModule(pl.LightningModule):
     """Wraps any registered backbone: loss, optimizer, schedule, and sample-weighted evaluation.
 
     Test metrics are sums over every window, reduced once at the end: MSE/MAE on the standardized scale
-    (the papers' convention), the same in original units, and the MSE of each horizon step.
+    (the papers' convention), the same in original units, and the MSE of each horizon step. Under DDP every
+    rank sums over its own shard of the windows and the sums are added over ranks before dividing, so the
+    metrics equal the single-process ones.
     """
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, mean: np.ndarray, std: np.ndarray) -> None:
@@ -56,12 +58,15 @@ class ForecastModule(pl.LightningModule):
         self._sums: dict[str, torch.Tensor] = {}
         self.test_metrics: dict[str, float] = {}
         self.step_mse: np.ndarray | None = None
+        # torch.compile'd forward (train.compile); kept out of the module tree so the state dict is unchanged.
+        object.__setattr__(self, "_compiled", torch.compile(model) if cfg.compile else None)
 
     def forward(self, x: torch.Tensor, x_mark=None, y_mark=None) -> torch.Tensor:
         return self.model(x, x_mark, y_mark)
 
     def _predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model(batch["x"], batch.get("x_mark"), batch.get("y_mark"))
+        net = self._compiled if self._compiled is not None else self.model
+        return net(batch["x"], batch.get("x_mark"), batch.get("y_mark"))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         k = self.cfg.partial_variates
@@ -70,7 +75,8 @@ class ForecastModule(pl.LightningModule):
             keep = torch.randperm(batch["x"].shape[-1], device=batch["x"].device)[:k]
             batch = {**batch, "x": batch["x"][..., keep], "y": batch["y"][..., keep]}
         loss = self.loss_fn(self._predict(batch), batch["y"])
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch["x"].shape[0])
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch["x"].shape[0],
+                 sync_dist=True)  # under DDP: the mean over ranks (every rank takes the same number of batches)
         return loss
 
     # -- evaluation: exact sums over all windows ------------------------------------------------------
@@ -87,9 +93,16 @@ class ForecastModule(pl.LightningModule):
         self._accumulate("val_loss", self.loss_fn(pred, batch["y"]) * n)
         self._accumulate("val_n", torch.tensor(float(n), device=pred.device))
 
+    def _reduced_sums(self) -> dict[str, torch.Tensor]:
+        """This epoch's sums, added over all ranks under DDP (every rank has the same keys and shapes)."""
+        if self.trainer.world_size == 1:
+            return self._sums
+        return {k: self.trainer.strategy.reduce(v.clone(), reduce_op="sum") for k, v in sorted(self._sums.items())}
+
     def on_validation_epoch_end(self) -> None:
-        sums = {k: self.all_gather(v).sum() if self.trainer.world_size > 1 else v for k, v in self._sums.items()}
-        self.log("val_loss", (sums["val_loss"] / sums["val_n"]).float(), prog_bar=True)
+        sums = self._reduced_sums()
+        # The same value on every rank; sync_dist only keeps Lightning from warning about it.
+        self.log("val_loss", (sums["val_loss"] / sums["val_n"]).float(), prog_bar=True, sync_dist=True)
 
     def on_test_epoch_start(self) -> None:
         self._sums = {}
@@ -107,7 +120,7 @@ class ForecastModule(pl.LightningModule):
         self._accumulate("windows", torch.tensor(float(err.shape[0]), device=err.device))
 
     def on_test_epoch_end(self) -> None:
-        s = self._sums
+        s = self._reduced_sums()
         n = s["n"]
         per_step_n = n / s["sse_step"].numel()
         self.test_metrics = {
@@ -119,7 +132,7 @@ class ForecastModule(pl.LightningModule):
         }
         self.step_mse = (s["sse_step"] / per_step_n).cpu().numpy()
         for key, value in self.test_metrics.items():
-            self.log(key, value)
+            self.log(key, value, sync_dist=True)  # the same value on every rank
 
     def configure_optimizers(self) -> Any:
         opt = torch.optim.Adam(self.parameters(), lr=self.cfg.lr)
@@ -176,7 +189,13 @@ def make_trainer(
     quiet: bool = False,
     root_dir: str | None = None,
 ) -> pl.Trainer:
-    """A Trainer that writes nothing to the working directory (no lightning_logs/, no checkpoints)."""
+    """A Trainer that writes nothing to the working directory (no lightning_logs/, no checkpoints).
+
+    ``cfg.devices`` and ``cfg.num_nodes`` > 1 train with DDP (gloo on the CPU, NCCL on GPUs). Lightning's launcher
+    runs the same command again in one child process per extra local device; on the CPU each rank then uses
+    ``cpu_count // devices`` torch threads unless ``OMP_NUM_THREADS`` is set (two ranks that each spin two
+    OpenMP threads on two cores run many times slower).
+    """
     from lightning.pytorch.callbacks import EarlyStopping
 
     import sys
@@ -202,6 +221,9 @@ def make_trainer(
         num_sanity_val_steps=0,
         limit_train_batches=int(limit) if limit > 1 else limit,
         limit_val_batches=int(cfg.limit_val_batches) if cfg.limit_val_batches > 1 else cfg.limit_val_batches,
+        strategy=cfg.strategy,  # auto: one device, or DDP when devices x num_nodes > 1
+        num_nodes=cfg.num_nodes,
+        use_distributed_sampler=False,  # the DataModule shards the windows itself (exact val/test metrics)
         gradient_clip_val=cfg.gradient_clip or None,
         callbacks=callbacks,
         default_root_dir=root_dir,

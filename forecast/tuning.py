@@ -25,7 +25,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from forecast.config import DataConfig, RunConfig, TrainConfig, resolve
 from forecast.errors import ForecastError
@@ -591,6 +591,10 @@ def _run_study(model: str, dataset: str, overrides: dict[str, Any], user_yaml: s
     if opts.n_jobs < 1:
         raise ForecastError("--n-jobs must be >= 1.")
     cfg = resolve(model, dataset, overrides, user_yaml)
+    if cfg.train.world_size > 1 or cfg.train.strategy == "ddp":
+        raise ForecastError("forecast tune trains each trial in one process on one device; to use more devices "
+                            "or machines, start more workers on the same --storage (one device each, e.g. "
+                            "CUDA_VISIBLE_DEVICES=1 forecast tune ...).")
     space, _fixed = tune_space(cfg, overrides)
     if not space and (opts.n_trials or 0) > 0:
         raise ForecastError(f"the search space of '{cfg.model_name}' is empty; add search_space to a --config YAML.")
@@ -617,7 +621,7 @@ def _run_study(model: str, dataset: str, overrides: dict[str, Any], user_yaml: s
     _check_study_matches(study, cfg, series.name)
 
     uri = tracking.resolve_uri(opts.tracking_uri)
-    mlf = tracking.client(uri)
+    mlf = _retry(lambda: tracking.client(uri))  # workers starting together on a new store race on its tables
     experiment = opts.experiment or series.name
     exp_id = _experiment_id(mlf, experiment, uri)
     parent = mlf.create_run(exp_id, run_name=f"tune_{study_name}", tags={
@@ -625,6 +629,9 @@ def _run_study(model: str, dataset: str, overrides: dict[str, Any], user_yaml: s
         "study": study_name, "tune_role": "study", "optuna_storage": safe_url(url), "sampler": opts.sampler,
         "pruner": opts.pruner})
     parent_id = parent.info.run_id
+    from forecast import runguard
+
+    guard = runguard.watch(uri, parent_id)  # a killed worker's parent and trial runs end FAILED, not RUNNING
     status = "FAILED"
     interrupted = False
     # Import in the main thread what the trials import, so n_jobs > 1 threads never race on a first import.
@@ -664,21 +671,30 @@ def _run_study(model: str, dataset: str, overrides: dict[str, Any], user_yaml: s
         status = "KILLED"
         raise
     finally:
-        mlf.set_terminated(parent_id, status)
-
-
-def _experiment_id(mlf, name: str, uri: str) -> str:  # noqa: ANN001
-    """The experiment's id, created if needed; workers starting together on a new store retry the race."""
-    from forecast import tracking
-
-    for attempt in range(5):
         try:
-            return tracking.experiment_id(mlf, name, uri)
+            mlf.set_terminated(parent_id, status)
+        finally:
+            guard.release()
+
+
+def _retry(fn: Callable[[], Any], attempts: int = 8) -> Any:
+    """``fn()``, tried again after a growing pause when it fails: workers that start together on a new MLflow
+    store race to create its tables and experiments, and the losers succeed once the winner is done."""
+    for attempt in range(attempts):
+        try:
+            return fn()
         except Exception:
-            if attempt == 4:
+            if attempt == attempts - 1:
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _experiment_id(mlf, name: str, uri: str) -> str:  # noqa: ANN001
+    """The experiment's id, created if needed (retried: see :func:`_retry`)."""
+    from forecast import tracking
+
+    return _retry(lambda: tracking.experiment_id(mlf, name, uri), attempts=5)
 
 
 def _n_trials(storage: optuna.storages.BaseStorage, study_name: str) -> int:

@@ -8,13 +8,18 @@ from torch.utils.data import DataLoader
 
 from forecast.config import DataConfig
 from forecast.data.series import Series, load_series
-from forecast.data.windows import WindowDataset, batch_sampler
+from forecast.data.windows import WindowDataset, batch_sampler, distributed_batch_sampler, eval_batch_sampler
+from forecast.errors import ForecastError
 
 
 class ForecastDataModule(pl.LightningDataModule):
     """Train windows are shuffled; val and test windows are all kept, in order (no ``drop_last``).
 
     The test split is only touched by :meth:`test_dataloader`, so tuning never sees it.
+
+    Under DDP (a trainer with ``world_size > 1``; the Trainer runs with ``use_distributed_sampler=False``) each
+    rank reads a DistributedSampler shard of the train windows, reshuffled every epoch, and a contiguous shard
+    of the val/test windows with no padding, so the ranks' summed metrics add up to the single-process ones.
     """
 
     def __init__(
@@ -50,12 +55,26 @@ class ForecastDataModule(pl.LightningDataModule):
             )
         return self._datasets[split]
 
+    def _rank(self) -> tuple[int, int]:
+        """(global rank, world size) of the attached trainer; (0, 1) without one."""
+        trainer = self.trainer
+        return (0, 1) if trainer is None else (int(trainer.global_rank), int(trainer.world_size))
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.dataset(split)
-        gen = torch.Generator().manual_seed(self.seed) if shuffle else None
-        size = self.batch_size if shuffle else self.eval_batch_size
-        return DataLoader(ds, batch_size=None, sampler=batch_sampler(ds, size, shuffle, gen),
-                          num_workers=self.cfg.num_workers)
+        rank, world = self._rank()
+        if world == 1:
+            gen = torch.Generator().manual_seed(self.seed) if shuffle else None
+            size = self.batch_size if shuffle else self.eval_batch_size
+            sampler = batch_sampler(ds, size, shuffle, gen)
+        elif shuffle:
+            sampler = distributed_batch_sampler(ds, self.batch_size, rank, world, self.seed)
+        else:
+            if len(ds) < world:
+                raise ForecastError(f"the {split} split has {len(ds)} windows, fewer than the {world} processes; "
+                                    "train on fewer devices.")
+            sampler = eval_batch_sampler(ds, self.eval_batch_size, rank, world)
+        return DataLoader(ds, batch_size=None, sampler=sampler, num_workers=self.cfg.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from torch.utils.data import BatchSampler, Dataset, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import BatchSampler, Dataset, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 
 
 class WindowDataset(Dataset):
@@ -44,3 +44,38 @@ def batch_sampler(
     """Batches of window indices. Never drops the last partial batch."""
     base = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
     return BatchSampler(base, batch_size=batch_size, drop_last=False)
+
+
+class EpochBatchSampler(BatchSampler):
+    """A BatchSampler that forwards ``set_epoch`` to its sampler, which Lightning calls before every epoch
+    (it looks for ``set_epoch`` on the loader's sampler, which is this object: batches are the dataset's items)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+
+def distributed_batch_sampler(dataset: WindowDataset, batch_size: int, rank: int, world_size: int,
+                              seed: int) -> EpochBatchSampler:
+    """Train batches of rank ``rank``: a DistributedSampler shard of a permutation that changes every epoch
+    (``set_epoch``) and is the same on every rank (``seed``), so the shards never overlap within an epoch.
+
+    Every rank gets the same number of windows (the sampler pads with a few repeated windows), hence the same
+    number of batches: DDP's gradient all-reduce needs every rank to take each step.
+    """
+    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
+                                 drop_last=False)
+    return EpochBatchSampler(sampler, batch_size=batch_size, drop_last=False)
+
+
+def shard_range(n: int, rank: int, world_size: int) -> range:
+    """Rank ``rank``'s contiguous share of ``n`` evaluation windows: the shards of all ranks cover every window
+    exactly once (no padding, no repeats), so summed metrics all-reduced over ranks equal one process's sums."""
+    return range(n * rank // world_size, n * (rank + 1) // world_size)
+
+
+def eval_batch_sampler(dataset: WindowDataset, batch_size: int, rank: int = 0, world_size: int = 1) -> Sampler:
+    """Val/test batches, in order; under DDP only this rank's contiguous shard. Never drops a window."""
+    if world_size == 1:
+        return batch_sampler(dataset, batch_size, shuffle=False)
+    return BatchSampler(shard_range(len(dataset), rank, world_size), batch_size=batch_size, drop_last=False)
