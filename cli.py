@@ -35,11 +35,6 @@ def _console():
     return console()
 
 
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
 def _overrides(sets: list[str] | None, **named) -> dict:
     from forecast.config import parse_sets
 
@@ -275,7 +270,9 @@ def main() -> None:
     from forecast.errors import ForecastError
 
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns typer.Exit's code here instead of exiting
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except ForecastError as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(err.exit_code)

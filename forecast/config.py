@@ -141,9 +141,15 @@ def load_model_yaml(model_name: str) -> dict[str, Any]:
 def parse_value(text: str) -> Any:
     """A ``--set`` value, parsed as YAML so ``true``, ``1e-3`` and ``[1, 2]`` get their types."""
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
+        try:
+            return float(value) if value.strip().lower() not in ("nan", "inf", "-inf") else value
+        except ValueError:
+            return value
+    return value
 
 
 def parse_sets(pairs: list[str]) -> dict[str, Any]:

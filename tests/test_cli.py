@@ -115,3 +115,10 @@ def test_datasets_and_models_commands(data_dir, capsys) -> None:
     assert code == 0 and "ETTh1" in out and "Traffic" in out and "12/4/4" in out
     code, out, _ = run_cli(["models"], capsys)
     assert code == 0 and "dlinear" in out and "nlinear" in out and "selective scan: chunked" in out
+
+
+def test_set_values_get_their_types() -> None:
+    from forecast.config import parse_sets
+
+    assert parse_sets(["train.lr=1e-5", "model.individual=true", "data.seq_len=96", "model.revin=plain"]) == {
+        "train.lr": 1e-5, "model.individual": True, "data.seq_len": 96, "model.revin": "plain"}
