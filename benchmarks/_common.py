@@ -74,7 +74,9 @@ def run_subprocess_json(args: list[str], timeout: float = 3600) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def model_step(model: str, params: dict, n: int, batch: int, steps: int, L: int = 96, H: int = 96) -> dict:
-    """Median training-step time and peak memory of ``model`` on random data, in a fresh process."""
-    spec = {"model": model, "params": params, "n": n, "batch": batch, "steps": steps, "L": L, "H": H}
+def model_step(model: str, params: dict, n: int, batch: int, steps: int, L: int = 96, H: int = 96,
+               threads: int = 1) -> dict:
+    """Best training-step time and peak memory of ``model`` on random data, in a fresh process."""
+    spec = {"model": model, "params": params, "n": n, "batch": batch, "steps": steps, "L": L, "H": H,
+            "threads": threads}
     return run_subprocess_json([str(Path(__file__).resolve().parent / "_step_worker.py"), json.dumps(spec)])

@@ -6,7 +6,7 @@ the median step time and its peak RSS above the state before the first step. Ful
 interleaved per N so that machine noise hits both. The fitted exponent is the slope of log(time) against
 log(N) over N >= 321.
 
-Usage: python benchmarks/attention_scaling.py [--d-model 128] [--batch 8] [--steps 4]
+Usage: python benchmarks/attention_scaling.py [--d-model 128] [--batch 8] [--steps 4] [--threads 1]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from benchmarks._common import RESULTS, md_table, model_step, write_results  # n
 
 def measure(attention: str, n: int, args: argparse.Namespace) -> dict:
     params = {"d_model": args.d_model, "d_ff": args.d_model, "n_heads": 8, "e_layers": 2, "attention": attention}
-    return model_step("itransformer", params, n, args.batch, args.steps)
+    return model_step("itransformer", params, n, args.batch, args.steps, threads=args.threads)
 
 
 def slope(ns: list[int], ys: list[float]) -> float:
@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--ns", default="7,321,862,2000")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per worker (1 is robust on a shared box)")
     args = ap.parse_args()
     ns = [int(v) for v in args.ns.split(",")]
     res: dict[str, dict[int, dict]] = {"full": {}, "flow": {}}
@@ -77,7 +78,8 @@ def main() -> None:
     path = write_results("attention_scaling", f"iTransformer full vs Flow-Attention (d_model {args.d_model}, "
                          f"batch {args.batch}, L=H=96, 2 layers, synthetic data)", table,
                          {"results": res, "exponents": exps, "memory_exponents": mem_exps, "crossover_n": cross},
-                         "Each cell is a fresh process (median of the timed steps; peak = max RSS growth). "
+                         f"Each cell is a fresh process (best of {args.steps} timed steps, {args.threads} thread(s); peak = max RSS "
+                         "growth). "
                          "Plot: attention_scaling.png.")
     print(path.read_text())
 

@@ -4,7 +4,7 @@ One run, side by side and interleaved: (a) a full epoch of optimizer steps fed b
 loader, (b) the same steps on batches that were gathered into tensors beforehand. share = (a - b) / a.
 Then one real Lightning epoch (fit, with validation) through `forecast.pipeline.build`.
 
-Usage: python benchmarks/data_pipeline.py [--repeats 5]
+Usage: python benchmarks/data_pipeline.py [--repeats 5] [--threads 1]
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ from benchmarks._common import md_table, write_results  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is robust on a shared box)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     from forecast.config import resolve
     from forecast.pipeline import build
     from forecast.training import make_loss, make_trainer
@@ -81,7 +83,7 @@ def main() -> None:
     data = {"loader_epoch_s": a, "tensor_epoch_s": b, "share": share, "steps": steps,
             "lightning_epoch_s": lightning_epoch}
     path = write_results("data_pipeline", "Data pipeline share of a DLinear step (ETTh1, L=336, H=96, batch 32)",
-                         table, data, f"{args.repeats} interleaved repeats; medians. Timings on a shared 2-core "
+                         table, data, f"{args.repeats} interleaved repeats, {args.threads} torch thread(s); medians. Timings on a shared 2-core "
                          "machine are noisy: read the ratio, not the absolute times.")
     print(path.read_text())
 
