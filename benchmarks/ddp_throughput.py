@@ -73,25 +73,36 @@ def main(argv: list[str]) -> None:
                 work.mkdir(exist_ok=True)
                 rows.append({**run(label, devices, threads, args.epochs, work), "repeat": rep})
                 print(rows[-1], flush=True)
-    base = next(r for r in rows if r["processes"] == 1 and r["threads_per_process"] == 1)
-    ddp = next(r for r in rows if r["processes"] == 2)
-    table = md_table(["setting", "wall s (command)", "fit s", "train windows/s", "test MSE", "test windows"],
-                     [[r["setting"], f"{r['wall_s']:.1f}", f"{r['train_s']:.1f}", f"{r['windows_per_s']:,}",
-                       r["test_mse"], f"{r['test_windows']:,}"] for r in rows])
+    def mean_of(label: str) -> dict[str, float]:  # a setting's mean over the repeats
+        mine = [r for r in rows if r["setting"] == label]
+        return {k: sum(r[k] for r in mine) / len(mine) for k in ("wall_s", "train_s", "windows_per_s")}
+
+    base, two_threads, ddp = (mean_of(label) for label, _, _ in settings)
+    table = md_table(["setting", "repeat", "wall s (command)", "fit s", "train windows/s", "test MSE",
+                      "test windows"],
+                     [[r["setting"], r["repeat"], f"{r['wall_s']:.1f}", f"{r['train_s']:.1f}",
+                       f"{r['windows_per_s']:,}", r["test_mse"], f"{r['test_windows']:,}"] for r in rows])
+    ratio = ddp["windows_per_s"] / base["windows_per_s"]
+    thread_note = (f"- 1 process with 2 threads ran at {two_threads['windows_per_s'] / base['windows_per_s']:.2f}x the "
+                   "1-thread speed: with anything else running on\n  the 2 cores, OpenMP threads spin-wait for each "
+                   "other on every small op. This is why each DDP rank gets cores / devices\n  threads (1 here).\n"
+                   if two_threads["windows_per_s"] < base["windows_per_s"] else "")
     notes = f"""
-- {args.epochs} epochs of DLinear on ETTh1 (L=336, H=96, batch 32 per process, 8,209 train windows an epoch),
-  CPU only, gloo backend for DDP; `train.patience=100` so every setting runs every epoch. Load average when the
-  script started: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}.
-- **2 DDP processes against 1 process with 1 thread: {ddp['windows_per_s'] / base['windows_per_s']:.2f}x** the train
-  windows per second over the fit, {ddp['wall_s'] / base['wall_s']:.2f}x the command's wall time.
-- On 2 cores the speedup is small or negative: DLinear's step is tiny (4.6k parameters at H=24, 65k at H=96), so a
-  step costs about as much in Python and Lightning overhead and in the gloo all-reduce of the gradients as in
-  arithmetic, the second process needs its own start (imports, data loading) before the fit, and the two
-  processes share two cores with everything else on the machine. DDP pays off for models and data where a step
-  is compute-bound, on several GPUs or nodes. The point of this run is correctness: the same command on 2
-  processes finishes, records one run, and its test metrics are computed over all 2,785 test windows exactly
-  once (tests/test_ddp.py checks them against a single-process evaluation of the same weights).
-- The test MSE differs between 1 and 2 processes by design: with 2 processes each optimizer step averages the
+- {args.epochs} epochs of DLinear on ETTh1 (L=336, H=96, 65k parameters, batch 32 per process, 8,209 train
+  windows an epoch), CPU only, gloo backend for DDP; `train.patience=100`, so every setting runs every epoch.
+  "fit s" is the run's `train_seconds` (the fit, without process start, DDP launch and MLflow); windows/s is
+  epochs x 8,209 / fit s. Load average when the script started: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}.
+- **2 DDP processes against 1 process with 1 thread: {ratio:.2f}x** the train windows per second (means over
+  {args.repeats} repeat(s)), and
+  {ddp['wall_s'] / base['wall_s']:.2f}x the command's wall time (the second process starts, imports and loads
+  the data too).
+- On 2 cores the speedup is small at best: a DLinear step is tiny, so it costs about as much in Python and
+  Lightning overhead and in the gloo all-reduce of the gradients as in arithmetic, and the two ranks share the
+  two cores with everything else on the machine. DDP pays off where a step is compute-bound, on several GPUs
+  or nodes. The point here is correctness: on 2 processes the same command finishes, records one run, and its
+  test metrics cover all 2,785 test windows exactly once (tests/test_ddp.py checks them against a
+  single-process evaluation of the same weights).
+{thread_note}- The test MSE differs between 1 and 2 processes by design: with 2 processes each optimizer step averages the
   gradients of 2 batches of 32 (an effective batch of 64, half the steps per epoch), and the shuffles differ.
 - No GPU is lent to this task: the `--devices 1` against `--precision bf16-mixed` comparison of iTransformer on
   Weather on a GPU was not run. `--precision bf16-mixed` and `--compile` were only smoke-tested on the CPU.

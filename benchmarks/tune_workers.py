@@ -80,6 +80,7 @@ def run_study(label: str, workers: int, trials: int, epochs: int, storage: str, 
             "distinct_numbers": len({t.number for t in done}), "complete": len(complete),
             "pruned": sum(t.state.name == "PRUNED" for t in done),
             "failed": sum(t.state.name == "FAIL" for t in done), "wall_s": round(wall, 1),
+            "load_1min_at_end": round(os.getloadavg()[0], 2),
             "trial_s_sum": round(trial_s, 1),
             "best_val_loss": min(t.value for t in complete) if complete else float("nan")}
 
@@ -115,19 +116,28 @@ def main(argv: list[str]) -> None:
                       "best val loss"],
                      [[r["setting"], " + ".join(map(str, r["trials_per_worker"])), f"{r['wall_s']:.1f}",
                        f"{r['trial_s_sum']:.1f}", r["complete"], r["pruned"], r["best_val_loss"]] for r in rows])
+    order_note = ("- The pruned counts differ between the settings because the trials finish in a different "
+                  "order (the median\n  pruner compares against the trials complete at that moment).\n"
+                  if one["pruned"] != two["pruned"] else "")
+    share = two["trial_s_sum"] / one["trial_s_sum"]
     notes = f"""
-- Study: {MODEL} on {DATASET}, H={HORIZON}, the configs/ search space and paper lookback, {args.epochs} epochs per
-  trial, TPE (seeded per worker) and the median pruner; {args.trials} trials per setting; Optuna storage and MLflow
-  store in two databases of one local PostgreSQL (15), one torch thread per worker.
+- Study: {MODEL} on {DATASET}, H={HORIZON}, the configs/ search space and paper lookback (L=336), {args.epochs}
+  epochs per trial, TPE (seeded per worker) and the median pruner; {args.trials} trials per setting; the Optuna
+  storage and the MLflow store are two databases of one local PostgreSQL 15; one torch thread per worker.
+- Wall time runs from starting the worker processes to the last one's exit (imports, data loading and the
+  MLflow parent run included); "sum of trial s" adds up the trials' own durations from Optuna.
 - Load average when the script started: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min).
-- **Speedup with 2 workers: {speedup:.2f}x** in wall time. Every trial number appeared once in each study
-  ({one['distinct_numbers']} and {two['distinct_numbers']} distinct numbers).
-- The machine has 2 cores, so 2 workers is the most it can use: each worker has its own process start (imports,
-  data loading, ~5-10 s) and the trials are small, so the gain is below 2x; with one worker per core or per GPU
-  on several machines the study scales the same way, the database only sees a few queries per epoch.
-- The pruned counts differ because the two settings see trials finish in a different order (the median pruner
-  compares against the trials complete at that moment); the best values differ for the same reason.
-- No GPU is lent to this task: the `--precision bf16-mixed` iTransformer/Weather GPU comparison was not run.
+- **2 workers against 1: {speedup:.2f}x** in wall time. Every trial number appeared exactly once
+  ({one['distinct_numbers']} and {two['distinct_numbers']} distinct numbers for {one['trials']} and
+  {two['trials']} trials).
+- The trials' own durations added up to {share:.2f}x as much with 2 workers ({one['trial_s_sum']:.1f} s against
+  {two['trial_s_sum']:.1f} s; 1.0x would mean each worker had a core to itself, 2.0x that they took turns on one).
+  1-minute load average at the end of each setting: {one['load_1min_at_end']:.2f} and {two['load_1min_at_end']:.2f}.
+- This machine has 2 cores, so two workers can at best halve the time, and only if nothing else runs: each
+  worker also pays its own process start, and any other load takes cores from them (the PostgreSQL server ran
+  on the same 2 cores; its share was not measured). The recipe is for one worker per core, GPU or machine.
+{order_note}- No GPU is lent to this task: the `--devices 1` against `--precision bf16-mixed` iTransformer/Weather comparison
+  on a GPU was not run.
 """
     path = write_results("tune_workers", "Tuning workers sharing one PostgreSQL study", table,
                          {"rows": rows, "speedup": speedup, "load_average": load}, notes)
