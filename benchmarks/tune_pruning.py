@@ -26,6 +26,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
@@ -42,12 +43,9 @@ def environment(argv: list[str]) -> dict[str, Any]:
 
     import forecast
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from benchmarks._common import cpu_model
+
+    cpu = cpu_model()
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
         "command": " ".join(["python", "benchmarks/tune_pruning.py", *argv]),
