@@ -20,7 +20,7 @@ from benchmarks._common import md_table, write_results  # noqa: E402
 from forecast.config import parse_sets  # noqa: E402
 
 # (model, dataset, horizon) -> the acceptance threshold on test MSE that the issues ask for. The published MSE
-# and its source come from configs/published.csv (forecast.published), at the cell's lookback L.
+# and its source come from configs/published.yaml (forecast.published), at the cell's lookback L.
 TARGETS: dict[tuple[str, str, int], float] = {
     ("dlinear", "ETTh1", 96): 0.386,
     ("dlinear", "ETTh1", 192): 0.445,
@@ -40,7 +40,7 @@ TARGETS: dict[tuple[str, str, int], float] = {
 
 
 def published(model: str, dataset: str, horizon: int, lookback: int) -> tuple[float, str]:
-    """(published MSE, source) from configs/published.csv, or (nan, "") when the file has no such row."""
+    """(published MSE, source) from configs/published.yaml, or (nan, "") when the file has no such row."""
     from forecast.published import load_published, lookup
 
     row = lookup(load_published(), model, dataset, horizon, lookback)

@@ -543,7 +543,7 @@ def write_markdown(path: Path, result: BenchmarkResult, argv: list[str]) -> Path
              f"- MLflow: parent run `{result.parent_run_id}` in experiment `{result.experiment}`", "",
              markdown_table(result.rows), "",
              "MSE/MAE on the standardized scale over every stride-1 test window; mean ± sample std over seeds "
-             "when there are several. Δ = ours − published (configs/published.csv); train s is the fit time "
+             "when there are several. Δ = ours − published (configs/published.yaml); train s is the fit time "
              "of one run.", ""]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,14 +1,13 @@
-"""Published reference numbers: ``configs/published.csv``, one row per (model, dataset, horizon, lookback).
+"""Published reference numbers: ``configs/published.yaml``, one entry per (model, dataset, horizon, lookback).
 
-Columns: ``model`` (a registry name such as ``dlinear``), ``dataset`` (a benchmark name), ``horizon``, ``lookback``
-(the input length L the number was reported at), ``mse`` and ``mae`` (standardized scale; either may be empty)
-and ``source``. More rows need no code change; extra columns are ignored. ``forecast benchmark``, ``forecast
+Keys: ``model`` (a registry name such as ``dlinear``), ``dataset`` (a benchmark name), ``horizon``, ``lookback``
+(the input length L the number was reported at), ``mse`` and ``mae`` (standardized scale; either may be null)
+and ``source``. More entries need no code change; extra keys are ignored. ``forecast benchmark``, ``forecast
 dashboard`` and ``benchmarks/accuracy.py`` read it.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 from forecast.config import CONFIG_DIR
 from forecast.errors import ForecastError
 
-PUBLISHED_CSV = CONFIG_DIR / "published.csv"
+PUBLISHED = CONFIG_DIR / "published.yaml"
 COLUMNS = ("model", "dataset", "horizon", "lookback", "mse", "mae", "source")
 
 Key = tuple[str, str, int, int]
@@ -40,9 +39,8 @@ def key(model: str, dataset: str, horizon: int, lookback: int) -> Key:
     return (model.lower(), dataset.lower(), int(horizon), int(lookback))
 
 
-def _float(text: str | None) -> float:
-    text = (text or "").strip()
-    return float(text) if text else math.nan
+def _float(value: object) -> float:
+    return math.nan if value is None or (isinstance(value, str) and not value.strip()) else float(value)
 
 
 def load_published(path: str | Path | None = None) -> dict[Key, Published]:
@@ -51,25 +49,31 @@ def load_published(path: str | Path | None = None) -> dict[Key, Published]:
     Lines starting with ``#`` are comments. A missing column, a malformed number or a duplicate key is a
     ForecastError naming the file and line.
     """
-    path = Path(path) if path is not None else PUBLISHED_CSV
+    import yaml
+
+    path = Path(path) if path is not None else PUBLISHED
     if not path.exists():
         raise ForecastError(f"published numbers file '{path}' not found.")
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    reader = csv.DictReader(lines)
-    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
-        raise ForecastError(f"{path}: missing column(s) {', '.join(missing)}; expected {','.join(COLUMNS)}.")
+    try:
+        entries = yaml.safe_load(path.read_text()) or []
+    except yaml.YAMLError as err:
+        raise ForecastError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(entries, list):
+        raise ForecastError(f"{path} must be a list of entries with keys {', '.join(COLUMNS)}.")
     out: dict[Key, Published] = {}
-    for i, row in enumerate(reader, start=2):
+    for i, row in enumerate(entries, start=1):
+        missing = [c for c in COLUMNS if not isinstance(row, dict) or c not in row]
+        if missing:
+            raise ForecastError(f"{path}, entry {i}: missing key(s) {', '.join(missing)}.")
         try:
-            item = Published(row["model"].strip().lower(), row["dataset"].strip(), int(row["horizon"]),
+            item = Published(str(row["model"]).strip().lower(), str(row["dataset"]).strip(), int(row["horizon"]),
                              int(row["lookback"]), _float(row["mse"]), _float(row["mae"]),
-                             (row["source"] or "").strip())
+                             str(row["source"] or "").strip())
         except (TypeError, ValueError) as err:
-            raise ForecastError(f"{path}, row {i}: {err}") from None
+            raise ForecastError(f"{path}, entry {i}: {err}") from None
         k = key(item.model, item.dataset, item.horizon, item.lookback)
         if k in out:
-            raise ForecastError(f"{path}, row {i}: duplicate entry for {item.model} {item.dataset} "
+            raise ForecastError(f"{path}, entry {i}: duplicate entry for {item.model} {item.dataset} "
                                 f"H={item.horizon} L={item.lookback}.")
         out[k] = item
     return out

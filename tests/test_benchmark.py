@@ -213,7 +213,7 @@ def test_config_hash_covers_the_seed_not_the_data_location() -> None:
 
 def test_published_reference_file() -> None:
     from forecast.models import model_names
-    from forecast.published import PUBLISHED_CSV, load_published, lookup
+    from forecast.published import PUBLISHED, load_published, lookup
 
     table = load_published()
     assert len(table) >= 20
@@ -226,17 +226,19 @@ def test_published_reference_file() -> None:
     from benchmarks import accuracy
 
     assert accuracy.published("dlinear", "ETTh1", 96, 336)[0] == 0.384  # accuracy.py reads the same file
-    assert PUBLISHED_CSV.parent.name == "configs"
+    assert PUBLISHED.parent.name == "configs"
 
 
 def test_published_file_takes_more_rows(tmp_path: Path) -> None:
     from forecast.errors import ForecastError
-    from forecast.published import PUBLISHED_CSV, load_published
+    from forecast.published import PUBLISHED, load_published
 
-    path = tmp_path / "published.csv"
-    path.write_text(PUBLISHED_CSV.read_text() + "patchtst,ETTh1,96,336,0.370,0.400,PatchTST paper\n")
+    path = tmp_path / "published.yaml"
+    path.write_text(PUBLISHED.read_text() + "- {model: patchtst, dataset: ETTh1, horizon: 96, lookback: 336, "
+                    "mse: 0.370, mae: 0.400, source: PatchTST paper}\n")
     assert load_published(path)[("patchtst", "etth1", 96, 336)].mae == 0.400
-    path.write_text(PUBLISHED_CSV.read_text() + "dlinear,ETTh1,96,336,0.1,0.2,duplicate\n")
+    path.write_text(PUBLISHED.read_text() + "- {model: dlinear, dataset: ETTh1, horizon: 96, lookback: 336, "
+                    "mse: 0.1, mae: 0.2, source: duplicate}\n")
     with pytest.raises(ForecastError, match="duplicate"):
         load_published(path)
 
