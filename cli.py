@@ -43,6 +43,16 @@ def _overrides(sets: list[str] | None, **named) -> dict:
     return out
 
 
+def _run_flags(sets: list[str] | None, horizon, seq_len, epochs, batch_size, lr, seed, devices, precision,
+               accelerator, data_dir, **extra) -> dict:
+    """The named flags that `train` and `tune` share, as ``section.key`` overrides, then ``--set``."""
+    return _overrides(sets, **{"data.horizon": horizon, "data.seq_len": seq_len, "train.epochs": epochs,
+                               "train.batch_size": batch_size, "train.lr": lr, "train.seed": seed,
+                               "train.devices": devices, "train.precision": precision,
+                               "train.accelerator": accelerator,
+                               "data.data_dir": str(data_dir) if data_dir else None, **extra})
+
+
 @app.command()
 def datasets(
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Look here first.")] = None,
@@ -117,12 +127,9 @@ def train(
     """Train a model on a dataset with the paper protocol and record the run in MLflow."""
     from forecast import commands
 
-    overrides = _overrides(sets, **{"data.horizon": horizon, "data.seq_len": seq_len, "train.epochs": epochs,
-                                   "train.batch_size": batch_size, "train.lr": lr, "train.seed": seed,
-                                   "train.devices": devices, "train.num_nodes": num_nodes,
-                                   "train.strategy": strategy, "train.compile": compile,
-                                   "train.precision": precision, "train.accelerator": accelerator,
-                                   "data.data_dir": str(data_dir) if data_dir else None})
+    overrides = _run_flags(sets, horizon, seq_len, epochs, batch_size, lr, seed, devices, precision, accelerator,
+                           data_dir, **{"train.num_nodes": num_nodes, "train.strategy": strategy,
+                                        "train.compile": compile})
     commands.train(dataset, model, overrides, config, tracking_uri, experiment, quiet, register, alias)
 
 
@@ -168,11 +175,8 @@ def tune(
     from forecast import commands
     from forecast.tuning import TuneOptions
 
-    overrides = _overrides(sets, **{"data.horizon": horizon, "data.seq_len": seq_len, "train.epochs": epochs,
-                                   "train.batch_size": batch_size, "train.lr": lr, "train.seed": seed,
-                                   "train.devices": devices, "train.precision": precision,
-                                   "train.accelerator": accelerator,
-                                   "data.data_dir": str(data_dir) if data_dir else None})
+    overrides = _run_flags(sets, horizon, seq_len, epochs, batch_size, lr, seed, devices, precision, accelerator,
+                           data_dir)
     n_trials = trials if trials is not None else (None if timeout else 20)
     opts = TuneOptions(n_trials=n_trials, timeout=timeout, study_name=study_name, storage=storage, sampler=sampler,
                        sampler_seed=sampler_seed, pruner=pruner, pruner_startup=pruner_startup,
@@ -284,10 +288,9 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:
+        # Usage errors (unknown option, bad value): typer ships its own copy of click, so match by shape.
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
         raise

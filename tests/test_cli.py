@@ -122,3 +122,9 @@ def test_set_values_get_their_types() -> None:
 
     assert parse_sets(["train.lr=1e-5", "model.individual=true", "data.seq_len=96", "model.revin=plain"]) == {
         "train.lr": 1e-5, "model.individual": True, "data.seq_len": 96, "model.revin": "plain"}
+
+
+def test_usage_error_has_no_traceback(capsys) -> None:
+    code, out, err = run_cli(["runs", "--no-such-option"], capsys)
+    assert code == 2
+    assert "No such option" in err and "Traceback" not in err + out
