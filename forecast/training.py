@@ -196,10 +196,14 @@ def make_trainer(
     ``cpu_count // devices`` torch threads unless ``OMP_NUM_THREADS`` is set (two ranks that each spin two
     OpenMP threads on two cores run many times slower).
     """
+    import sys
+    import warnings
+
     from lightning.pytorch.callbacks import EarlyStopping
 
-    import sys
-
+    # Lightning 2.6 builds torch's deprecated LeafSpec on every step; torch >= 2.10 warns about it once per
+    # process, which only tells the user about Lightning's internals.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
     callbacks = [EarlyStopping(monitor="val_loss", mode="min", patience=cfg.patience, min_delta=0.0), *callbacks]
     bar = not quiet and sys.stderr.isatty()
     if bar:
