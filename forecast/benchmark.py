@@ -277,6 +277,16 @@ class GridProgress:
     def start(self, cell: Cell) -> None:
         if self.mode == "bar":
             self._progress.update(self._task, description=f"running {cell.label}")
+        elif self.mode == "lines":  # a log file shows what is running, not only what finished
+            print(f"running cell {self.done + 1}/{self.total} {cell.label}  {self.eta()}", file=self.stream, flush=True)
+
+    def epoch(self, cell: Cell, line: str) -> None:
+        """A finished training epoch of the running cell (from training.EpochPrinter)."""
+        if self.mode == "bar":  # the bar has room for the epoch and the val loss only
+            short = "  ".join(p for p in line.split("  ") if p.startswith(("epoch", "val_loss")))
+            self._progress.update(self._task, description=f"running {cell.label}: {short}")
+        elif self.mode == "lines":
+            print(f"  {line}", file=self.stream, flush=True)
 
     def finish(self, cell: Cell) -> None:
         self.done += 1
@@ -295,12 +305,15 @@ class GridProgress:
 
 
 # -- running --------------------------------------------------------------------------------------------------------
-def _run_cell(cell: Cell, uri: str, experiment: str, parent_id: str, name: str) -> None:
+def _run_cell(cell: Cell, uri: str, experiment: str, parent_id: str, name: str,
+              progress: GridProgress | None = None) -> None:
     from forecast.pipeline import TrainOptions, run_name, train
+    from forecast.training import EpochPrinter
 
     rname = f"{run_name(cell.cfg, Path(cell.dataset).stem)}_s{cell.seed}"  # e.g. dlinear_ETTh1_sl336_pl96_s2021
+    epochs = [EpochPrinter(emit=lambda line: progress.epoch(cell, line))] if progress is not None else []
     opts = TrainOptions(tracking_uri=uri, quiet=True, experiment=experiment, run_name=rname,
-                        parent_run_id=parent_id,
+                        parent_run_id=parent_id, callbacks=epochs,
                         tags={"benchmark": name, "benchmark_role": "cell", "config_hash": cell.config_hash})
     t0 = time.perf_counter()
     try:
@@ -379,7 +392,7 @@ def run(opts: BenchmarkOptions) -> BenchmarkResult:
                     continue
                 progress.start(cell)
                 try:
-                    _run_cell(cell, uri, experiment, parent_id, opts.name)
+                    _run_cell(cell, uri, experiment, parent_id, opts.name, progress)
                 except KeyboardInterrupt:
                     interrupted = True
                     break

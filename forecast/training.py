@@ -162,7 +162,13 @@ class BestWeights(pl.Callback):
 
 
 class EpochPrinter(pl.Callback):
-    """One line per finished epoch: losses, lr and time (the progress bar's permanent record)."""
+    """One line per finished epoch: losses, lr and time (the progress bar's permanent record).
+
+    ``emit`` receives each line; the default prints it to stderr (``forecast benchmark`` routes it to its display).
+    """
+
+    def __init__(self, emit=None) -> None:  # noqa: ANN001
+        self.emit = emit
 
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         import time
@@ -180,7 +186,10 @@ class EpochPrinter(pl.Callback):
         parts += [f"{k} {float(m[k]):.4f}" for k in ("train_loss", "val_loss") if k in m]
         parts.append(f"lr {trainer.optimizers[0].param_groups[0]['lr']:.3g}")
         parts.append(f"{time.perf_counter() - self._t0:.1f} s")
-        print("  ".join(parts), file=sys.stderr, flush=True)
+        if self.emit is not None:
+            self.emit("  ".join(parts))
+        else:
+            print("  ".join(parts), file=sys.stderr, flush=True)
 
 
 def make_trainer(

@@ -73,6 +73,8 @@ def test_grid_finishes_with_nested_runs(grid: dict) -> None:
     assert [ln.split(":")[0] for ln in err.splitlines() if ln.startswith("cell ")] == [
         "cell 1/4 dlinear ETTh1 H=24 seed 2021", "cell 2/4 nlinear ETTh1 H=24 seed 2021",
         "cell 3/4 dlinear ETTh1 H=48 seed 2021", "cell 4/4 nlinear ETTh1 H=48 seed 2021"]
+    assert "running cell 1/4 dlinear ETTh1 H=24 seed 2021" in err and "running cell 4/4 nlinear ETTh1 H=48" in err
+    assert "  epoch 1/" in err and "val_loss" in err  # each cell's epochs show while it runs
     assert "ETA" in err and "benchmark tiny: 4 results (4 cells run now, 0 skipped" in out
     (parent,) = _runs(grid["uri"], "parent")[:1]
     cells = _runs(grid["uri"], "cell")
