@@ -3,6 +3,9 @@
 Usage: python benchmarks/accuracy.py linear            (DLinear/NLinear on ETTh1 and Weather, issue 2)
        python benchmarks/accuracy.py ablation          (OrthoTrans and NormLin ablation on ETTh1, issue 4)
        python benchmarks/accuracy.py CELL [CELL ...]   (cells like dlinear:ETTh1:96 or olinear:ETTh1:96:model.mixer=attention)
+       python benchmarks/accuracy.py --from-store [--name=X] CELL ...
+           (no training: the newest FINISHED run in the store whose resolved config has the cell's config hash,
+            e.g. a `forecast benchmark --tracking-uri sqlite:///benchmarks/store/mlflow.db` cell)
 
 Every test window is evaluated (no drop_last). Nothing is tuned on the test split: the configs are the
 official scripts' settings. Runs are recorded in benchmarks/store/mlflow.db (git-ignored).
@@ -57,25 +60,58 @@ GROUPS = {"ablation": ["dlinear:ETTh1:96", "dlinear:ETTh1:96:model.orthotrans=tr
                      "nlinear:ETTh1:96", "dlinear:Weather:96"]}
 
 
+def _row(model: str, dataset: str, horizon: int, lookback: int, extra: dict | None, m: dict, epochs: int,
+         best_epoch: int, seconds: float, train_seconds: float) -> dict:
+    # A variant (extra overrides) is not the paper configuration: it has no target.
+    target = TARGETS.get((model, dataset, horizon), float("nan")) if not extra else float("nan")
+    paper, source = published(model, dataset, horizon, lookback)
+    return {"model": model, "dataset": dataset, "L": lookback, "H": horizon, "test_mse": m["test_mse"],
+            "test_mae": m["test_mae"], "target": target, "paper": paper, "source": source,
+            "pass": (m["test_mse"] <= target) if target == target else "n/a",
+            "epochs": epochs, "best_epoch": best_epoch, "windows": int(m["test_windows"]),
+            "seconds": round(seconds, 1), "epoch_seconds": round(train_seconds / max(epochs, 1), 2)}
+
+
 def run_cell(model: str, dataset: str, horizon: int, store: str, extra: dict | None = None) -> dict:
+    from forecast.benchmark import config_hash
     from forecast.config import resolve
     from forecast.pipeline import TrainOptions, train
 
     cfg = resolve(model, dataset, {"data.horizon": horizon, **(extra or {})})
     t0 = time.perf_counter()
-    res = train(cfg, TrainOptions(tracking_uri=store, quiet=True, tags={"benchmark": "accuracy"}))
-    # A variant (extra overrides) is not the paper configuration: it has no target.
-    target = TARGETS.get((model, dataset, horizon), float("nan")) if not extra else float("nan")
-    paper, source = published(model, dataset, horizon, cfg.data.seq_len)
-    m = res.metrics
-    return {"model": model, "dataset": dataset, "L": cfg.data.seq_len, "H": horizon, "test_mse": m["test_mse"],
-            "test_mae": m["test_mae"], "target": target, "paper": paper, "source": source,
-            "pass": (m["test_mse"] <= target) if target == target else "n/a",
-            "epochs": res.epochs_run, "best_epoch": res.best_epoch + 1, "windows": int(m["test_windows"]),
-            "seconds": round(time.perf_counter() - t0, 1), "epoch_seconds": round(res.train_seconds / max(res.epochs_run, 1), 2)}
+    res = train(cfg, TrainOptions(tracking_uri=store, quiet=True,
+                                  tags={"benchmark": "accuracy", "config_hash": config_hash(cfg)}))
+    return _row(model, dataset, horizon, cfg.data.seq_len, extra, res.metrics, res.epochs_run, res.best_epoch + 1,
+                time.perf_counter() - t0, res.train_seconds)
 
 
-def _write(name: str, rows: list[dict]) -> Path:
+def stored_cell(model: str, dataset: str, horizon: int, store: str, extra: dict | None = None) -> dict:
+    """The row of the newest FINISHED run in ``store`` with this cell's config hash; nothing is trained."""
+    from forecast import tracking
+    from forecast.benchmark import config_hash
+    from forecast.config import resolve
+
+    cfg = resolve(model, dataset, {"data.horizon": horizon, **(extra or {})})
+    h = config_hash(cfg)
+    mlf = tracking.client(store)
+    exp_ids = [e.experiment_id for e in mlf.search_experiments()]
+    runs = mlf.search_runs(exp_ids, filter_string=f"tags.config_hash = '{h}' and attributes.status = 'FINISHED'",
+                           order_by=["attributes.start_time DESC"])
+    runs = [r for r in runs if "test_mse" in r.data.metrics]
+    if not runs:
+        raise SystemExit(f"error: no finished run of {model}:{dataset}:{horizon} (config hash {h}) in {store}; "
+                         "train it first (drop --from-store)")
+    run = runs[0]
+    val = mlf.get_metric_history(run.info.run_id, "val_loss")
+    best = min(val, key=lambda v: (v.value, v.step)).step + 1 if val else 0
+    seconds = ((run.info.end_time or run.info.start_time) - run.info.start_time) / 1000
+    row = _row(model, dataset, horizon, cfg.data.seq_len, extra, run.data.metrics, len(val), best, seconds,
+               run.data.metrics.get("train_seconds", float("nan")))
+    row["run_id"] = run.info.run_id
+    return row
+
+
+def _write(name: str, rows: list[dict], from_store: bool = False) -> Path:
     header = ["model", "variant", "dataset", "L", "H", "test MSE", "test MAE", "target", "paper", "pass", "epochs (best)",
               "test windows", "s/epoch", "wall s"]
     table = md_table(header, [[r["model"], r.get("variant", ""), r["dataset"], r["L"], r["H"], r["test_mse"], r["test_mae"], r["target"],
@@ -83,27 +119,31 @@ def _write(name: str, rows: list[dict]) -> Path:
                                r["epoch_seconds"], r["seconds"]] for r in rows])
     return write_results(name, "Accuracy against the published numbers", table, rows,
                          "Paper defaults from configs/, every stride-1 test window, MSE/MAE on the standardized "
-                         "scale. Targets are the issues' acceptance thresholds; `paper` is the published MSE.")
+                         "scale. Targets are the issues' acceptance thresholds; `paper` is the published MSE."
+                         + ("\nRead from the store (--from-store): each row is the newest FINISHED run with the "
+                            "cell's config hash (run ids in the .json); wall s is that run's MLflow duration."
+                            if from_store else ""))
 
 
 def main(argv: list[str]) -> None:
-    name = "accuracy"
+    name, from_store = "accuracy", "--from-store" in argv
+    argv = [a for a in argv if a != "--from-store"]
     if argv and argv[0].startswith("--name="):
         name, argv = "accuracy_" + argv[0].split("=", 1)[1], argv[1:]
     cells = [c for a in argv for c in GROUPS.get(a, [a])]
     if len(argv) == 1 and argv[0] in GROUPS:
         name = f"accuracy_{argv[0]}"
     rows: list[dict] = []
+    # Runs are kept in benchmarks/store/ (git-ignored) so dashboards can be built from them.
     STORE.parent.mkdir(parents=True, exist_ok=True)
     store = f"sqlite:///{STORE}"
-    if True:  # runs are kept in benchmarks/store/ (git-ignored) so dashboards can be built from them
-        for cell in cells:
-            model, dataset, horizon, *sets = cell.split(":")
-            extra = parse_sets(",".join(sets).split(",")) if sets else {}
-            rows.append(run_cell(model, dataset, int(horizon), store, extra))
-            rows[-1]["variant"] = ",".join(sets)
-            print(rows[-1], flush=True)
-            path = _write(name, rows)  # after every cell, so a long queue keeps what it finished
+    for cell in cells:
+        model, dataset, horizon, *sets = cell.split(":")
+        extra = parse_sets(",".join(sets).split(",")) if sets else {}
+        rows.append((stored_cell if from_store else run_cell)(model, dataset, int(horizon), store, extra))
+        rows[-1]["variant"] = ",".join(sets)
+        print(rows[-1], flush=True)
+        path = _write(name, rows, from_store)  # after every cell, so a long queue keeps what it finished
     print(path.read_text())
 
 
