@@ -102,12 +102,11 @@ def test_killing_one_worker_mid_trial_leaves_the_other_and_the_study(data_dir, p
 
     uri = store
     common = ["--study-name", "kill", "--storage", postgres_url, "--pruner", "none", "--tracking-uri", uri]
-    # The victim's trials are long (40 epochs, no early stop) and go to their own MLflow experiment, so the test
-    # sees when it is inside one.
-    victim = _worker(tmp_path, data_dir, [*TINY, *common, "--trials", "20", "--epochs", "40", "--set",
-                                          "train.patience=100", "--experiment", "victim", "--sampler-seed", "1"])
-    survivor = _worker(tmp_path, data_dir, [*TINY, *common, "--trials", "3", "--experiment", "survivor",
-                                            "--sampler-seed", "2"])
+    # The victim's trials are far longer than the test (2000 epochs, no early stop) and go to their own MLflow
+    # experiment, so the test sees when it is inside one and kills it there.
+    victim = _worker(tmp_path, data_dir, [*TINY, *common, "--trials", "20", "--epochs", "2000", "--set",
+                                          "train.patience=2000", "--experiment", "victim", "--sampler-seed", "1"])
+    survivor = None
     try:
         deadline = time.monotonic() + 180
         while not _runs(uri, "victim", "trial"):
@@ -116,6 +115,14 @@ def test_killing_one_worker_mid_trial_leaves_the_other_and_the_study(data_dir, p
             time.sleep(0.3)
         (running,) = _runs(uri, "victim", "trial")
         victim_trial = int(running.data.tags["trial_number"])
+        # The survivor joins while the victim is inside its trial; the kill comes as soon as the survivor's first
+        # trial exists, so its later trials certainly run after the kill (however fast or slow the machine is).
+        survivor = _worker(tmp_path, data_dir, [*TINY, *common, "--trials", "3", "--experiment", "survivor",
+                                                "--sampler-seed", "2"])
+        while not _runs(uri, "survivor", "trial"):
+            assert survivor.poll() is None, survivor.communicate()
+            assert time.monotonic() < deadline, "the survivor never started a trial"
+            time.sleep(0.1)
         killed_at = dt.datetime.now()
         victim.send_signal(signal.SIGKILL)
         victim.communicate(timeout=30)
@@ -124,7 +131,7 @@ def test_killing_one_worker_mid_trial_leaves_the_other_and_the_study(data_dir, p
         assert survivor.returncode == 0, out
     finally:
         for proc in (victim, survivor):
-            if proc.poll() is None:
+            if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.communicate()
 
