@@ -210,7 +210,7 @@ def make_trainer(
 
     from lightning.pytorch.callbacks import EarlyStopping
 
-    # Lightning 2.6 builds torch's deprecated LeafSpec on every step; torch >= 2.10 warns about it once per
+    # Lightning 2.6 builds torch's deprecated LeafSpec during fit; torch 2.13 warns about it once per
     # process, which only tells the user about Lightning's internals.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
     callbacks = [EarlyStopping(monitor="val_loss", mode="min", patience=cfg.patience, min_delta=0.0), *callbacks]
