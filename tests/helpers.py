@@ -1,8 +1,18 @@
-"""Test helpers: run the CLI in-process and capture its exit code and output."""
+"""Test helpers: run the CLI in-process and capture its exit code and output; run a local HTTP server process."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
+import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -21,3 +31,43 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, s
         sys.argv = old
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server_process(argv: list[str], probe_url: str, log_path: Path, env: dict[str, str], cwd: Path,
+                   timeout: float = 120) -> Iterator[subprocess.Popen]:
+    """Start ``argv`` in its own session, wait until ``probe_url`` answers 200, and stop the whole group after.
+
+    Fails with the tail of the server's log if it exits first, or after ``timeout`` seconds.
+    """
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(probe_url, timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            assert time.monotonic() < deadline, f"{argv[:4]} did not answer {probe_url} in {timeout:.0f} s"
+            time.sleep(0.3)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        log.close()

@@ -11,11 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -25,7 +21,7 @@ import polars as pl
 import pytest
 import torch
 
-from tests.helpers import run_cli
+from tests.helpers import free_port, run_cli, server_process
 
 L, H = 96, 24
 TEST_ROWS = (16 * 720 - L, 20 * 720)  # ETTh1's test split with its L rows of context
@@ -281,12 +277,6 @@ def test_fill_and_option_errors(store, bad_inputs, no_data, tmp_path, capsys) ->
     assert code == 2 and "alias 'latest' is not allowed" in err
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _post(url: str, payload: dict, timeout: float = 30) -> tuple[int, dict]:
     req = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
                                  headers={"Content-Type": "application/json"})
@@ -303,27 +293,14 @@ def test_mlflow_models_serve_answers_the_same_forecast(store, tmp_path) -> None:
     hist_path = store["root"] / "history.csv"
     lm = load_model(f"runs:/{store['run_id']}/model", store["uri"])
     expected = forecast_next(lm, prepare_history(read_input(hist_path), lm.meta, "history"))
-    port = _free_port()
+    port = free_port()
     empty = tmp_path / "empty"
     empty.mkdir()
     env = {**os.environ, "MLFLOW_TRACKING_URI": store["uri"], "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
            "FORECAST_DATA_DIR": str(empty), "FORECAST_CACHE_DIR": str(empty)}
-    log = open(tmp_path / "serve.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{store['run_id']}/model",
-                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-                            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 150
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            assert time.monotonic() < deadline, "mlflow models serve did not come up in 150 s"
-            time.sleep(0.5)
+    argv = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{store['run_id']}/model",
+            "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    with server_process(argv, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log", env, tmp_path, timeout=150):
         hist = pl.read_csv(hist_path)
         payload = {"dataframe_split": {"columns": hist.columns, "data": hist.rows()}}
         status, body = _post(f"http://127.0.0.1:{port}/invocations", payload)
@@ -337,15 +314,6 @@ def test_mlflow_models_serve_answers_the_same_forecast(store, tmp_path) -> None:
         status, body = _post(f"http://127.0.0.1:{port}/invocations",
                              {"dataframe_split": {"columns": hist.columns, "data": hist.rows()[:50]}})
         assert status == 400 and "has 50 rows but the model reads the last L=96" in body.get("message", ""), body
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
-        log.close()
 
 
 def test_itransformer_with_time_marks(store, tmp_path, monkeypatch, capsys) -> None:

@@ -10,30 +10,18 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import free_port, run_cli, server_process
 from tests.pg import ENV, fresh_database
 
 TINY = ["-d", "ETTh1", "-m", "dlinear", "--seq-len", "96", "--horizon", "24", "--epochs", "1",
         "--set", "train.limit_train_batches=3"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -51,36 +39,13 @@ def server(tmp_path: Path) -> Iterator[dict]:
     """``mlflow server`` on a free 127.0.0.1 port: {"url", "artifacts", "backend"}; stopped by its PID."""
     artifacts = tmp_path / "server-artifacts"
     with _backend(tmp_path) as backend:
-        port = _free_port()
-        log = open(tmp_path / "server.log", "wb")
+        port = free_port()
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "OMP_NUM_THREADS": "1"}
-        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
-                                 "--artifacts-destination", str(artifacts), "--host", "127.0.0.1",
-                                 "--port", str(port), "--workers", "1"],
-                                cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                assert proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-                try:
-                    with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                        if resp.status == 200:
-                            break
-                except (urllib.error.URLError, ConnectionError, TimeoutError):
-                    pass
-                assert time.monotonic() < deadline, "mlflow server did not come up in 120 s"
-                time.sleep(0.3)
+        argv = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend, "--artifacts-destination",
+                str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        with server_process(argv, f"{url}/health", tmp_path / "server.log", env, tmp_path):
             yield {"url": url, "artifacts": artifacts, "backend": backend}
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=10)
-            log.close()
 
 
 def test_train_and_predict_through_an_mlflow_server(server, data_dir, tmp_path, monkeypatch, capsys) -> None:
