@@ -7,8 +7,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
-# Tests read the benchmark CSVs from ../shared/data unless FORECAST_DATA_DIR says otherwise.
-if "FORECAST_DATA_DIR" not in os.environ and SHARED_DATA.is_dir():
+# Tests read the benchmark CSVs from ../shared/data unless FORECAST_DATA_DIR says otherwise. A relative
+# FORECAST_DATA_DIR (the README's `../shared/data`) is made absolute here, from the directory pytest started in:
+# many tests chdir into a tmp dir or start subprocesses there, where the relative path would point nowhere.
+if os.environ.get("FORECAST_DATA_DIR"):
+    os.environ["FORECAST_DATA_DIR"] = str(Path(os.environ["FORECAST_DATA_DIR"]).expanduser().resolve())
+elif SHARED_DATA.is_dir():
     os.environ["FORECAST_DATA_DIR"] = str(SHARED_DATA)
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
