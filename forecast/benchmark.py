@@ -12,7 +12,10 @@ the data is read from and how (``data.data_dir``, ``data.num_workers``), which d
 **Resume.** Before training, the cells whose hash already has a FINISHED run with test metrics under the same
 benchmark name (in any experiment of the store) are skipped and their recorded metrics reused. A Ctrl-C or
 SIGTERM ends the running cell's run as KILLED (an exception in a cell: FAILED) and the parent as KILLED, so
-the same command later runs only the cells left.
+the same command later runs only the cells left. Within a cell, the training state is saved after every epoch
+(``checkpoints/<name>/<hash>/`` beside a local sqlite store, see :func:`forecast.tracking.checkpoint_root`), so
+an interrupted cell goes on from its last finished epoch, with the same result as an uninterrupted run, in a
+new run tagged ``resumed_after_epoch``. The directory is removed when the cell finishes.
 """
 
 from __future__ import annotations
@@ -274,11 +277,13 @@ class GridProgress:
         else:
             print(text, file=self.stream, flush=True)
 
-    def start(self, cell: Cell) -> None:
+    def start(self, cell: Cell, resume_after: int | None = None) -> None:
+        """``resume_after``: the cell goes on from its checkpoint after that many epochs."""
+        verb = "running" if resume_after is None else f"resuming after epoch {resume_after}:"
         if self.mode == "bar":
-            self._progress.update(self._task, description=f"running {cell.label}")
+            self._progress.update(self._task, description=f"{verb} {cell.label}")
         elif self.mode == "lines":  # a log file shows what is running, not only what finished
-            print(f"running cell {self.done + 1}/{self.total} {cell.label}  {self.eta()}", file=self.stream, flush=True)
+            print(f"{verb} cell {self.done + 1}/{self.total} {cell.label}  {self.eta()}", file=self.stream, flush=True)
 
     def epoch(self, cell: Cell, line: str) -> None:
         """A finished training epoch of the running cell (from training.EpochPrinter)."""
@@ -305,6 +310,12 @@ class GridProgress:
 
 
 # -- running --------------------------------------------------------------------------------------------------------
+def cell_checkpoint_dir(uri: str, name: str, config_hash: str) -> Path:
+    from forecast.tracking import checkpoint_root
+
+    return checkpoint_root(uri) / name / config_hash
+
+
 def _run_cell(cell: Cell, uri: str, experiment: str, parent_id: str, name: str,
               progress: GridProgress | None = None) -> None:
     from forecast.pipeline import TrainOptions, run_name, train
@@ -314,6 +325,7 @@ def _run_cell(cell: Cell, uri: str, experiment: str, parent_id: str, name: str,
     epochs = [EpochPrinter(emit=lambda line: progress.epoch(cell, line))] if progress is not None else []
     opts = TrainOptions(tracking_uri=uri, quiet=True, experiment=experiment, run_name=rname,
                         parent_run_id=parent_id, callbacks=epochs,
+                        checkpoint_dir=cell_checkpoint_dir(uri, name, cell.config_hash),
                         tags={"benchmark": name, "benchmark_role": "cell", "config_hash": cell.config_hash})
     t0 = time.perf_counter()
     try:
@@ -332,10 +344,13 @@ def _run_cell(cell: Cell, uri: str, experiment: str, parent_id: str, name: str,
         cell.seconds = time.perf_counter() - t0
         raise KeyboardInterrupt from None
     except Exception as err:  # one broken cell does not stop the grid; its run is FAILED
-        cell.status, cell.error = "failed", (str(err).splitlines() or [type(err).__name__])[0][:200]
+        cell.status, cell.error = "failed", (str(err).splitlines() or [type(err).__name__])[0][:400]
     else:
         cell.status, cell.run_id, cell.experiment_id = "done", res.run_id, res.experiment_id
         cell.metrics, cell.n_params = dict(res.metrics), res.n_params
+        for empty in (opts.checkpoint_dir.parent, opts.checkpoint_dir.parent.parent):  # no empty folders left
+            with contextlib.suppress(OSError):
+                empty.rmdir()
     cell.seconds = time.perf_counter() - t0
 
 
@@ -390,7 +405,9 @@ def run(opts: BenchmarkOptions) -> BenchmarkResult:
             for cell in cells:
                 if cell.status != "pending":
                     continue
-                progress.start(cell)
+                from forecast.training import EpochCheckpoint
+
+                progress.start(cell, EpochCheckpoint(cell_checkpoint_dir(uri, opts.name, cell.config_hash)).saved_epoch())
                 try:
                     _run_cell(cell, uri, experiment, parent_id, opts.name, progress)
                 except KeyboardInterrupt:

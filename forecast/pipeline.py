@@ -24,7 +24,7 @@ from forecast.data.datamodule import ForecastDataModule
 from forecast.data.series import Series
 from forecast.errors import ForecastError
 from forecast.models import ModelContext, create_model
-from forecast.training import BestWeights, ForecastModule, make_trainer
+from forecast.training import BestWeights, EpochCheckpoint, ForecastModule, make_trainer
 
 
 @dataclass
@@ -38,6 +38,9 @@ class TrainOptions:
     evaluate_test: bool = True  # False while tuning: the test split is never loaded
     callbacks: list[pl.Callback] = field(default_factory=list)
     log_artifacts: bool = True
+    # Save the training state after every epoch here and resume from it if it is there (benchmark cells); the
+    # directory is removed once the run has FINISHED. One process only.
+    checkpoint_dir: Path | None = None
 
 
 @dataclass
@@ -160,10 +163,20 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
     status = "FAILED"
     try:
         best = BestWeights()
-        trainer = make_trainer(cfg.train, [run, best, epoch_logger, *opts.callbacks], quiet=opts.quiet)
+        callbacks = [run, best, epoch_logger, *opts.callbacks]
+        ckpt, resume = None, None
+        if opts.checkpoint_dir is not None:
+            if cfg.train.world_size > 1:
+                raise ForecastError("resumable checkpoints need one process; train with --devices 1.")
+            ckpt = EpochCheckpoint(opts.checkpoint_dir, on_resume=lambda history, epoch: _log_resumed(run, history, epoch))
+            resume = ckpt.resume_path()
+            if resume is not None:
+                _check_checkpoint(resume, module)
+            callbacks.append(ckpt)
+        trainer = make_trainer(cfg.train, callbacks, quiet=opts.quiet)
         t0 = time.perf_counter()
-        trainer.fit(module, datamodule=dm)
-        train_seconds = time.perf_counter() - (run.fit_started or t0)
+        trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
+        train_seconds = ckpt.elapsed() if ckpt is not None else time.perf_counter() - (run.fit_started or t0)
         best.restore(module)
         metrics: dict[str, float] = {"best_val_loss": best.best, "best_epoch": float(best.best_epoch),
                                      "epochs_run": float(trainer.current_epoch), "train_seconds": train_seconds}
@@ -178,6 +191,8 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
             if opts.log_artifacts:
                 _log_artifacts(run.mlf, run.run_id, cfg, dm, module, uri)
         status = "FINISHED"
+        if ckpt is not None:
+            ckpt.clear()
         return TrainResult(run.run_id or "", run.experiment_id or "", name, uri, best.best, best.best_epoch,
                            int(trainer.current_epoch), train_seconds, n_params, metrics, module.step_mse,
                            is_global_zero=bool(trainer.is_global_zero))
@@ -192,6 +207,31 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
         raise
     finally:
         run.end(status)
+
+
+def _check_checkpoint(path: Path, module: ForecastModule) -> None:
+    """A checkpoint to resume from must load safely and hold this model's weights; otherwise one clear line."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        missing = set(module.state_dict()) ^ set(state["state_dict"])
+    except Exception:  # noqa: BLE001 (any unreadable file: torch's own message names zip records)
+        reason = "it is not a readable checkpoint (cut short or damaged)"
+    else:
+        if not missing:
+            return
+        reason = f"its weights do not match this model ({len(missing)} names differ)"
+    raise ForecastError(f"cannot resume from {path}: {reason}; delete {path.parent} to start this run from scratch.")
+
+
+def _log_resumed(run: RunRecorder, history: list[dict[str, float]], epoch: int) -> None:
+    """A resumed fit's run gets the earlier processes' per-epoch metrics and says where it went on from."""
+    if run.run_id is None:
+        return
+    from mlflow.entities import Metric, RunTag
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, float(v), now, int(h["epoch"])) for h in history for k, v in h.items() if k != "epoch"]
+    run.mlf.log_batch(run.run_id, metrics=metrics, tags=[RunTag("resumed_after_epoch", str(epoch + 1))])
 
 
 def _log_artifacts(mlf, run_id: str, cfg: RunConfig, dm: ForecastDataModule, module: ForecastModule,

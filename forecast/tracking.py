@@ -33,6 +33,14 @@ def artifact_root(uri: str) -> str | None:
     return None
 
 
+def checkpoint_root(uri: str) -> Path:
+    """Where benchmark cells keep their resumable training state: ``checkpoints/`` beside a local sqlite
+    database, else ``~/.cache/forecast/checkpoints``."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):]).resolve().parent / "checkpoints"
+    return Path.home() / ".cache" / "forecast" / "checkpoints"
+
+
 def quiet_logs() -> None:
     for name in ("alembic", "mlflow", "mlflow.store", "mlflow.tracking", "lightning", "lightning.pytorch",
                  "lightning.fabric", "optuna"):

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
-from typing import Any
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Checkpoint
 from torch import nn
 
 from forecast.config import TrainConfig
@@ -134,6 +139,15 @@ class ForecastModule(pl.LightningModule):
         for key, value in self.test_metrics.items():
             self.log(key, value, sync_dist=True)  # the same value on every rank
 
+    # -- resuming (EpochCheckpoint): the global RNG drives dropout and partial-variate draws --------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["forecast_rng"] = {"torch": torch.get_rng_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("forecast_rng")
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+
     def configure_optimizers(self) -> Any:
         opt = torch.optim.Adam(self.parameters(), lr=self.cfg.lr)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: lr_factor(self.cfg, epoch))
@@ -159,6 +173,101 @@ class BestWeights(pl.Callback):
     def restore(self, module: ForecastModule) -> None:
         if self.state is not None:
             module.model.load_state_dict(self.state)
+
+    def state_dict(self) -> dict[str, Any]:  # saved in an EpochCheckpoint
+        return {"best": self.best, "best_epoch": self.best_epoch, "state": self.state}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best, self.best_epoch, self.state = state_dict["best"], state_dict["best_epoch"], state_dict["state"]
+
+
+class EpochCheckpoint(Checkpoint):
+    """After every epoch, the whole training state in ``<directory>/last.ckpt`` (atomic), to resume from.
+
+    The file is Lightning's checkpoint (weights, optimizer, loop counters, early stopping, the best epoch's
+    weights held by :class:`BestWeights`) plus the RNG states (the module's global torch RNG, the train sampler's
+    generator in the DataModule), so ``trainer.fit(ckpt_path=..., weights_only=True)`` goes on at the next epoch
+    as if never stopped. This callback's own state carries the fit time and the per-epoch losses of the earlier
+    processes; ``on_resume(history, last_epoch)`` hands those to the new run. ``last.json`` beside it says which
+    epoch the file holds without loading it. Single process only.
+
+    It subclasses Lightning's Checkpoint so that it runs after EarlyStopping in ``on_train_epoch_end`` (the
+    monitoring callbacks run last) and saves that epoch's stopping decision too.
+    """
+
+    FILE, META = "last.ckpt", "last.json"
+
+    def __init__(self, directory: str | os.PathLike, on_resume: Callable[[list[dict[str, float]], int], None] | None = None
+                 ) -> None:
+        self.dir = Path(directory)
+        self.on_resume = on_resume
+        self.elapsed_before = 0.0  # fit seconds spent by the processes before this one
+        self.history: list[dict[str, float]] = []  # {"epoch", "train_loss", "val_loss", "lr"} per finished epoch
+        self.resumed_epoch: int | None = None  # 0-based epoch the resumed checkpoint ended with
+        self._stopped = False
+        self._t0 = time.perf_counter()
+        self._trainer: pl.Trainer | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.dir / self.FILE
+
+    def resume_path(self) -> Path | None:
+        return self.path if self.path.is_file() else None
+
+    def saved_epoch(self) -> int | None:
+        """The 1-based number of epochs the checkpoint on disk holds, or None."""
+        try:
+            return int(json.loads((self.dir / self.META).read_text())["epochs_done"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self._t0
+
+    def clear(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.resumed_epoch is None:
+            return
+        if self._stopped:  # early stopping had ended the fit when the checkpoint was written
+            trainer.should_stop = True
+        if self.on_resume is not None:
+            self.on_resume(list(self.history), self.resumed_epoch)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        m = trainer.callback_metrics
+        entry = {"epoch": trainer.current_epoch, **{k: float(m[k]) for k in ("train_loss", "val_loss") if k in m},
+                 "lr": float(trainer.optimizers[0].param_groups[0]["lr"])}
+        self.history.append(entry)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f".{self.FILE}.{os.getpid()}.tmp"
+        trainer.save_checkpoint(tmp, weights_only=False)  # the whole state, not only the weights
+        os.replace(tmp, self.path)
+        meta_tmp = self.dir / f".{self.META}.{os.getpid()}.tmp"
+        meta_tmp.write_text(json.dumps({"epochs_done": trainer.current_epoch + 1, "saved": time.time()}))
+        os.replace(meta_tmp, self.dir / self.META)
+
+    def state_dict(self) -> dict[str, Any]:
+        stopped = bool(self._trainer.should_stop) if self._trainer is not None else False
+        return {"elapsed": self.elapsed(), "history": list(self.history), "stopped": stopped}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.elapsed_before = float(state_dict["elapsed"])
+        self.history = [dict(h) for h in state_dict["history"]]
+        self._stopped = bool(state_dict["stopped"])
+        self.resumed_epoch = int(self.history[-1]["epoch"]) if self.history else -1
 
 
 class EpochPrinter(pl.Callback):
@@ -198,7 +307,8 @@ def make_trainer(
     quiet: bool = False,
     root_dir: str | None = None,
 ) -> pl.Trainer:
-    """A Trainer that writes nothing to the working directory (no lightning_logs/, no checkpoints).
+    """A Trainer that writes nothing to the working directory (no lightning_logs/; checkpoints only through an
+    :class:`EpochCheckpoint` in ``callbacks``, in its own directory).
 
     ``cfg.devices`` and ``cfg.num_nodes`` > 1 train with DDP (gloo on the CPU, NCCL on GPUs). Lightning's launcher
     runs the same command again in one child process per extra local device; on the CPU each rank then uses
@@ -228,7 +338,7 @@ def make_trainer(
         devices=cfg.devices,
         precision=cfg.precision,
         logger=False,
-        enable_checkpointing=False,
+        enable_checkpointing=any(isinstance(c, Checkpoint) for c in callbacks),  # only an EpochCheckpoint
         enable_model_summary=False,
         enable_progress_bar=bar,
         num_sanity_val_steps=0,

@@ -277,3 +277,85 @@ def test_dashboard_empty_store_and_unknown_name(grid: dict, tmp_path: Path, caps
                             str(tmp_path / "d")], capsys)
     assert code == 2 and "no finished runs of benchmark 'tinny'" in err and "known benchmarks: tiny" in err
     assert err.count("\n") == 1 and not (tmp_path / "d").exists()
+
+
+RESUME = ["benchmark", "--models", "itransformer", "--datasets", "ETTh1", "--horizons", "24", "--set", "train.epochs=4",
+          "--set", "train.patience=10", "--set", "train.limit_train_batches=3", "--set", "model.d_model=32",
+          "--set", "model.d_ff=32", "--set", "model.dropout=0.2"]
+
+
+def test_cell_interrupted_mid_training_resumes_at_the_next_epoch_with_the_same_result(
+        data_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """Ctrl-C in epoch 3 of 4: the same command goes on from the end of epoch 2 (weights, optimizer, early
+    stopping, lr schedule and the dropout/shuffling RNG states) and ends with the test MSE of a run never stopped."""
+    from mlflow.tracking import MlflowClient
+
+    from forecast.benchmark import cell_checkpoint_dir, plan, BenchmarkOptions
+    from forecast.training import ForecastModule
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    argv = [*RESUME, "--name", "mid", "--tracking-uri", uri]
+    original = ForecastModule.training_step
+    calls = {"n": 0}
+
+    def interrupt_in_third_epoch(self, *args, **kwargs):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        if calls["n"] == 7:  # epochs 1 and 2 train 3 batches each
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ForecastModule, "training_step", interrupt_in_third_epoch)
+    code, out, err = run_cli(argv, capsys)
+    assert code == 130 and "1 cells left" in err
+    (cell,) = plan(BenchmarkOptions(["itransformer"], ["ETTh1"], [24], name="mid",
+                                    overrides={"train.epochs": 4, "train.patience": 10, "train.limit_train_batches": 3,
+                                               "model.d_model": 32, "model.d_ff": 32, "model.dropout": 0.2}))
+    ckpt_dir = cell_checkpoint_dir(uri, "mid", cell.config_hash)
+    assert ckpt_dir == tmp_path / "checkpoints" / "mid" / cell.config_hash
+    assert (ckpt_dir / "last.ckpt").is_file() and '"epochs_done": 2' in (ckpt_dir / "last.json").read_text()
+    assert not list(ckpt_dir.glob(".*tmp"))  # written atomically
+
+    monkeypatch.setattr(ForecastModule, "training_step", original)
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert "resuming after epoch 2: cell 1/1 itransformer ETTh1 H=24" in err
+    assert "  epoch 3/4" in err and "  epoch 1/4" not in err  # only the epochs left were trained
+    assert not (tmp_path / "checkpoints").exists()  # removed once the cell finished
+
+    code, _, err = run_cli([*RESUME, "--name", "straight", "--tracking-uri", uri], capsys)
+    assert code == 0, err
+    client = MlflowClient(tracking_uri=uri)
+    runs = {}
+    for name in ("mid", "straight"):
+        exp = client.get_experiment_by_name(f"benchmark-{name}")
+        runs[name] = client.search_runs([exp.experiment_id], filter_string="tags.benchmark_role = 'cell'",
+                                        order_by=["attributes.start_time ASC"])
+    killed, resumed = runs["mid"]
+    (straight,) = runs["straight"]
+    assert (killed.info.status, resumed.info.status) == ("KILLED", "FINISHED")
+    assert resumed.data.tags["resumed_after_epoch"] == "2" and "resumed_after_epoch" not in straight.data.tags
+    assert resumed.data.metrics["test_mse"] == straight.data.metrics["test_mse"]
+    assert resumed.data.metrics["best_val_loss"] == straight.data.metrics["best_val_loss"]
+    assert resumed.data.metrics["epochs_run"] == straight.data.metrics["epochs_run"] == 4
+    # the new run carries the whole per-epoch history, the earlier process's epochs included
+    history = client.get_metric_history(resumed.info.run_id, "val_loss")
+    assert sorted(m.step for m in history) == [0, 1, 2, 3]
+    straight_history = client.get_metric_history(straight.info.run_id, "val_loss")
+    assert sorted((m.step, m.value) for m in history) == sorted((m.step, m.value) for m in straight_history)
+
+
+def test_unreadable_cell_checkpoint_is_one_line(data_dir: Path, tmp_path: Path, capsys) -> None:
+    from forecast.benchmark import BenchmarkOptions, cell_checkpoint_dir, plan
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (cell,) = plan(BenchmarkOptions(["dlinear"], ["ETTh1"], [24], name="bad",
+                                    overrides={"train.epochs": 1, "train.limit_train_batches": 3, "data.seq_len": 96}))
+    ckpt_dir = cell_checkpoint_dir(uri, "bad", cell.config_hash)
+    ckpt_dir.mkdir(parents=True)
+    (ckpt_dir / "last.ckpt").write_bytes(b"not a checkpoint")
+    code, out, err = run_cli(["benchmark", "--models", "dlinear", "--datasets", "ETTh1", "--horizons", "24",
+                              "--name", "bad", *TINY, "--tracking-uri", uri], capsys)
+    assert code == 1
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert f"cannot resume from {ckpt_dir / 'last.ckpt'}" in line and f"delete {ckpt_dir} to start" in line
+    assert "Traceback" not in err

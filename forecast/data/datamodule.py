@@ -38,6 +38,8 @@ class ForecastDataModule(pl.LightningDataModule):
         self._values = torch.from_numpy(self.series.scaled)
         self._marks = torch.from_numpy(self.series.marks) if self.series.marks is not None else None
         self._datasets: dict[str, WindowDataset] = {}
+        self._train_gen: torch.Generator | None = None  # the shuffling RNG of the latest train loader
+        self._train_gen_state: torch.Tensor | None = None  # from a checkpoint, for the next train loader
 
     @property
     def n_vars(self) -> int:
@@ -64,7 +66,12 @@ class ForecastDataModule(pl.LightningDataModule):
         ds = self.dataset(split)
         rank, world = self._rank()
         if world == 1:
-            gen = torch.Generator().manual_seed(self.seed) if shuffle else None
+            gen = None
+            if shuffle:
+                gen = self._train_gen = torch.Generator().manual_seed(self.seed)
+                if self._train_gen_state is not None:  # resuming: go on with the interrupted run's shuffling
+                    gen.set_state(self._train_gen_state)
+                    self._train_gen_state = None
             size = self.batch_size if shuffle else self.eval_batch_size
             sampler = batch_sampler(ds, size, shuffle, gen)
         elif shuffle:
@@ -75,6 +82,13 @@ class ForecastDataModule(pl.LightningDataModule):
                                     "train on fewer devices.")
             sampler = eval_batch_sampler(ds, self.eval_batch_size, rank, world)
         return DataLoader(ds, batch_size=None, sampler=sampler, num_workers=self.cfg.num_workers)
+
+    # Saved in checkpoints (training.EpochCheckpoint): a resumed fit shuffles as the uninterrupted one would.
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"train_generator": self._train_gen.get_state()} if self._train_gen is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+        self._train_gen_state = state_dict.get("train_generator")
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
