@@ -7,7 +7,8 @@ experiment ``benchmark-<name>`` and tagged ``benchmark=<name>`` and ``config_has
 
 **Config hash.** The sha256 (first 16 hex digits) of the fully resolved config (``RunConfig.to_dict()``: model
 name, every ``data.*``, ``model.*`` and ``train.*`` value, the seed included), leaving out only what says where
-the data is read from and how (``data.data_dir``, ``data.num_workers``), which does not change the numbers.
+the data is read from and how (``data.data_dir``, ``data.num_workers``), which does not change the numbers, and
+``data.mark_freq`` while it is unset (the key is newer than the first recorded cells).
 
 **Resume.** Before training, the cells whose hash already has a FINISHED run with test metrics under the same
 benchmark name (in any experiment of the store) are skipped and their recorded metrics reused. A Ctrl-C or
@@ -40,6 +41,8 @@ from forecast.errors import ForecastError
 from forecast.published import Published, load_published, lookup
 
 HASH_EXCLUDE = {"data": ("data_dir", "num_workers")}
+# Keys added after cells were recorded: left out while unset, so the earlier cells keep their hashes.
+HASH_UNSET_OMITTED = (("data", "mark_freq"),)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -148,6 +151,9 @@ def config_hash(cfg: RunConfig) -> str:
     for section, keys in HASH_EXCLUDE.items():
         for k in keys:
             doc[section].pop(k, None)
+    for section, key in HASH_UNSET_OMITTED:
+        if doc[section].get(key) is None:
+            doc[section].pop(key, None)
     blob = json.dumps(doc, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -264,7 +264,7 @@ def _log_pyfunc(uri: str, run_id: str, cfg: RunConfig, dm: ForecastDataModule, s
 
     s = dm.series
     meta = serving.model_meta(cfg.model_name, cfg.data.seq_len, cfg.data.horizon, s.columns, s.mean, s.std, s.freq,
-                              dm.n_marks)
+                              dm.n_marks, cfg.data.mark_freq)
     end = s.borders["train"][1]
     serving.log_model(uri, run_id, meta, cfg.to_dict(), state, s.dates[end - cfg.data.seq_len:end],
                       s.raw[end - cfg.data.seq_len:end])

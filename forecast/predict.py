@@ -63,6 +63,7 @@ class ModelMeta:
     forecast_version: str
     date_column: str = DATE_COL
     format: int = META_FORMAT
+    mark_freq: str | None = None  # the step of the time features when not ``freq`` (data.mark_freq)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -269,9 +270,10 @@ def _scaled(meta: ModelMeta, values: np.ndarray) -> np.ndarray:
 def _marks(meta: ModelMeta, dates: np.ndarray) -> torch.Tensor | None:
     if meta.n_marks == 0:
         return None
-    marks = time_features(dates, meta.freq)
+    freq = meta.mark_freq or meta.freq
+    marks = time_features(dates, freq)
     if marks.shape[1] != meta.n_marks:
-        raise ForecastError(f"the model expects {meta.n_marks} time features at '{meta.freq}' but this forecast "
+        raise ForecastError(f"the model expects {meta.n_marks} time features at '{freq}' but this forecast "
                             f"version computes {marks.shape[1]}; use the forecast version that trained it.")
     return torch.from_numpy(marks)
 

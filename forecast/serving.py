@@ -97,10 +97,10 @@ def _to_polars(df: pd.DataFrame) -> pl.DataFrame:
 
 
 def model_meta(model_name: str, seq_len: int, horizon: int, columns: list[str], mean: np.ndarray, std: np.ndarray,
-               freq: str, n_marks: int) -> ModelMeta:
+               freq: str, n_marks: int, mark_freq: str | None = None) -> ModelMeta:
     return ModelMeta(model_name=model_name, seq_len=seq_len, horizon=horizon, columns=list(columns),
                      mean=[float(v) for v in mean], std=[float(v) for v in std], freq=freq, n_marks=n_marks,
-                     forecast_version=forecast.__version__)
+                     forecast_version=forecast.__version__, mark_freq=mark_freq)
 
 
 def write_artifacts(out: Path, meta: ModelMeta, config: dict[str, Any], state: dict[str, torch.Tensor]) -> dict[str, str]:

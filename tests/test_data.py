@@ -88,6 +88,44 @@ def test_time_features_hourly() -> None:
     assert f[0, 0] == -0.5 and f[23, 0] == 0.5  # hour/23 - 0.5
 
 
+def test_mark_freq_h_gives_the_official_hourly_marks_on_minute_data(tmp_path: Path) -> None:
+    """10-minute data: 5 marks by default (the minute first); data.mark_freq=h: the 4 hourly ones that the
+    official iTransformer/S-Mamba/Flowformer runs use (run.py's --freq h)."""
+    dates = pd.date_range("2021-03-01", periods=600, freq="10min")
+    path = tmp_path / "ten_minutes.csv"
+    pd.DataFrame({"date": dates, "a": np.arange(600.0), "b": np.sin(np.arange(600.0))}).to_csv(path, index=False)
+    native = load_series(DataConfig(str(path), 24, 12), progress=False)
+    hourly = load_series(DataConfig(str(path), 24, 12, mark_freq="h"), progress=False)
+    assert native.freq == hourly.freq == "10min"
+    assert native.marks.shape == (600, 5) and hourly.marks.shape == (600, 4)
+    np.testing.assert_array_equal(hourly.marks, native.marks[:, 1:])  # minute/59 - 0.5 is the extra first column
+    np.testing.assert_array_equal(hourly.marks, time_features(dates.to_numpy(), "h"))
+
+
+def test_thuml_family_configs_use_hourly_marks_and_keep_the_hashes_of_hourly_data() -> None:
+    from forecast.benchmark import config_hash
+    from forecast.config import resolve
+
+    for model in ("itransformer", "iflowformer", "smamba", "flowformer"):
+        assert resolve(model, "Weather").data.mark_freq == "h"
+        assert resolve(model, "ETTm1").data.mark_freq == "h"
+        etth1 = resolve(model, "ETTh1")
+        assert etth1.data.mark_freq is None  # "h" on hourly data is the default: the same marks and config
+        assert config_hash(etth1) == config_hash(resolve(model, "ETTh1", {"data.mark_freq": None}))
+    assert resolve("dlinear", "Weather").data.mark_freq is None
+    weather = resolve("itransformer", "Weather")
+    assert config_hash(weather) != config_hash(resolve("itransformer", "Weather", {"data.mark_freq": None}))
+    # an unset key is left out of the hash, so cells recorded before it existed keep their hashes
+    import hashlib
+    import json
+
+    doc = etth1.to_dict()
+    for key in ("data_dir", "num_workers", "mark_freq"):
+        doc["data"].pop(key)
+    old = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str, separators=(",", ":")).encode()).hexdigest()
+    assert config_hash(etth1) == old[:16]
+
+
 def _bad_csvs(tmp: Path) -> dict[str, tuple[str, str]]:
     good = "date,a,b\n" + "".join(f"2020-01-{1 + i // 24:02d} {i % 24:02d}:00:00,{i},{2 * i}\n" for i in range(200))
     lines = good.splitlines()

@@ -330,3 +330,39 @@ def test_itransformer_with_time_marks(store, tmp_path, monkeypatch, capsys) -> N
     from forecast.predict import load_model
 
     assert load_model(f"runs:/{run_id}/model", store["uri"]).meta.n_marks == 4  # hour, weekday, day, day of year
+
+
+def test_minute_data_with_hourly_marks_predicts_with_the_same_marks(tmp_path, monkeypatch, capsys) -> None:
+    """iTransformer on 10-minute data uses data.mark_freq=h (its configs/ default): the model artifact records it
+    and `forecast predict` builds the future marks at that step (4 features, not the 5 of 10-minute data)."""
+    import pandas as pd
+
+    monkeypatch.chdir(tmp_path)
+    n = 1200
+    dates = pd.date_range("2021-03-01", periods=n, freq="10min")
+    t = np.arange(n, dtype=np.float64)
+    frame = pd.DataFrame({"date": dates, "a": np.sin(t / 12), "b": np.cos(t / 30) + t / n})
+    frame.to_csv(tmp_path / "ten.csv", index=False)
+    frame.tail(200).to_csv(tmp_path / "history.csv", index=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code, _, err = run_cli(["train", "-d", str(tmp_path / "ten.csv"), "-m", "itransformer", "--seq-len", "48",
+                            "--horizon", "12", "--epochs", "1", "--set", "model.d_model=16", "--set", "model.d_ff=16",
+                            "--set", "model.e_layers=1", "--set", "model.n_heads=2", "--tracking-uri", uri, "-q"],
+                           capsys)
+    assert code == 0, err
+    from mlflow.tracking import MlflowClient
+
+    from forecast.predict import load_model
+
+    (run,) = MlflowClient(tracking_uri=uri).search_runs([MlflowClient(tracking_uri=uri).get_experiment_by_name("ten")
+                                                         .experiment_id])
+    assert run.data.params["data.mark_freq"] == "h" and run.data.params["data.n_marks"] == "4"
+    meta = load_model(f"runs:/{run.info.run_id}/model", uri).meta
+    assert (meta.freq, meta.mark_freq, meta.n_marks) == ("10min", "h", 4)
+    out = tmp_path / "fc.csv"
+    code, _, err = run_cli(["predict", "-m", f"runs:/{run.info.run_id}/model", "-i", str(tmp_path / "history.csv"),
+                            "-o", str(out), "--tracking-uri", uri, "-q"], capsys)
+    assert code == 0, err
+    fc = pl.read_csv(out, try_parse_dates=True)
+    assert fc.columns == ["date", "a", "b"] and fc.height == 12
+    assert fc["date"][0] == dates[-1] + pd.Timedelta("10min")

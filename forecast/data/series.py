@@ -129,6 +129,6 @@ def load_series(cfg: DataConfig, progress: bool = True) -> Series:
                 f"({end - max(start, 0)} rows); use a shorter --seq-len or --horizon."
             )
     mean, std = fit_scaler(table.values[borders["train"][0]:borders["train"][1]])
-    marks = time_features(table.dates, freq) if (with_marks and cfg.time_features) else None
+    marks = time_features(table.dates, cfg.mark_freq or freq) if (with_marks and cfg.time_features) else None
     return Series(name=name, dates=table.dates, raw=table.values, columns=table.columns, freq=freq, sha256=digest,
                   source=str(cfg.dataset), borders=borders, mean=mean, std=std, marks=marks)
