@@ -219,7 +219,10 @@ def benchmark(
     tracking_uri: TrackingUri = None,
     quiet: Quiet = False,
 ) -> None:
-    """Run a grid of models x datasets x horizons (x seeds) with the paper defaults; resumable, nested in MLflow."""
+    """Run a grid of models x datasets x horizons (x seeds) with the paper defaults; resumable, nested in MLflow.
+
+    The same command again skips the finished cells and resumes an interrupted one at its last finished epoch.
+    """
     from forecast import benchmark as bench
 
     opts = bench.BenchmarkOptions(
