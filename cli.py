@@ -216,6 +216,8 @@ def benchmark(
     markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Also write the result table here "
                                                      "(Markdown, with the command and wall time).")] = None,
     experiment: Annotated[Optional[str], typer.Option("--experiment", help="Default benchmark-<name>.")] = None,
+    collect: Annotated[bool, typer.Option("--collect", help="Train nothing: show the cells finished so far and "
+                                          "list the others.")] = False,
     tracking_uri: TrackingUri = None,
     quiet: Quiet = False,
 ) -> None:
@@ -229,7 +231,8 @@ def benchmark(
         models=bench.parse_list(models, "models"), datasets=bench.parse_list(datasets, "datasets"),
         horizons=bench.parse_list(horizons, "horizons", as_int=True),
         seeds=bench.parse_list(seeds, "seeds", as_int=True) if seeds is not None else None, name=name,
-        overrides=_overrides(sets), tracking_uri=tracking_uri, experiment=experiment, quiet=quiet, markdown=markdown)
+        overrides=_overrides(sets), tracking_uri=tracking_uri, experiment=experiment, quiet=quiet, markdown=markdown,
+        collect=collect)
     bench.command(opts)
 
 

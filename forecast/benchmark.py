@@ -61,6 +61,7 @@ class BenchmarkOptions:
     experiment: str | None = None  # default: benchmark-<name>
     quiet: bool = False
     markdown: Path | None = None  # also write the result table here, with the command and wall time
+    collect: bool = False  # train nothing: the table of the cells finished so far; the others stay pending
 
 
 @dataclass
@@ -125,6 +126,10 @@ class BenchmarkResult:
     rows: list[Row]
     wall_seconds: float
     interrupted: bool = False
+    collected: bool = False  # --collect: nothing was trained; pending cells were left for later
+
+    def pending(self) -> list[Cell]:
+        return [c for c in self.cells if c.status == "pending"]
 
     def count(self, status: str) -> int:
         return sum(c.status == status for c in self.cells)
@@ -406,10 +411,10 @@ def run(opts: BenchmarkOptions) -> BenchmarkResult:
                   "benchmark.cells": len(cells),
                   **{f"set.{k}": v for k, v in opts.overrides.items()}}
         mlf.log_batch(parent_id, params=[Param(k, v) for k, v in tracking.params_of(params).items()])
-        with _sigterm_as_interrupt(), GridProgress(cells, opts.quiet) as progress:
+        with _sigterm_as_interrupt(), GridProgress(cells, opts.quiet or opts.collect) as progress:
             progress.skipped([c for c in cells if c.status == "skipped"])
             for cell in cells:
-                if cell.status != "pending":
+                if cell.status != "pending" or opts.collect:
                     continue
                 from forecast.training import EpochCheckpoint
 
@@ -429,7 +434,8 @@ def run(opts: BenchmarkOptions) -> BenchmarkResult:
         mlf.log_batch(parent_id, metrics=[Metric(k, float(v), now, 0) for k, v in counts.items()])
         _log_tables(mlf, parent_id, rows)
         status = "KILLED" if interrupted else "FINISHED"
-        return BenchmarkResult(opts.name, experiment, exp_id, parent_id, uri, cells, rows, wall, interrupted)
+        return BenchmarkResult(opts.name, experiment, exp_id, parent_id, uri, cells, rows, wall, interrupted,
+                               collected=opts.collect)
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -573,7 +579,9 @@ def write_markdown(path: Path, result: BenchmarkResult, argv: list[str]) -> Path
              f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
              f"- wall time: {_duration(result.wall_seconds)} ({result.wall_seconds:.0f} s) for "
              f"{result.count('done') + result.count('failed')} cells run, {result.count('skipped')} skipped "
-             f"(already finished), {result.count('failed')} failed",
+             f"(already finished), {result.count('failed')} failed"
+             + (f", {len(result.pending())} not run yet (--collect: "
+                f"{', '.join(c.label for c in result.pending())})" if result.pending() else ""),
              f"- machine: {platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cpus, "
              f"torch threads {torch.get_num_threads()}; forecast {forecast.__version__}, torch {torch.__version__}",
              f"- MLflow: parent run `{result.parent_run_id}` in experiment `{result.experiment}`", "",
@@ -616,6 +624,11 @@ def command(opts: BenchmarkOptions) -> None:
                   f"{result.tracking_uri}); wall time {_duration(result.wall_seconds)}")
         out.print(f"dashboard   forecast dashboard --name {result.name}"
                   + (f" --tracking-uri {opts.tracking_uri}" if opts.tracking_uri else ""), soft_wrap=True)
+    if result.collected and result.pending() and not opts.quiet:
+        left = result.pending()
+        print(f"--collect: {len(left)} of {len(result.cells)} cells not run yet: "
+              f"{', '.join(c.label for c in left)} (the same command without --collect runs them).",
+              file=sys.stderr, flush=True)
     if result.interrupted:
         left = sum(c.status == "pending" for c in result.cells)
         print(f"interrupted: the running cell's run is marked KILLED; {left} cells left (run the same command "

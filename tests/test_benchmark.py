@@ -100,6 +100,24 @@ def test_second_invocation_runs_nothing_new(grid: dict) -> None:
     assert parents[1].data.metrics["cells_run"] == 0
 
 
+def test_collect_shows_the_finished_cells_and_trains_nothing(grid: dict, tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copy(grid["tmp"] / "mlflow.db", tmp_path / "mlflow.db")  # the fixture's store stays as it was
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    argv = [*GRID[:GRID.index("--horizons")], "--horizons", "24,48,96", *GRID[GRID.index("--name"):]]
+    code, out, err = _cli([*argv, "--collect", "--tracking-uri", uri, "--markdown", str(tmp_path / "t.md")])
+    assert code == 0, err
+    assert "benchmark tiny: 4 results (0 cells run now, 4 skipped as finished)" in out
+    assert ("--collect: 2 of 6 cells not run yet: dlinear ETTh1 H=96 seed 2021, nlinear ETTh1 H=96 seed 2021 "
+            "(the same command without --collect runs them).") in err
+    assert "running cell" not in err and "epoch" not in err
+    assert len(_runs(uri, "cell")) == 4  # nothing trained
+    md = (tmp_path / "t.md").read_text()
+    assert "2 not run yet (--collect: dlinear ETTh1 H=96 seed 2021, nlinear ETTh1 H=96 seed 2021)" in md
+    assert md.count("| ETTh1 |") == 4
+
+
 def test_dashboard_files(grid: dict) -> None:
     code, out, err = grid["dash"]
     assert code == 0, err
