@@ -126,6 +126,13 @@ def _write(name: str, rows: list[dict], from_store: bool = False) -> Path:
 
 
 def main(argv: list[str]) -> None:
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return
+    bad = [a for a in argv if not a.startswith("--") and a not in GROUPS and a.count(":") < 2]
+    if bad:
+        sys.exit(f"error: '{bad[0]}' is not a cell (model:dataset:horizon[:key=value...]) or a group "
+                 f"({', '.join(GROUPS)}); see --help.")
     name, from_store = "accuracy", "--from-store" in argv
     argv = [a for a in argv if a != "--from-store"]
     if argv and argv[0].startswith("--name="):
