@@ -416,9 +416,9 @@ def run(opts: BenchmarkOptions) -> BenchmarkResult:
             for cell in cells:
                 if cell.status != "pending" or opts.collect:
                     continue
-                from forecast.training import EpochCheckpoint
+                from forecast.training import EpochCheckpoint  # Lightning: only once a cell trains
 
-                progress.start(cell, EpochCheckpoint(cell_checkpoint_dir(uri, opts.name, cell.config_hash)).saved_epoch())
+                progress.start(cell, EpochCheckpoint.saved_epochs(cell_checkpoint_dir(uri, opts.name, cell.config_hash)))
                 try:
                     _run_cell(cell, uri, experiment, parent_id, opts.name, progress)
                 except KeyboardInterrupt:

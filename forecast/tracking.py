@@ -100,13 +100,15 @@ def _epoch_logger_class() -> type:
         def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
             if not trainer.is_global_zero or trainer.sanity_checking:
                 return
-            from mlflow.entities import Metric
             import time
+
+            from mlflow.entities import Metric
+
+            from forecast.training import epoch_metrics
 
             now = int(time.time() * 1000)
             step = trainer.current_epoch
-            values = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("train_loss", "val_loss")}
-            values["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+            values = epoch_metrics(trainer)
             self.mlf.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()])
 
     EpochLogger.__qualname__ = "EpochLogger"

@@ -181,6 +181,13 @@ class BestWeights(pl.Callback):
         self.best, self.best_epoch, self.state = state_dict["best"], state_dict["best_epoch"], state_dict["state"]
 
 
+def epoch_metrics(trainer: pl.Trainer) -> dict[str, float]:
+    """The per-epoch record of every run: train_loss and val_loss (when logged) and the lr of the epoch."""
+    m = trainer.callback_metrics
+    return {**{k: float(m[k]) for k in ("train_loss", "val_loss") if k in m},
+            "lr": float(trainer.optimizers[0].param_groups[0]["lr"])}
+
+
 class EpochCheckpoint(Checkpoint):
     """After every epoch, the whole training state in ``<directory>/last.ckpt`` (atomic), to resume from.
 
@@ -215,10 +222,11 @@ class EpochCheckpoint(Checkpoint):
     def resume_path(self) -> Path | None:
         return self.path if self.path.is_file() else None
 
-    def saved_epoch(self) -> int | None:
-        """The 1-based number of epochs the checkpoint on disk holds, or None."""
+    @classmethod
+    def saved_epochs(cls, directory: str | os.PathLike) -> int | None:
+        """How many epochs the checkpoint in ``directory`` holds (from ``last.json``, cheap), or None."""
         try:
-            return int(json.loads((self.dir / self.META).read_text())["epochs_done"])
+            return int(json.loads((Path(directory) / cls.META).read_text())["epochs_done"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -247,10 +255,7 @@ class EpochCheckpoint(Checkpoint):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        m = trainer.callback_metrics
-        entry = {"epoch": trainer.current_epoch, **{k: float(m[k]) for k in ("train_loss", "val_loss") if k in m},
-                 "lr": float(trainer.optimizers[0].param_groups[0]["lr"])}
-        self.history.append(entry)
+        self.history.append({"epoch": trainer.current_epoch, **epoch_metrics(trainer)})
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / f".{self.FILE}.{os.getpid()}.tmp"
         trainer.save_checkpoint(tmp, weights_only=False)  # the whole state, not only the weights
