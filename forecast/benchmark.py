@@ -241,7 +241,8 @@ def _duration(seconds: float) -> str:
 class GridProgress:
     """Cells done and left with an ETA: a rich bar on a terminal, one line per cell otherwise, or nothing.
 
-    The ETA is the mean wall time of the cells run so far in this invocation times the cells left.
+    The ETA is the mean wall time of the cells run so far in this invocation times the cells left. Within the
+    running cell: its epochs and, every ``step_every`` seconds, the step, the rate and the time left at most.
     """
 
     def __init__(self, cells: list[Cell], quiet: bool, stream=None) -> None:  # noqa: ANN001
@@ -253,11 +254,14 @@ class GridProgress:
         self.ran: list[float] = []
         self._progress = None
         self._task = None
+        self._cell_left: float | None = None  # the running cell's time left at most, from its step rate
 
     def eta(self) -> str:
         left = self.todo - len(self.ran)
         if left <= 0:
             return "ETA 0s"
+        if left == 1 and self._cell_left is not None:  # the last cell, from its own rate
+            return f"ETA ≤{_duration(self._cell_left)}"
         if not self.ran:
             return "ETA -"
         return f"ETA {_duration(statistics.fmean(self.ran) * left)}"
@@ -291,6 +295,7 @@ class GridProgress:
     def start(self, cell: Cell, resume_after: int | None = None) -> None:
         """``resume_after``: the cell goes on from its checkpoint after that many epochs."""
         verb = "running" if resume_after is None else f"resuming after epoch {resume_after}:"
+        self._cell_left = None
         if self.mode == "bar":
             self._progress.update(self._task, description=f"{verb} {cell.label}")
         elif self.mode == "lines":  # a log file shows what is running, not only what finished
@@ -304,7 +309,23 @@ class GridProgress:
         elif self.mode == "lines":
             print(f"  {line}", file=self.stream, flush=True)
 
+    def step(self, cell: Cell, info: Any) -> None:
+        """Where the running cell's epoch stands (a ``training.StepProgress``; at most one every ``step_every`` s)."""
+        self._cell_left = info.run_left
+        left = _duration(info.run_left)
+        if self.mode == "bar":
+            self._progress.update(self._task, eta=self.eta(), description=f"running {cell.label}: epoch {info.epoch}/{info.epochs} "
+                                                          f"step {info.step}/{info.steps}, ≤{left} left")
+        elif self.mode == "lines":
+            print(f"  {info.line()}, at most {left} left in this cell", file=self.stream, flush=True)
+
+    @property
+    def step_every(self) -> float | None:
+        """Seconds between in-epoch reports: every second on the bar, every 5 minutes in a log, none when quiet."""
+        return {"bar": 1.0, "lines": 300.0}.get(self.mode)
+
     def finish(self, cell: Cell) -> None:
+        self._cell_left = None
         self.done += 1
         self.ran.append(cell.seconds)
         line = f"cell {self.done}/{self.total} {cell.label}: "
@@ -333,7 +354,9 @@ def _run_cell(cell: Cell, uri: str, experiment: str, parent_id: str, name: str,
     from forecast.training import EpochPrinter
 
     rname = f"{run_name(cell.cfg, Path(cell.dataset).stem)}_s{cell.seed}"  # e.g. dlinear_ETTh1_sl336_pl96_s2021
-    epochs = [EpochPrinter(emit=lambda line: progress.epoch(cell, line))] if progress is not None else []
+    epochs = [] if progress is None else [
+        EpochPrinter(emit=lambda line: progress.epoch(cell, line), step_every=progress.step_every,
+                     step_emit=lambda info: progress.step(cell, info))]
     opts = TrainOptions(tracking_uri=uri, quiet=True, experiment=experiment, run_name=rname,
                         parent_run_id=parent_id, callbacks=epochs,
                         checkpoint_dir=cell_checkpoint_dir(uri, name, cell.config_hash),

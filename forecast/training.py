@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -275,24 +277,70 @@ class EpochCheckpoint(Checkpoint):
         self.resumed_epoch = int(self.history[-1]["epoch"]) if self.history else -1
 
 
+@dataclass(frozen=True)
+class StepProgress:
+    """Where a training epoch stands: ``step`` of ``steps`` batches of ``epoch`` of ``epochs`` (1-based), after
+    ``seconds`` of that epoch."""
+
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    seconds: float
+
+    @property
+    def seconds_per_step(self) -> float:
+        return self.seconds / max(self.step, 1)
+
+    @property
+    def epoch_left(self) -> float:
+        """Seconds left in this epoch's training batches at the rate so far (validation not counted)."""
+        return (self.steps - self.step) * self.seconds_per_step
+
+    @property
+    def run_left(self) -> float:
+        """Seconds left if every epoch up to ``epochs`` runs (an upper bound: early stopping may end it sooner)."""
+        return self.epoch_left + (self.epochs - self.epoch) * self.steps * self.seconds_per_step
+
+    def line(self) -> str:
+        return (f"epoch {self.epoch}/{self.epochs}: step {self.step}/{self.steps}, {self.seconds_per_step:.2f} s/step, "
+                f"about {max(self.epoch_left, 0.0) / 60:.0f} min left in this epoch")
+
+
 class EpochPrinter(pl.Callback):
     """One line per finished epoch: losses, lr and time (the progress bar's permanent record).
 
     ``emit`` receives each line; the default prints it to stderr (``forecast benchmark`` routes it to its display).
+    With ``step_every`` seconds, ``step_emit`` also receives a :class:`StepProgress` at most that often during a
+    training epoch (default: its line on stderr), so an epoch that takes an hour is not an hour of silence.
     """
 
-    def __init__(self, emit=None) -> None:  # noqa: ANN001
+    def __init__(self, emit: Callable[[str], None] | None = None, step_every: float | None = None,
+                 step_emit: Callable[[StepProgress], None] | None = None) -> None:
         self.emit = emit
+        self.step_every = step_every
+        self.step_emit = step_emit
+        self._t0 = self._last = time.perf_counter()
 
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        import time
+        self._t0 = self._last = time.perf_counter()
 
-        self._t0 = time.perf_counter()
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.step_every is None or not trainer.is_global_zero:
+            return
+        now = time.perf_counter()
+        steps = trainer.num_training_batches
+        if now - self._last < self.step_every or not math.isfinite(steps) or batch_idx + 1 >= steps:
+            return
+        self._last = now
+        info = StepProgress(trainer.current_epoch + 1, trainer.max_epochs, batch_idx + 1, int(steps), now - self._t0)
+        if self.step_emit is not None:
+            self.step_emit(info)
+        else:
+            print(f"  {info.line()}", file=sys.stderr, flush=True)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        import sys
-        import time
-
         if not trainer.is_global_zero:
             return
         m = trainer.callback_metrics
@@ -320,7 +368,6 @@ def make_trainer(
     ``cpu_count // devices`` torch threads unless ``OMP_NUM_THREADS`` is set (two ranks that each spin two
     OpenMP threads on two cores run many times slower).
     """
-    import sys
     import warnings
 
     from lightning.pytorch.callbacks import EarlyStopping
@@ -334,8 +381,8 @@ def make_trainer(
         from lightning.pytorch.callbacks import TQDMProgressBar
 
         callbacks.append(TQDMProgressBar(leave=False))
-    if not quiet:
-        callbacks.append(EpochPrinter())
+    if not quiet:  # with no bar (a log file), a line on the running epoch every 5 minutes
+        callbacks.append(EpochPrinter(step_every=None if bar else 300.0))
     limit = cfg.limit_train_batches
     return pl.Trainer(
         max_epochs=cfg.epochs,

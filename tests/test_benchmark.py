@@ -220,6 +220,45 @@ def test_interrupted_cell_is_killed_and_resumed(data_dir: Path, tmp_path: Path, 
     assert sorted(r.info.status for r in cells) == ["FINISHED", "FINISHED", "KILLED"]
 
 
+def test_a_running_cell_reports_its_steps(data_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """A cell whose epoch takes an hour is not an hour of silence: the log gets its step, rate and time left."""
+    from forecast.benchmark import GridProgress
+
+    monkeypatch.setattr(GridProgress, "step_every", property(lambda self: 0.0))  # instead of every 5 minutes
+    argv = ["benchmark", "--models", "dlinear", "--datasets", "ETTh1", "--horizons", "24", "--name", "steps", *TINY,
+            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert "  epoch 1/1: step 1/3," in err and "  epoch 1/1: step 2/3," in err and "step 3/3" not in err
+    assert "s/step" in err and "left in this cell" in err
+    assert err.index("step 2/3") < err.index("  epoch 1/1  train_loss")  # then the epoch's own line
+    code, _, err = run_cli([*argv[:-2], "--tracking-uri", f"sqlite:///{tmp_path / 'q.db'}", "--quiet"], capsys)
+    assert code == 0 and "step" not in err
+
+
+def test_the_eta_of_the_last_cell_comes_from_its_step_rate() -> None:
+    from types import SimpleNamespace
+
+    from forecast.benchmark import GridProgress
+    from forecast.training import StepProgress
+
+    cells = [SimpleNamespace(status="pending", label=f"cell {i}") for i in range(2)]
+    progress = GridProgress(cells, quiet=False, stream=io.StringIO())
+    assert progress.eta() == "ETA -" and progress.step_every == 300.0  # a log, not a terminal
+    progress.start(cells[0])
+    progress.step(cells[0], StepProgress(epoch=1, epochs=3, step=10, steps=100, seconds=20.0))
+    assert progress.eta() == "ETA -"  # another cell follows, of unknown cost
+    cells[0].seconds, cells[0].status, cells[0].metrics = 600.0, "done", {"test_mse": 0.4, "test_mae": 0.4}
+    progress.finish(cells[0])
+    progress.start(cells[1])
+    assert progress.eta() == "ETA 10m00s"  # the mean of the cells run so far
+    progress.step(cells[1], StepProgress(epoch=1, epochs=3, step=10, steps=100, seconds=20.0))
+    assert progress.eta() == "ETA ≤9m40s"  # the last cell: 580 s at most at its own rate
+    log = progress.stream.getvalue()
+    assert "epoch 1/3: step 10/100, 2.00 s/step, about 3 min left in this epoch, at most 9m40s left in this cell" in log
+    assert GridProgress(cells, quiet=True).step_every is None
+
+
 def test_config_hash_covers_the_seed_not_the_data_location() -> None:
     from forecast.benchmark import config_hash
     from forecast.config import resolve

@@ -79,3 +79,34 @@ def test_test_metrics_are_exact_over_all_windows(data_dir: Path, tmp_path: Path,
     std = torch.as_tensor(dm.series.std, dtype=torch.float32)
     assert module.test_metrics["test_mse_orig"] == pytest.approx((err * std).pow(2).mean().item(), rel=1e-5)
     np.testing.assert_allclose(module.step_mse, err.pow(2).mean(dim=(0, 2)).numpy(), rtol=1e-5)
+
+
+def test_a_long_epoch_reports_its_steps_between_epoch_lines(capsys) -> None:
+    """Without a progress bar (a log file), an epoch of an hour still says where it stands, throttled, and never
+    on its last batch (the epoch line follows)."""
+    from types import SimpleNamespace
+
+    from forecast.training import EpochPrinter, StepProgress
+
+    trainer = SimpleNamespace(is_global_zero=True, num_training_batches=100, current_epoch=0, max_epochs=3)
+    quiet = EpochPrinter(step_every=3600.0)
+    quiet.on_train_epoch_start(trainer, None)
+    for i in range(99):
+        quiet.on_train_batch_end(trainer, None, None, None, i)
+    assert capsys.readouterr().err == ""  # within the throttle: silent
+
+    seen: list[StepProgress] = []
+    printer = EpochPrinter(step_every=0.0, step_emit=seen.append)
+    printer.on_train_epoch_start(trainer, None)
+    for i in range(100):
+        printer.on_train_batch_end(trainer, None, None, None, i)
+    assert [s.step for s in seen] == list(range(1, 100))
+    assert {(s.epoch, s.epochs, s.steps) for s in seen} == {(1, 3, 100)}
+
+    EpochPrinter(step_every=0.0).on_train_batch_end(trainer, None, None, None, 9)
+    assert "epoch 1/3: step 10/100" in capsys.readouterr().err
+
+    info = StepProgress(epoch=1, epochs=3, step=10, steps=100, seconds=20.0)
+    assert info.seconds_per_step == 2.0 and info.epoch_left == 180.0
+    assert info.run_left == 180.0 + 2 * 100 * 2.0  # two more whole epochs at most
+    assert info.line() == "epoch 1/3: step 10/100, 2.00 s/step, about 3 min left in this epoch"
