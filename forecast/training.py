@@ -65,6 +65,7 @@ class ForecastModule(pl.LightningModule):
         self._sums: dict[str, torch.Tensor] = {}
         self.test_metrics: dict[str, float] = {}
         self.step_mse: np.ndarray | None = None
+        self.epoch_lr: float | None = None  # the lr the current epoch trains at
         # torch.compile'd forward (train.compile); kept out of the module tree so the state dict is unchanged.
         object.__setattr__(self, "_compiled", torch.compile(model) if cfg.compile else None)
 
@@ -74,6 +75,10 @@ class ForecastModule(pl.LightningModule):
     def _predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         net = self._compiled if self._compiled is not None else self.model
         return net(batch["x"], batch.get("x_mark"), batch.get("y_mark"))
+
+    def on_train_epoch_start(self) -> None:
+        # Read here: by the end of the epoch the per-epoch scheduler has already stepped to the next epoch's lr.
+        self.epoch_lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         k = self.cfg.partial_variates
@@ -184,10 +189,12 @@ class BestWeights(pl.Callback):
 
 
 def epoch_metrics(trainer: pl.Trainer) -> dict[str, float]:
-    """The per-epoch record of every run: train_loss and val_loss (when logged) and the lr of the epoch."""
+    """The per-epoch record of every run: train_loss and val_loss (when logged) and the lr the epoch trained at."""
     m = trainer.callback_metrics
-    return {**{k: float(m[k]) for k in ("train_loss", "val_loss") if k in m},
-            "lr": float(trainer.optimizers[0].param_groups[0]["lr"])}
+    lr = getattr(trainer.lightning_module, "epoch_lr", None)
+    if lr is None:  # a module other than ForecastModule: the optimizer's lr now (already the next epoch's)
+        lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+    return {**{k: float(m[k]) for k in ("train_loss", "val_loss") if k in m}, "lr": lr}
 
 
 class EpochCheckpoint(Checkpoint):
@@ -343,10 +350,10 @@ class EpochPrinter(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        m = trainer.callback_metrics
+        record = epoch_metrics(trainer)
         parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
-        parts += [f"{k} {float(m[k]):.4f}" for k in ("train_loss", "val_loss") if k in m]
-        parts.append(f"lr {trainer.optimizers[0].param_groups[0]['lr']:.3g}")
+        parts += [f"{k} {record[k]:.4f}" for k in ("train_loss", "val_loss") if k in record]
+        parts.append(f"lr {record['lr']:.3g}")
         parts.append(f"{time.perf_counter() - self._t0:.1f} s")
         if self.emit is not None:
             self.emit("  ".join(parts))

@@ -32,6 +32,28 @@ def test_type1_schedule_matches_the_papers() -> None:
     assert [round(lr_factor(hold, e), 4) for e in range(5)] == [1.0, 1.0, 1.0, 0.9, 0.81]
 
 
+def test_the_logged_lr_is_the_one_each_epoch_trained_at(data_dir: Path, tmp_path: Path, capsys) -> None:
+    """The epoch line and MLflow's lr history show the lr the optimizer used in that epoch (the per-epoch
+    scheduler has already stepped by the end of an epoch, so reading it there would show the next one)."""
+    import lightning.pytorch as pl
+    from mlflow.tracking import MlflowClient
+
+    used: dict[int, float] = {}
+
+    class Spy(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:  # noqa: ANN001
+            used.setdefault(trainer.current_epoch, trainer.optimizers[0].param_groups[0]["lr"])
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    cfg = _quick_cfg(**{"train.epochs": 4, "train.patience": 10, "train.limit_train_batches": 2})
+    result = train(cfg, TrainOptions(tracking_uri=uri, quiet=False, log_artifacts=False, callbacks=[Spy()]))
+    assert used == {0: 0.005, 1: 0.005, 2: 0.0025, 3: 0.00125}  # type1: lr0, lr0, lr0/2, lr0/4
+    history = MlflowClient(uri).get_metric_history(result.run_id, "lr")
+    assert sorted((m.step, m.value) for m in history) == sorted(used.items())
+    err = capsys.readouterr().err
+    assert "epoch 2/4" in err and "lr 0.005" in err.split("epoch 2/4")[1].split("\n")[0]
+
+
 def test_weighted_l1_loss() -> None:
     p, y = torch.zeros(1, 4, 1), torch.ones(1, 4, 1)
     got = make_loss("weighted_l1", 0.5)(p, y)
