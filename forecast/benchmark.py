@@ -81,10 +81,16 @@ class Cell:
     n_params: int | None = None
     seconds: float = 0.0  # wall time of this cell in this invocation
     error: str | None = None
+    saved_epochs: int | None = None  # a pending cell with a resumable checkpoint: the epochs it holds
 
     @property
     def label(self) -> str:
         return f"{self.model} {self.dataset} H={self.horizon} seed {self.seed}"
+
+    @property
+    def pending_label(self) -> str:
+        """The label of a cell not run yet, with how far an interrupted earlier run of it got."""
+        return self.label + (f" (checkpoint after epoch {self.saved_epochs})" if self.saved_epochs else "")
 
 
 @dataclass
@@ -421,6 +427,8 @@ def run(opts: BenchmarkOptions) -> BenchmarkResult:
         if prev is not None:
             cell.status, cell.run_id, cell.experiment_id = "skipped", prev.info.run_id, prev.info.experiment_id
             cell.metrics, cell.n_params = dict(prev.data.metrics), _n_params(prev.data.params)
+        else:
+            cell.saved_epochs = tracking.saved_epochs(cell_checkpoint_dir(uri, opts.name, cell.config_hash))
     tags = {**_version_tags(), "benchmark": opts.name, "benchmark_role": "parent",
             "mlflow.runName": f"benchmark_{opts.name}"}
     parent = mlf.create_run(exp_id, run_name=f"benchmark_{opts.name}", tags=tags)
@@ -439,9 +447,7 @@ def run(opts: BenchmarkOptions) -> BenchmarkResult:
             for cell in cells:
                 if cell.status != "pending" or opts.collect:
                     continue
-                from forecast.training import EpochCheckpoint  # Lightning: only once a cell trains
-
-                progress.start(cell, EpochCheckpoint.saved_epochs(cell_checkpoint_dir(uri, opts.name, cell.config_hash)))
+                progress.start(cell, cell.saved_epochs)
                 try:
                     _run_cell(cell, uri, experiment, parent_id, opts.name, progress)
                 except KeyboardInterrupt:
@@ -604,7 +610,7 @@ def write_markdown(path: Path, result: BenchmarkResult, argv: list[str]) -> Path
              f"{result.count('done') + result.count('failed')} cells run, {result.count('skipped')} skipped "
              f"(already finished), {result.count('failed')} failed"
              + (f", {len(result.pending())} not run yet (--collect: "
-                f"{', '.join(c.label for c in result.pending())})" if result.pending() else ""),
+                f"{', '.join(c.pending_label for c in result.pending())})" if result.pending() else ""),
              f"- machine: {platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cpus, "
              f"torch threads {torch.get_num_threads()}; forecast {forecast.__version__}, torch {torch.__version__}",
              f"- MLflow: parent run `{result.parent_run_id}` in experiment `{result.experiment}`", "",
@@ -650,7 +656,7 @@ def command(opts: BenchmarkOptions) -> None:
     if result.collected and result.pending() and not opts.quiet:
         left = result.pending()
         print(f"--collect: {len(left)} of {len(result.cells)} cells not run yet: "
-              f"{', '.join(c.label for c in left)} (the same command without --collect runs them).",
+              f"{', '.join(c.pending_label for c in left)} (the same command without --collect runs them).",
               file=sys.stderr, flush=True)
     if result.interrupted:
         left = sum(c.status == "pending" for c in result.cells)

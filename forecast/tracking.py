@@ -41,6 +41,20 @@ def checkpoint_root(uri: str) -> Path:
     return Path.home() / ".cache" / "forecast" / "checkpoints"
 
 
+CHECKPOINT_META = "last.json"  # beside a cell's last.ckpt: {"epochs_done": k, "saved": unix time}
+
+
+def saved_epochs(directory: str | os.PathLike) -> int | None:
+    """How many epochs the resumable checkpoint in ``directory`` holds (from its small json, without loading the
+    checkpoint or Lightning), or None when there is none."""
+    import json
+
+    try:
+        return int(json.loads((Path(directory) / CHECKPOINT_META).read_text())["epochs_done"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def quiet_logs() -> None:
     for name in ("alembic", "mlflow", "mlflow.store", "mlflow.tracking", "lightning", "lightning.pytorch",
                  "lightning.fabric", "optuna"):

@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import Checkpoint
 from torch import nn
 
 from forecast.config import TrainConfig
+from forecast.tracking import CHECKPOINT_META
 
 
 def make_loss(name: str, alpha: float = 0.5):
@@ -211,7 +212,7 @@ class EpochCheckpoint(Checkpoint):
     monitoring callbacks run last) and saves that epoch's stopping decision too.
     """
 
-    FILE, META = "last.ckpt", "last.json"
+    FILE, META = "last.ckpt", CHECKPOINT_META  # tracking.saved_epochs reads the META without Lightning
 
     def __init__(self, directory: str | os.PathLike, on_resume: Callable[[list[dict[str, float]], int], None] | None = None
                  ) -> None:
@@ -230,14 +231,6 @@ class EpochCheckpoint(Checkpoint):
 
     def resume_path(self) -> Path | None:
         return self.path if self.path.is_file() else None
-
-    @classmethod
-    def saved_epochs(cls, directory: str | os.PathLike) -> int | None:
-        """How many epochs the checkpoint in ``directory`` holds (from ``last.json``, cheap), or None."""
-        try:
-            return int(json.loads((Path(directory) / cls.META).read_text())["epochs_done"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self._t0

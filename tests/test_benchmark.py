@@ -371,6 +371,8 @@ def test_cell_interrupted_mid_training_resumes_at_the_next_epoch_with_the_same_r
     assert ckpt_dir == tmp_path / "checkpoints" / "mid" / cell.config_hash
     assert (ckpt_dir / "last.ckpt").is_file() and '"epochs_done": 2' in (ckpt_dir / "last.json").read_text()
     assert not list(ckpt_dir.glob(".*tmp"))  # written atomically
+    code, _, err = run_cli([*argv, "--collect"], capsys)  # what a user sees while the cell waits to go on
+    assert code == 0 and "not run yet: itransformer ETTh1 H=24 seed 2023 (checkpoint after epoch 2)" in err
 
     monkeypatch.setattr(ForecastModule, "training_step", original)
     code, out, err = run_cli(argv, capsys)
