@@ -320,8 +320,8 @@ class GridProgress:
         self._cell_left = info.run_left
         left = _duration(info.run_left)
         if self.mode == "bar":
-            self._progress.update(self._task, eta=self.eta(), description=f"running {cell.label}: epoch {info.epoch}/{info.epochs} "
-                                                          f"step {info.step}/{info.steps}, ≤{left} left")
+            where = f"epoch {info.epoch}/{info.epochs} step {info.step}/{info.steps}, ≤{left} left"
+            self._progress.update(self._task, eta=self.eta(), description=f"running {cell.label}: {where}")
         elif self.mode == "lines":
             print(f"  {info.line()}, at most {left} left in this cell", file=self.stream, flush=True)
 
