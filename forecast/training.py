@@ -192,10 +192,7 @@ class BestWeights(pl.Callback):
 def epoch_metrics(trainer: pl.Trainer) -> dict[str, float]:
     """The per-epoch record of every run: train_loss and val_loss (when logged) and the lr the epoch trained at."""
     m = trainer.callback_metrics
-    lr = getattr(trainer.lightning_module, "epoch_lr", None)
-    if lr is None:  # a module other than ForecastModule: the optimizer's lr now (already the next epoch's)
-        lr = float(trainer.optimizers[0].param_groups[0]["lr"])
-    return {**{k: float(m[k]) for k in ("train_loss", "val_loss") if k in m}, "lr": lr}
+    return {**{k: float(m[k]) for k in ("train_loss", "val_loss") if k in m}, "lr": trainer.lightning_module.epoch_lr}
 
 
 class EpochCheckpoint(Checkpoint):
