@@ -8,7 +8,8 @@ experiment ``benchmark-<name>`` and tagged ``benchmark=<name>`` and ``config_has
 **Config hash.** The sha256 (first 16 hex digits) of the fully resolved config (``RunConfig.to_dict()``: model
 name, every ``data.*``, ``model.*`` and ``train.*`` value, the seed included), leaving out only what says where
 the data is read from and how (``data.data_dir``, ``data.num_workers``), which does not change the numbers, and
-``data.mark_freq`` while it is unset (the key is newer than the first recorded cells).
+``data.mark_freq`` while unset and ``train.drop_last`` while false (those keys are newer than the first recorded
+cells).
 
 **Resume.** Before training, the cells whose hash already has a FINISHED run with test metrics under the same
 benchmark name (in any experiment of the store) are skipped and their recorded metrics reused. A Ctrl-C or
@@ -41,8 +42,9 @@ from forecast.errors import ForecastError
 from forecast.published import Published, load_published, lookup
 
 HASH_EXCLUDE = {"data": ("data_dir", "num_workers")}
-# Keys added after cells were recorded: left out while unset, so the earlier cells keep their hashes.
-HASH_UNSET_OMITTED = (("data", "mark_freq"),)
+# Keys added after cells were recorded, with their defaults: left out while at the default, so the earlier cells
+# keep their hashes.
+HASH_DEFAULT_OMITTED = {("data", "mark_freq"): None, ("train", "drop_last"): False}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -162,8 +164,8 @@ def config_hash(cfg: RunConfig) -> str:
     for section, keys in HASH_EXCLUDE.items():
         for k in keys:
             doc[section].pop(k, None)
-    for section, key in HASH_UNSET_OMITTED:
-        if doc[section].get(key) is None:
+    for (section, key), default in HASH_DEFAULT_OMITTED.items():
+        if doc[section].get(key, default) == default:
             doc[section].pop(key, None)
     blob = json.dumps(doc, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

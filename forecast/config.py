@@ -58,6 +58,9 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 32
     eval_batch_size: int = 256  # val/test batches; never drop_last, so it does not change metrics
+    # Drop the last partial train batch, as the reference repos' train loaders do (cure-lab, TSLib, thuml). Off:
+    # every train window is used, and a last batch of a few windows takes a full Adam step. Never val or test.
+    drop_last: bool = False
     lr: float = 1e-4
     lradj: str = "type1"  # type1: lr halves every epoch | cosine | constant | hold_decay
     lr_hold_epochs: int = 3  # hold_decay: constant for this many epochs, then *lr_decay per epoch
@@ -95,8 +98,9 @@ class TrainConfig:
             raise ForecastError(f"train.strategy must be one of {', '.join(STRATEGIES)}, got '{self.strategy}'.")
         if self.precision not in PRECISIONS:
             raise ForecastError(f"train.precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'.")
-        if not isinstance(self.compile, bool):
-            raise ForecastError(f"train.compile must be true or false, got {self.compile!r}.")
+        for key in ("compile", "drop_last"):
+            if not isinstance(getattr(self, key), bool):
+                raise ForecastError(f"train.{key} must be true or false, got {getattr(self, key)!r}.")
 
     @property
     def world_size(self) -> int:

@@ -52,6 +52,26 @@ def test_no_val_or_test_window_is_dropped(data_dir: Path, batch_size: int) -> No
     assert len(seen) == 8449  # the train loader does not drop either; it shuffles
 
 
+def test_train_drop_last_drops_only_the_last_partial_train_batch(data_dir: Path) -> None:
+    dm = ForecastDataModule(DataConfig("ETTh1", seq_len=96, horizon=96), batch_size=32, eval_batch_size=32,
+                            progress=False, drop_last=True)
+    sizes = [len(b["y"]) for b in dm.train_dataloader()]
+    assert sizes == [32] * (8449 // 32)  # 264 full batches; the 8449th window waits for another epoch's shuffle
+    drawn = [i for batch in dm.train_dataloader().sampler for i in batch]
+    assert len(set(drawn)) == 8448 and set(drawn) <= set(range(8449)) and drawn != sorted(drawn)  # distinct, shuffled
+    for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
+        assert sum(len(b["y"]) for b in loader) == len(dm.dataset(split)) == 2785  # never dropped there
+    big = ForecastDataModule(DataConfig("ETTh1", seq_len=96, horizon=96), batch_size=9000, series=dm.series,
+                             drop_last=True)
+    with pytest.raises(ForecastError, match=r"leaves no train batch: the train split has 8449 windows, fewer than "
+                                            r"a batch of 9000; lower --batch-size or set train.drop_last=false"):
+        big.train_dataloader()
+    with pytest.raises(ForecastError, match="train.drop_last must be true or false, got 'yes'"):
+        from forecast.config import TrainConfig
+
+        TrainConfig(drop_last="yes")
+
+
 def _write_csv(path: Path, dates: np.ndarray, values: np.ndarray, columns: list[str]) -> Path:
     df = pd.DataFrame(values, columns=columns)
     df.insert(0, "date", pd.DatetimeIndex(dates).strftime("%Y-%m-%d %H:%M:%S"))
@@ -122,8 +142,12 @@ def test_thuml_family_configs_use_hourly_marks_and_keep_the_hashes_of_hourly_dat
     doc = etth1.to_dict()
     for key in ("data_dir", "num_workers", "mark_freq"):
         doc["data"].pop(key)
+    doc["train"].pop("drop_last")
     old = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str, separators=(",", ":")).encode()).hexdigest()
     assert config_hash(etth1) == old[:16]
+    # train.drop_last (newer still) changes the hash only when it is on
+    assert config_hash(resolve("dlinear", "ETTh1", {"train.drop_last": False})) == config_hash(resolve("dlinear", "ETTh1"))
+    assert config_hash(resolve("dlinear", "ETTh1", {"train.drop_last": True})) != config_hash(resolve("dlinear", "ETTh1"))
 
 
 def _bad_csvs(tmp: Path) -> dict[str, tuple[str, str]]:

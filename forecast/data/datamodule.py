@@ -13,7 +13,8 @@ from forecast.errors import ForecastError
 
 
 class ForecastDataModule(pl.LightningDataModule):
-    """Train windows are shuffled; val and test windows are all kept, in order (no ``drop_last``).
+    """Train windows are shuffled (the last partial batch is dropped only with ``drop_last``, the reference repos'
+    train loader); val and test windows are all kept, in order, whatever ``drop_last`` says.
 
     The test split is only touched by :meth:`test_dataloader`, so tuning never sees it.
 
@@ -30,10 +31,12 @@ class ForecastDataModule(pl.LightningDataModule):
         seed: int = 0,
         series: Series | None = None,
         progress: bool = True,
+        drop_last: bool = False,
     ) -> None:
         super().__init__()
         self.cfg = cfg
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
+        self.drop_last = drop_last  # train batches only (train.drop_last)
         self.series = series if series is not None else load_series(cfg, progress=progress)
         self._values = torch.from_numpy(self.series.scaled)
         self._marks = torch.from_numpy(self.series.marks) if self.series.marks is not None else None
@@ -65,6 +68,10 @@ class ForecastDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.dataset(split)
         rank, world = self._rank()
+        if shuffle and self.drop_last and -(-len(ds) // world) < self.batch_size:
+            raise ForecastError(f"train.drop_last leaves no train batch: the train split has {len(ds)} windows"
+                                f"{f' ({world} processes)' if world > 1 else ''}, fewer than a batch of "
+                                f"{self.batch_size}; lower --batch-size or set train.drop_last=false.")
         if world == 1:
             gen = None
             if shuffle:
@@ -73,9 +80,9 @@ class ForecastDataModule(pl.LightningDataModule):
                     gen.set_state(self._train_gen_state)
                     self._train_gen_state = None
             size = self.batch_size if shuffle else self.eval_batch_size
-            sampler = batch_sampler(ds, size, shuffle, gen)
+            sampler = batch_sampler(ds, size, shuffle, gen, drop_last=self.drop_last)
         elif shuffle:
-            sampler = distributed_batch_sampler(ds, self.batch_size, rank, world, self.seed)
+            sampler = distributed_batch_sampler(ds, self.batch_size, rank, world, self.seed, self.drop_last)
         else:
             if len(ds) < world:
                 raise ForecastError(f"the {split} split has {len(ds)} windows, fewer than the {world} processes; "

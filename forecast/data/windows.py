@@ -39,11 +39,13 @@ class WindowDataset(Dataset):
 
 
 def batch_sampler(
-    dataset: WindowDataset, batch_size: int, shuffle: bool, generator: torch.Generator | None = None
+    dataset: WindowDataset, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,
+    drop_last: bool = False,
 ) -> Sampler:
-    """Batches of window indices. Never drops the last partial batch."""
+    """Batches of window indices. Only shuffled (train) batches may drop the last partial batch (``drop_last``,
+    what the reference repos do); in-order (val, test, predict) batches never drop a window."""
     base = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
-    return BatchSampler(base, batch_size=batch_size, drop_last=False)
+    return BatchSampler(base, batch_size=batch_size, drop_last=drop_last and shuffle)
 
 
 class EpochBatchSampler(BatchSampler):
@@ -56,7 +58,7 @@ class EpochBatchSampler(BatchSampler):
 
 
 def distributed_batch_sampler(dataset: WindowDataset, batch_size: int, rank: int, world_size: int,
-                              seed: int) -> EpochBatchSampler:
+                              seed: int, drop_last: bool = False) -> EpochBatchSampler:
     """Train batches of rank ``rank``: a DistributedSampler shard of a permutation that changes every epoch
     (``set_epoch``) and is the same on every rank (``seed``), so the shards never overlap within an epoch.
 
@@ -65,7 +67,7 @@ def distributed_batch_sampler(dataset: WindowDataset, batch_size: int, rank: int
     """
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
                                  drop_last=False)
-    return EpochBatchSampler(sampler, batch_size=batch_size, drop_last=False)
+    return EpochBatchSampler(sampler, batch_size=batch_size, drop_last=drop_last)
 
 
 def shard_range(n: int, rank: int, world_size: int) -> range:
