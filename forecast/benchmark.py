@@ -268,8 +268,8 @@ class GridProgress:
         left = self.todo - len(self.ran)
         if left <= 0:
             return "ETA 0s"
-        if left == 1 and self._cell_left is not None:  # the last cell, from its own rate
-            return f"ETA ≤{_duration(self._cell_left)}"
+        if left == 1 and self._cell_left is not None:  # the last cell, from its own rate (its batches only)
+            return f"ETA ≤{_duration(self._cell_left)} training"
         if not self.ran:
             return "ETA -"
         return f"ETA {_duration(statistics.fmean(self.ran) * left)}"
@@ -322,10 +322,11 @@ class GridProgress:
         self._cell_left = info.run_left
         left = _duration(info.run_left)
         if self.mode == "bar":
-            where = f"epoch {info.epoch}/{info.epochs} step {info.step}/{info.steps}, ≤{left} left"
+            where = f"epoch {info.epoch}/{info.epochs} step {info.step}/{info.steps}, ≤{left} training left"
             self._progress.update(self._task, eta=self.eta(), description=f"running {cell.label}: {where}")
         elif self.mode == "lines":
-            print(f"  {info.line()}, at most {left} left in this cell", file=self.stream, flush=True)
+            print(f"  {info.line()}, at most {left} of training left in this cell (then validation and test)",
+                  file=self.stream, flush=True)
 
     @property
     def step_every(self) -> float | None:

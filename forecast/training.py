@@ -296,12 +296,13 @@ class StepProgress:
 
     @property
     def run_left(self) -> float:
-        """Seconds left if every epoch up to ``epochs`` runs (an upper bound: early stopping may end it sooner)."""
+        """Seconds of training batches left if every epoch up to ``epochs`` runs (an upper bound on those: early
+        stopping may end it sooner). Validation and the test are not counted: they are not timed until they run."""
         return self.epoch_left + (self.epochs - self.epoch) * self.steps * self.seconds_per_step
 
     def line(self) -> str:
         return (f"epoch {self.epoch}/{self.epochs}: step {self.step}/{self.steps}, {self.seconds_per_step:.2f} s/step, "
-                f"about {max(self.epoch_left, 0.0) / 60:.0f} min left in this epoch")
+                f"about {max(self.epoch_left, 0.0) / 60:.0f} min of training left in this epoch")
 
 
 class EpochPrinter(pl.Callback):

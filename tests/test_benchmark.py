@@ -230,7 +230,7 @@ def test_a_running_cell_reports_its_steps(data_dir: Path, tmp_path: Path, monkey
     code, _, err = run_cli(argv, capsys)
     assert code == 0, err
     assert "  epoch 1/1: step 1/3," in err and "  epoch 1/1: step 2/3," in err and "step 3/3" not in err
-    assert "s/step" in err and "left in this cell" in err
+    assert "s/step" in err and "of training left in this cell" in err
     assert err.index("step 2/3") < err.index("  epoch 1/1  train_loss")  # then the epoch's own line
     code, _, err = run_cli([*argv[:-2], "--tracking-uri", f"sqlite:///{tmp_path / 'q.db'}", "--quiet"], capsys)
     assert code == 0 and "step" not in err
@@ -253,9 +253,10 @@ def test_the_eta_of_the_last_cell_comes_from_its_step_rate() -> None:
     progress.start(cells[1])
     assert progress.eta() == "ETA 10m00s"  # the mean of the cells run so far
     progress.step(cells[1], StepProgress(epoch=1, epochs=3, step=10, steps=100, seconds=20.0))
-    assert progress.eta() == "ETA ≤9m40s"  # the last cell: 580 s at most at its own rate
+    assert progress.eta() == "ETA ≤9m40s training"  # the last cell: 580 s of batches at most at its own rate
     log = progress.stream.getvalue()
-    assert "epoch 1/3: step 10/100, 2.00 s/step, about 3 min left in this epoch, at most 9m40s left in this cell" in log
+    assert ("epoch 1/3: step 10/100, 2.00 s/step, about 3 min of training left in this epoch, at most 9m40s of "
+            "training left in this cell (then validation and test)") in log
     assert GridProgress(cells, quiet=True).step_every is None
 
 

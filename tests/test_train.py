@@ -131,4 +131,4 @@ def test_a_long_epoch_reports_its_steps_between_epoch_lines(capsys) -> None:
     info = StepProgress(epoch=1, epochs=3, step=10, steps=100, seconds=20.0)
     assert info.seconds_per_step == 2.0 and info.epoch_left == 180.0
     assert info.run_left == 180.0 + 2 * 100 * 2.0  # two more whole epochs at most
-    assert info.line() == "epoch 1/3: step 10/100, 2.00 s/step, about 3 min left in this epoch"
+    assert info.line() == "epoch 1/3: step 10/100, 2.00 s/step, about 3 min of training left in this epoch"
