@@ -61,6 +61,9 @@ def test_train_shards_are_disjoint_and_reshuffled_every_epoch() -> None:
         assert len({*shards[0], *shards[1]}) == 103  # every window; one repeated to even out the shards
         orders[epoch] = shards[0]
     assert orders[0] != orders[1]
+    # train.drop_last: each rank's 52 windows make 6 full batches of 8, the same count on both ranks
+    dropping = [distributed_batch_sampler(ds, 8, rank, 2, seed=5, drop_last=True) for rank in (0, 1)]
+    assert [[len(batch) for batch in s] for s in dropping] == [[8] * 6, [8] * 6]
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 256, 2857])
