@@ -66,6 +66,13 @@ def test_train_drop_last_drops_only_the_last_partial_train_batch(data_dir: Path)
     with pytest.raises(ForecastError, match=r"leaves no train batch: the train split has 8449 windows, fewer than "
                                             r"a batch of 9000; lower --batch-size or set train.drop_last=false"):
         big.train_dataloader()
+    from types import SimpleNamespace
+
+    half = ForecastDataModule(DataConfig("ETTh1", seq_len=96, horizon=96), batch_size=4300, series=dm.series,
+                              drop_last=True)
+    half.trainer = SimpleNamespace(global_rank=0, world_size=2)  # DDP: each rank draws ceil(8449 / 2) = 4225
+    with pytest.raises(ForecastError, match=r"has 8449 windows, 4225 per process of 2, fewer than a batch of 4300"):
+        half.train_dataloader()
     with pytest.raises(ForecastError, match="train.drop_last must be true or false, got 'yes'"):
         from forecast.config import TrainConfig
 

@@ -68,10 +68,12 @@ class ForecastDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.dataset(split)
         rank, world = self._rank()
-        if shuffle and self.drop_last and -(-len(ds) // world) < self.batch_size:
+        per_rank = -(-len(ds) // world)  # what each process draws (DistributedSampler pads to equal shares)
+        if shuffle and self.drop_last and per_rank < self.batch_size:
+            share = f", {per_rank} per process of {world}" if world > 1 else ""
             raise ForecastError(f"train.drop_last leaves no train batch: the train split has {len(ds)} windows"
-                                f"{f' ({world} processes)' if world > 1 else ''}, fewer than a batch of "
-                                f"{self.batch_size}; lower --batch-size or set train.drop_last=false.")
+                                f"{share}, fewer than a batch of {self.batch_size}; lower --batch-size or set "
+                                "train.drop_last=false.")
         if world == 1:
             gen = None
             if shuffle:
