@@ -161,7 +161,12 @@ def _bad_csvs(tmp: Path) -> dict[str, tuple[str, str]]:
     good = "date,a,b\n" + "".join(f"2020-01-{1 + i // 24:02d} {i % 24:02d}:00:00,{i},{2 * i}\n" for i in range(200))
     lines = good.splitlines()
     cases = {
-        "nodate": ("when,a,b\n" + "\n".join(lines[1:]), "has no 'date' column"),
+        "nodate": ("x,a,b\n" + "\n".join(f"{i},{i},{i}" for i in range(200)),
+                   r"has no 'date' column \(found: x, a, b\)"),
+        "renamed": ("when,a,b\n" + "\n".join(lines[1:]),
+                    "no 'date' column, but its first column 'when' holds dates; rename that column to 'date'"),
+        "semicolons": ("\n".join(x.replace(",", ";") for x in lines), r"looks ';'-separated .*'date;a;b'\); save it"),
+        "tabs": ("\n".join(x.replace(",", "\t") for x in lines), r"looks tab-separated .*'date\\ta\\tb'"),
         "text": ("\n".join(lines[:5] + ["2020-01-01 04:00:00,abc,1"] + lines[6:]), "non-numeric value 'abc'"),
         "nan": ("\n".join(lines[:5] + ["2020-01-01 04:00:00,,1"] + lines[6:]), "empty or NaN value"),
         "baddate": ("\n".join(lines[:3] + ["yesterday,1,1"] + lines[4:]), "unparseable date 'yesterday'"),

@@ -90,10 +90,7 @@ def to_table(
     a missing or an extra column is an error, and the result is in this order (columns match by name).
     """
     if date_col not in df.columns:
-        raise ForecastError(
-            f"{name} has no '{date_col}' column (found: {', '.join(df.columns[:6])}); "
-            f"add a '{date_col}' column with the timestamps as the first column."
-        )
+        raise ForecastError(_no_date_message(df, name, date_col))
     if columns is not None:
         check_columns(df.columns, columns, name, date_col)
     dates = parse_dates(df[date_col], name)
@@ -130,6 +127,29 @@ def to_table(
         raise ForecastError(f"{name}: timestamps are not sorted (data row {row + 1}, {_ts(dates[row])}, comes after "
                             f"{_ts(dates[row - 1])}); sort the file by its date column.")
     return Table(dates=dates, values=values, columns=value_cols)
+
+
+def _no_date_message(df: pl.DataFrame, name: str, date_col: str) -> str:
+    """Why ``df`` has no ``date_col``, with the likely fix: another separator, or a date column by another name."""
+    head = df.columns[0] if df.columns else ""
+    if len(df.columns) == 1:
+        sep = next((s for s in (";", "\t", "|") if s in head), None)
+        if sep is not None:
+            shown = "tab" if sep == "\t" else f"'{sep}'"
+            header = head[:40].replace("\t", "\\t")
+            return (f"{name} looks {shown}-separated (its header is one column, '{header}'); "
+                    "save it with commas between the columns.")
+    first = df[head] if head and df.height else None
+    if first is not None and (first.dtype in (pl.Utf8, pl.Date) or isinstance(first.dtype, pl.Datetime)):
+        try:
+            parse_dates(first.head(5), name)
+        except ForecastError:
+            pass
+        else:
+            return (f"{name} has no '{date_col}' column, but its first column '{head}' holds dates; "
+                    f"rename that column to '{date_col}'.")
+    return (f"{name} has no '{date_col}' column (found: {', '.join(df.columns[:6])}); "
+            f"add a '{date_col}' column with the timestamps as the first column.")
 
 
 def check_columns(found: list[str], expected: list[str], name: str, date_col: str = "date") -> None:
