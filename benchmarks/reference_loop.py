@@ -44,7 +44,7 @@ L, BATCH, LR, EPOCHS, PATIENCE, KERNEL = 336, 32, 0.005, 10, 3, 25
 TARGET = {96: 0.386, 192: 0.445, 336: 0.450, 720: 0.510}  # issue 2's thresholds on test MSE
 
 
-def etth1_splits(horizon: int) -> list[torch.Tensor]:
+def etth1_splits() -> list[torch.Tensor]:
     """Standardized train/val/test rows of ETTh1 (12/4/4 months of 30 days; val and test start L rows early)."""
     import pandas as pd
 
@@ -85,22 +85,25 @@ def windows(rows: torch.Tensor, starts: torch.Tensor, horizon: int) -> tuple[tor
     return x, y
 
 
+def batches(n: int) -> torch.utils.data.DataLoader:
+    """Shuffled batches of window indices that drop the last partial batch: cure-lab's train and val loaders."""
+    return torch.utils.data.DataLoader(range(n), batch_size=BATCH, shuffle=True, drop_last=True)
+
+
 def reference_run(horizon: int, seed: int) -> dict:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    train, val, test = etth1_splits(horizon)
+    train, val, test = etth1_splits()
     count = [len(s) - L - horizon + 1 for s in (train, val, test)]
     model = ReferenceDLinear(horizon)
     opt = torch.optim.Adam(model.parameters(), lr=LR)
-    loader = lambda n, shuffle: torch.utils.data.DataLoader(range(n), batch_size=BATCH, shuffle=shuffle,  # noqa: E731
-                                                             drop_last=True)
     best, best_state, best_epoch, bad, epochs = math.inf, None, 0, 0, 0
     t0 = time.perf_counter()
     for epoch in range(EPOCHS):
         epochs += 1
         model.train()
-        for idx in loader(count[0], True):
+        for idx in batches(count[0]):
             x, y = windows(train, idx, horizon)
             opt.zero_grad()
             loss = nn.functional.mse_loss(model(x), y)
@@ -109,7 +112,7 @@ def reference_run(horizon: int, seed: int) -> dict:
         model.eval()
         with torch.no_grad():
             val_loss = float(np.mean([nn.functional.mse_loss(model(x), y).item()
-                                      for x, y in (windows(val, idx, horizon) for idx in loader(count[1], True))]))
+                                      for x, y in (windows(val, idx, horizon) for idx in batches(count[1]))]))
         if val_loss < best:
             best, best_state, best_epoch, bad = val_loss, copy.deepcopy(model.state_dict()), epoch + 1, 0
         else:
@@ -156,7 +159,8 @@ def summary(rows: list[dict], horizons: list[int], variants: list[str]) -> str:
             diffs = [r["test_mse"] - ref[r["seed"]] for r in rows
                      if r["H"] == h and r["variant"] == v and r["seed"] in ref]
             dmean = statistics.mean(diffs) if diffs and v != "reference" else float("nan")
-            dse = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 and v != "reference" else float("nan")
+            has_se = len(diffs) > 1 and v != "reference"
+            dse = statistics.stdev(diffs) / math.sqrt(len(diffs)) if has_se else float("nan")
             out.append([h, v, len(mses), statistics.mean(mses), sd, statistics.median(mses), min(mses), max(mses),
                         f"{sum(m <= TARGET[h] for m in mses)} of {len(mses)}", dmean, dse])
     return md_table(["H", "variant", "seeds", "mean MSE", "std", "median", "min", "max", "at or below target",

@@ -140,7 +140,7 @@ def _no_date_message(df: pl.DataFrame, name: str, date_col: str) -> str:
             return (f"{name} looks {shown}-separated (its header is one column, '{header}'); "
                     "save it with commas between the columns.")
     first = df[head] if head and df.height else None
-    if first is not None and (first.dtype in (pl.Utf8, pl.Date) or isinstance(first.dtype, pl.Datetime)):
+    if first is not None and not first.dtype.is_numeric():  # numbers are not taken for dates
         try:
             parse_dates(first.head(5), name)
         except ForecastError:
