@@ -129,6 +129,19 @@ def test_mark_freq_h_gives_the_official_hourly_marks_on_minute_data(tmp_path: Pa
     np.testing.assert_array_equal(hourly.marks, time_features(dates.to_numpy(), "h"))
 
 
+def test_flowformer_drops_the_marks_on_weather_only() -> None:
+    """Weather spans one year, so its val/test day-of-year marks lie outside the train range: Flowformer (which
+    adds the mark embedding to every token) reads no marks there; every other cell keeps the official ones."""
+    from forecast.config import resolve
+
+    assert resolve("flowformer", "Weather").data.time_features is False
+    assert resolve("flowformer", "Weather", {"data.time_features": True}).data.time_features is True
+    for dataset in ("ETTh1", "ETTm1", "Electricity", "Traffic"):
+        assert resolve("flowformer", dataset).data.time_features is True
+    for model in ("itransformer", "iflowformer", "smamba"):
+        assert resolve(model, "Weather").data.time_features is True
+
+
 def test_thuml_family_configs_use_hourly_marks_and_keep_the_hashes_of_hourly_data() -> None:
     from forecast.benchmark import config_hash
     from forecast.config import resolve
