@@ -43,6 +43,8 @@ class DataConfig:
         for key in ("seq_len", "horizon"):
             if getattr(self, key) < 1:
                 raise ForecastError(f"data.{key} must be a positive integer, got {getattr(self, key)}.")
+        if not isinstance(self.time_features, bool):
+            raise ForecastError(f"data.time_features must be true or false, got {self.time_features!r}.")
         if self.mark_freq is not None:
             import pandas as pd
 
