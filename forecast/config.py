@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from forecast.errors import ForecastError
+from forecast.errors import ForecastError, check_switches
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 LRADJ = ("type1", "cosine", "constant", "hold_decay")
@@ -43,8 +43,6 @@ class DataConfig:
         for key in ("seq_len", "horizon"):
             if getattr(self, key) < 1:
                 raise ForecastError(f"data.{key} must be a positive integer, got {getattr(self, key)}.")
-        if not isinstance(self.time_features, bool):
-            raise ForecastError(f"data.time_features must be true or false, got {self.time_features!r}.")
         if self.mark_freq is not None:
             import pandas as pd
 
@@ -278,6 +276,7 @@ def _build(cls: type, values: dict[str, Any], section: str) -> Any:
             raise ForecastError(
                 f"unknown config key '{section}.{key}'.{hint} Valid {section} keys: {', '.join(sorted(allowed))}."
             )
+    check_switches(cls, values, section)
     try:
         return cls(**values)
     except TypeError as err:

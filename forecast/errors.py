@@ -5,3 +5,13 @@ class ForecastError(Exception):
     """A mistake in the user's input. The CLI prints ``str(err)`` on one line and exits with code 2."""
 
     exit_code = 2
+
+
+def check_switches(cls: type, values: dict, section: str) -> None:
+    """A config dataclass field whose default is true or false takes only true or false (no truthy strings)."""
+    import dataclasses
+
+    switches = {f.name for f in dataclasses.fields(cls) if isinstance(f.default, bool)}
+    for key, value in values.items():
+        if key in switches and not isinstance(value, bool):
+            raise ForecastError(f"{section}.{key} must be true or false, got {value!r}.")

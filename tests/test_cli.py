@@ -84,6 +84,8 @@ def test_train_end_to_end_records_the_run(data_dir: Path, tmp_path: Path, monkey
          "data.mark_freq 'fortnight' is not a pandas frequency"),
         (["train", "--dataset", "ETTh1", "--model", "flowformer", "--set", "data.time_features=maybe"],
          "data.time_features must be true or false, got 'maybe'"),
+        (["train", "--dataset", "ETTh1", "--model", "dlinear", "--set", "model.individual=maybe"],
+         "model.individual must be true or false, got 'maybe'"),
         (["train", "--dataset", "no/such/file.csv", "--model", "dlinear"], "not found"),
     ],
 )

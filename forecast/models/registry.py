@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from forecast.errors import ForecastError
+from forecast.errors import ForecastError, check_switches
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,7 @@ def build_config(name: str, params: dict[str, Any] | None = None) -> Any:
             f"unknown config key 'model.{unknown[0]}' for model '{spec.name}'.{hint} "
             f"Valid model keys: {', '.join(sorted(allowed))}."
         )
+    check_switches(spec.config_cls, params, "model")
     params.update(spec.preset)
     try:
         return spec.config_cls(**params)
