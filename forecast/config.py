@@ -98,9 +98,6 @@ class TrainConfig:
             raise ForecastError(f"train.strategy must be one of {', '.join(STRATEGIES)}, got '{self.strategy}'.")
         if self.precision not in PRECISIONS:
             raise ForecastError(f"train.precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'.")
-        for key in ("compile", "drop_last"):
-            if not isinstance(getattr(self, key), bool):
-                raise ForecastError(f"train.{key} must be true or false, got {getattr(self, key)!r}.")
 
     @property
     def world_size(self) -> int:

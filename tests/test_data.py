@@ -73,10 +73,11 @@ def test_train_drop_last_drops_only_the_last_partial_train_batch(data_dir: Path)
     half.trainer = SimpleNamespace(global_rank=0, world_size=2)  # DDP: each rank draws ceil(8449 / 2) = 4225
     with pytest.raises(ForecastError, match=r"has 8449 windows, 4225 per process of 2, fewer than a batch of 4300"):
         half.train_dataloader()
-    with pytest.raises(ForecastError, match="train.drop_last must be true or false, got 'yes'"):
-        from forecast.config import TrainConfig
+    from forecast.config import resolve
 
-        TrainConfig(drop_last="yes")
+    for key in ("drop_last", "compile"):  # every switch of every section goes through the config builders
+        with pytest.raises(ForecastError, match=f"train.{key} must be true or false, got 'yes'"):
+            resolve("dlinear", "ETTh1", {f"train.{key}": "yes"})
 
 
 def _write_csv(path: Path, dates: np.ndarray, values: np.ndarray, columns: list[str]) -> Path:
