@@ -8,8 +8,8 @@ experiment ``benchmark-<name>`` and tagged ``benchmark=<name>`` and ``config_has
 **Config hash.** The sha256 (first 16 hex digits) of the fully resolved config (``RunConfig.to_dict()``: model
 name, every ``data.*``, ``model.*`` and ``train.*`` value, the seed included), leaving out only what says where
 the data is read from and how (``data.data_dir``, ``data.num_workers``), which does not change the numbers, and
-``data.mark_freq`` while unset and ``train.drop_last`` while false (those keys are newer than the first recorded
-cells).
+``data.mark_freq`` while unset, ``train.drop_last`` while false and ``train.shuffle`` while ``seed`` (those keys
+are newer than the first recorded cells).
 
 **Resume.** Before training, the cells whose hash already has a FINISHED run with test metrics under the same
 benchmark name (in any experiment of the store) are skipped and their recorded metrics reused. A Ctrl-C or
@@ -44,7 +44,7 @@ from forecast.published import Published, load_published, lookup
 HASH_EXCLUDE = {"data": ("data_dir", "num_workers")}
 # Keys added after cells were recorded, with their defaults: left out while at the default, so the earlier cells
 # keep their hashes.
-HASH_DEFAULT_OMITTED = {("data", "mark_freq"): None, ("train", "drop_last"): False}
+HASH_DEFAULT_OMITTED = {("data", "mark_freq"): None, ("train", "drop_last"): False, ("train", "shuffle"): "seed"}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 

@@ -21,6 +21,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 LRADJ = ("type1", "cosine", "constant", "hold_decay")
 LOSSES = ("mse", "mae", "weighted_l1")
 STRATEGIES = ("auto", "ddp")
+SHUFFLES = ("seed", "reference")
 # Lightning's precision names (lightning.fabric.connector._PRECISION_INPUT_STR).
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine",
               "transformer-engine-float16")
@@ -61,6 +62,10 @@ class TrainConfig:
     # Drop the last partial train batch, as the reference repos' train loaders do (cure-lab, TSLib, thuml). Off:
     # every train window is used, and a last batch of a few windows takes a full Adam step. Never val or test.
     drop_last: bool = False
+    # Train batch order. seed: a generator seeded with train.seed. reference: the order torch's DataLoader draws
+    # in the reference repos' epoch loop (LTSF-Linear, Time-Series-Library), continuing the RNG stream the
+    # model's init leaves; for a model built as the reference builds it, the same seed gives the same batches.
+    shuffle: str = "seed"
     lr: float = 1e-4
     lradj: str = "type1"  # type1: lr halves every epoch | cosine | constant | hold_decay
     lr_hold_epochs: int = 3  # hold_decay: constant for this many epochs, then *lr_decay per epoch
@@ -94,6 +99,8 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ForecastError(f"train.{key} must be a positive integer (e.g. --{key.replace('_', '-')} 2), "
                                     f"got {value!r}; all devices are never taken by default.")
+        if self.shuffle not in SHUFFLES:
+            raise ForecastError(f"train.shuffle must be one of {', '.join(SHUFFLES)}, got '{self.shuffle}'.")
         if self.strategy not in STRATEGIES:
             raise ForecastError(f"train.strategy must be one of {', '.join(STRATEGIES)}, got '{self.strategy}'.")
         if self.precision not in PRECISIONS:

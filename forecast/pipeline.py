@@ -74,10 +74,12 @@ def build(cfg: RunConfig, progress: bool = True, series: Series | None = None) -
     """The DataModule and the LightningModule for ``cfg``, seeded."""
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
     dm = ForecastDataModule(cfg.data, cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.seed,
-                            series=series, progress=progress, drop_last=cfg.train.drop_last)
+                            series=series, progress=progress, drop_last=cfg.train.drop_last,
+                            shuffle=cfg.train.shuffle)
     ctx = ModelContext(cfg.data.seq_len, cfg.data.horizon, dm.n_vars, dm.n_marks, data_extras(cfg, dm.series))
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)  # model init independent of data loading
     model = create_model(cfg.model_name, cfg.model, ctx)
+    dm.shuffle_origin = torch.get_rng_state()  # train.shuffle=reference goes on from here, as the reference does
     return dm, ForecastModule(model, cfg.train, dm.series.mean, dm.series.std)
 
 

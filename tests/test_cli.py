@@ -86,6 +86,8 @@ def test_train_end_to_end_records_the_run(data_dir: Path, tmp_path: Path, monkey
          "data.time_features must be true or false, got 'maybe'"),
         (["train", "--dataset", "ETTh1", "--model", "dlinear", "--set", "model.individual=maybe"],
          "model.individual must be true or false, got 'maybe'"),
+        (["train", "--dataset", "ETTh1", "--model", "dlinear", "--set", "train.shuffle=random"],
+         "train.shuffle must be one of seed, reference, got 'random'"),
         (["train", "--dataset", "no/such/file.csv", "--model", "dlinear"], "not found"),
     ],
 )

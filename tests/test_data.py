@@ -52,6 +52,57 @@ def test_no_val_or_test_window_is_dropped(data_dir: Path, batch_size: int) -> No
     assert len(seen) == 8449  # the train loader does not drop either; it shuffles
 
 
+@pytest.mark.parametrize("drop_last", [True, False])
+def test_reference_shuffle_yields_the_reference_loops_train_batches(drop_last: bool) -> None:
+    """train.shuffle=reference: per epoch, the batches torch's DataLoader yields in the reference loop, which makes
+    a shuffled train loader, a shuffled val loader and an in-order test loader anew every epoch, all drawing from
+    the global RNG that the model's init has moved."""
+    from torch.utils.data import DataLoader
+
+    from forecast.data.windows import ReferenceBatchSampler
+
+    n_train, batch = 103, 8
+    torch.manual_seed(7)
+    torch.nn.Linear(5, 3)  # a model's init moves the global stream
+    origin = torch.get_rng_state()
+    train = DataLoader(range(n_train), batch_size=batch, shuffle=True, drop_last=drop_last)
+    val = DataLoader(range(40), batch_size=batch, shuffle=True, drop_last=True)
+    test = DataLoader(range(30), batch_size=batch, shuffle=False)
+    expected = []
+    for _ in range(3):
+        expected.append([b.tolist() for b in train])
+        for loader in (val, test):
+            for _ in loader:
+                pass
+    sampler = ReferenceBatchSampler(n_train, batch, drop_last, torch.Generator().set_state(origin))
+    got = [[b.tolist() for b in sampler] for _ in range(3)]
+    assert got == expected
+    assert len(sampler) == len(got[0]) == (12 if drop_last else 13) and got[0] != got[1]
+    skipping_test = ReferenceBatchSampler(n_train, batch, drop_last, torch.Generator().set_state(origin))
+    assert [b.tolist() for b in skipping_test] == got[0]  # the same first epoch from the same state
+
+
+def test_dlinear_starts_where_the_reference_run_does(data_dir: Path) -> None:
+    """DLinear's defaults (configs/dlinear.yaml) replay LTSF-Linear's run for the seed: the same initial weights
+    (its seasonal then trend Linear(L, H)) and the same first train batch as its DataLoader draws next."""
+    from torch.utils.data import DataLoader
+
+    from forecast.config import resolve
+    from forecast.pipeline import build
+
+    cfg = resolve("dlinear", "ETTh1", {"data.horizon": 96})
+    assert cfg.train.shuffle == "reference" and cfg.train.drop_last and cfg.data.seq_len == 336
+    dm, module = build(cfg, progress=False)
+    torch.manual_seed(cfg.train.seed)
+    seasonal, trend = torch.nn.Linear(336, 96), torch.nn.Linear(336, 96)
+    assert torch.equal(module.model.backbone.seasonal.linear.weight, seasonal.weight)
+    assert torch.equal(module.model.backbone.trend.linear.bias, trend.bias)
+    train = dm.dataset("train")
+    first = next(iter(DataLoader(range(len(train)), batch_size=32, shuffle=True, drop_last=True)))
+    batch = next(iter(dm.train_dataloader()))
+    assert torch.equal(batch["x"], train[first]["x"]) and len(dm.train_dataloader()) == 8209 // 32
+
+
 def test_train_drop_last_drops_only_the_last_partial_train_batch(data_dir: Path) -> None:
     dm = ForecastDataModule(DataConfig("ETTh1", seq_len=96, horizon=96), batch_size=32, eval_batch_size=32,
                             progress=False, drop_last=True)
@@ -163,13 +214,16 @@ def test_thuml_family_configs_use_hourly_marks_and_keep_the_hashes_of_hourly_dat
     doc = etth1.to_dict()
     for key in ("data_dir", "num_workers", "mark_freq"):
         doc["data"].pop(key)
-    doc["train"].pop("drop_last")
+    for key in ("drop_last", "shuffle"):
+        doc["train"].pop(key)
     old = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str, separators=(",", ":")).encode()).hexdigest()
     assert config_hash(etth1) == old[:16]
-    # train.drop_last (newer still) changes the hash only when it is on
-    default = config_hash(resolve("dlinear", "ETTh1"))
-    assert config_hash(resolve("dlinear", "ETTh1", {"train.drop_last": False})) == default
-    assert config_hash(resolve("dlinear", "ETTh1", {"train.drop_last": True})) != default
+    # train.drop_last and train.shuffle (newer still) change the hash only away from their defaults
+    default = config_hash(resolve("itransformer", "ETTh1"))
+    for key, value in (("train.drop_last", False), ("train.shuffle", "seed")):
+        assert config_hash(resolve("itransformer", "ETTh1", {key: value})) == default
+    for key, value in (("train.drop_last", True), ("train.shuffle", "reference")):
+        assert config_hash(resolve("itransformer", "ETTh1", {key: value})) != default
 
 
 def _bad_csvs(tmp: Path) -> dict[str, tuple[str, str]]:

@@ -8,13 +8,24 @@ from torch.utils.data import DataLoader
 
 from forecast.config import DataConfig
 from forecast.data.series import Series, load_series
-from forecast.data.windows import WindowDataset, batch_sampler, distributed_batch_sampler, eval_batch_sampler
+from forecast.data.windows import (
+    ReferenceBatchSampler,
+    WindowDataset,
+    batch_sampler,
+    distributed_batch_sampler,
+    eval_batch_sampler,
+)
 from forecast.errors import ForecastError
 
 
 class ForecastDataModule(pl.LightningDataModule):
     """Train windows are shuffled (the last partial batch is dropped only with ``drop_last``, the reference repos'
     train loader); val and test windows are all kept, in order, whatever ``drop_last`` says.
+
+    ``shuffle`` picks the train order (``train.shuffle``): ``seed``, a generator seeded with ``seed``; or
+    ``reference``, the reference loop's DataLoader order (:class:`ReferenceBatchSampler`) from the RNG state in
+    ``shuffle_origin`` (the pipeline sets it to the state the model's init leaves; unset: the state right after
+    ``torch.manual_seed(seed)``).
 
     The test split is only touched by :meth:`test_dataloader`, so tuning never sees it.
 
@@ -32,11 +43,14 @@ class ForecastDataModule(pl.LightningDataModule):
         series: Series | None = None,
         progress: bool = True,
         drop_last: bool = False,
+        shuffle: str = "seed",
     ) -> None:
         super().__init__()
         self.cfg = cfg
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.drop_last = drop_last  # train batches only (train.drop_last)
+        self.shuffle = shuffle
+        self.shuffle_origin: torch.Tensor | None = None  # reference shuffle: the RNG state it starts from
         self.series = series if series is not None else load_series(cfg, progress=progress)
         self._values = torch.from_numpy(self.series.scaled)
         self._marks = torch.from_numpy(self.series.marks) if self.series.marks is not None else None
@@ -78,11 +92,16 @@ class ForecastDataModule(pl.LightningDataModule):
             gen = None
             if shuffle:
                 gen = self._train_gen = torch.Generator().manual_seed(self.seed)
+                if self.shuffle == "reference" and self.shuffle_origin is not None:
+                    gen.set_state(self.shuffle_origin)
                 if self._train_gen_state is not None:  # resuming: go on with the interrupted run's shuffling
                     gen.set_state(self._train_gen_state)
                     self._train_gen_state = None
-            size = self.batch_size if shuffle else self.eval_batch_size
-            sampler = batch_sampler(ds, size, shuffle, gen, drop_last=self.drop_last)
+            if shuffle and self.shuffle == "reference":
+                sampler = ReferenceBatchSampler(len(ds), self.batch_size, self.drop_last, gen)
+            else:
+                size = self.batch_size if shuffle else self.eval_batch_size
+                sampler = batch_sampler(ds, size, shuffle, gen, drop_last=self.drop_last)
         elif shuffle:
             sampler = distributed_batch_sampler(ds, self.batch_size, rank, world, self.seed, self.drop_last)
         else:

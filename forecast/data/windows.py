@@ -48,6 +48,36 @@ def batch_sampler(
     return BatchSampler(base, batch_size=batch_size, drop_last=drop_last and shuffle)
 
 
+# The reference repos' epoch loop (LTSF-Linear's and Time-Series-Library's exp_main) makes three DataLoader
+# iterators per epoch, and each draws int64 seeds from torch's global generator: the shuffled train loader a base
+# seed and then its RandomSampler's seed, the shuffled val loader the same two, the in-order test loader a base
+# seed. The train permutation comes from a generator seeded with the second draw.
+REFERENCE_DRAWS_PER_EPOCH = 5
+REFERENCE_PERMUTATION_DRAW = 1
+
+
+class ReferenceBatchSampler(Sampler[torch.Tensor]):
+    """Shuffled train batches in the order the reference loop's ``DataLoader(shuffle=True)`` yields them.
+
+    ``generator`` stands in for the reference's global torch generator: start it from the RNG state the model's
+    init leaves (``torch.get_rng_state()`` right after building it from the seed) and, for a model built as the
+    reference builds it, every epoch's batches are the reference run's. One iteration is one epoch; it draws the
+    epoch's five seeds up front (nothing else reads this generator, so the stream is the same).
+    """
+
+    def __init__(self, n: int, batch_size: int, drop_last: bool, generator: torch.Generator) -> None:
+        self.n, self.batch_size, self.drop_last, self.generator = n, batch_size, drop_last, generator
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def __iter__(self):
+        draws = [int(torch.empty((), dtype=torch.int64).random_(generator=self.generator))
+                 for _ in range(REFERENCE_DRAWS_PER_EPOCH)]
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(draws[REFERENCE_PERMUTATION_DRAW]))
+        yield from perm[: len(self) * self.batch_size].split(self.batch_size)
+
+
 class EpochBatchSampler(BatchSampler):
     """A BatchSampler that forwards ``set_epoch`` to its sampler, which Lightning calls before every epoch
     (it looks for ``set_epoch`` on the loader's sampler, which is this object: batches are the dataset's items)."""
