@@ -25,7 +25,7 @@ class ForecastDataModule(pl.LightningDataModule):
     ``shuffle`` picks the train order (``train.shuffle``): ``seed``, a generator seeded with ``seed``; or
     ``reference``, the reference loop's DataLoader order (:class:`ReferenceBatchSampler`) from the RNG state in
     ``shuffle_origin`` (the pipeline sets it to the state the model's init leaves; unset: the state right after
-    ``torch.manual_seed(seed)``).
+    ``torch.manual_seed(seed)``). Under DDP both use the sharded shuffle described below.
 
     The test split is only touched by :meth:`test_dataloader`, so tuning never sees it.
 
