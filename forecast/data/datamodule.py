@@ -90,13 +90,15 @@ class ForecastDataModule(pl.LightningDataModule):
                                 "train.drop_last=false.")
         if world == 1:
             gen = None
-            if shuffle:
-                gen = self._train_gen = torch.Generator().manual_seed(self.seed)
-                if self.shuffle == "reference" and self.shuffle_origin is not None:
-                    gen.set_state(self.shuffle_origin)
+            if shuffle:  # the shuffling RNG starts from exactly one of: a resumed run's, the model init's, the seed
+                gen = self._train_gen = torch.Generator()
                 if self._train_gen_state is not None:  # resuming: go on with the interrupted run's shuffling
                     gen.set_state(self._train_gen_state)
                     self._train_gen_state = None
+                elif self.shuffle == "reference" and self.shuffle_origin is not None:
+                    gen.set_state(self.shuffle_origin)
+                else:
+                    gen.manual_seed(self.seed)
             if shuffle and self.shuffle == "reference":
                 sampler = ReferenceBatchSampler(len(ds), self.batch_size, self.drop_last, gen)
             else:

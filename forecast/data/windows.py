@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch.utils.data import BatchSampler, Dataset, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 
@@ -71,7 +73,7 @@ class ReferenceBatchSampler(Sampler[torch.Tensor]):
     def __len__(self) -> int:
         return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[torch.Tensor]:
         draws = [int(torch.empty((), dtype=torch.int64).random_(generator=self.generator))
                  for _ in range(REFERENCE_DRAWS_PER_EPOCH)]
         perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(draws[REFERENCE_PERMUTATION_DRAW]))
