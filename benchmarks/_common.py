@@ -31,11 +31,12 @@ def environment() -> dict[str, Any]:
     import forecast
 
     cpu = cpu_model()
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     return {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cpus, "
-                   f"torch threads {torch.get_num_threads()}",
+                   f"torch threads {torch.get_num_threads()}{gpu}",
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "lightning": lightning.__version__, "mlflow": mlflow.__version__, "numpy": numpy.__version__,
                      "forecast": forecast.__version__},
@@ -77,8 +78,8 @@ def run_subprocess_json(args: list[str], timeout: float = 3600) -> dict:
 
 
 def model_step(model: str, params: dict, n: int, batch: int, steps: int, L: int = 96, H: int = 96,
-               threads: int = 1) -> dict:
+               threads: int = 1, device: str = "cpu") -> dict:
     """Best training-step time and peak memory of ``model`` on random data, in a fresh process."""
     spec = {"model": model, "params": params, "n": n, "batch": batch, "steps": steps, "L": L, "H": H,
-            "threads": threads}
+            "threads": threads, "device": device}
     return run_subprocess_json([str(Path(__file__).resolve().parent / "_step_worker.py"), json.dumps(spec)])

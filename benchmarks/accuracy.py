@@ -6,6 +6,9 @@ Usage: python benchmarks/accuracy.py linear            (DLinear/NLinear on ETTh1
        python benchmarks/accuracy.py --from-store [--name=X] CELL ...
            (no training: the newest FINISHED run in the store whose resolved config has the cell's config hash,
             e.g. a `forecast benchmark --tracking-uri sqlite:///benchmarks/store/mlflow.db` cell)
+       --store=PATH (before the cells, repeatable) records runs in PATH (a sqlite file or an MLflow URI) instead of
+           benchmarks/store/mlflow.db; with --from-store the newest matching run of all the stores is read.
+           Processes that train at the same time (several cells on one GPU) each want their own store.
 
 Every test window is evaluated (no drop_last). Nothing is tuned on the test split: the configs are the
 official scripts' settings. Runs are recorded in benchmarks/store/mlflow.db (git-ignored).
@@ -21,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import md_table, write_results  # noqa: E402
 from forecast.config import parse_sets  # noqa: E402
+from forecast.tracking import resolve_uri as tracking_uri  # noqa: E402
 
 # (model, dataset, horizon) -> the acceptance threshold on test MSE that the issues ask for. The published MSE
 # and its source come from configs/published.yaml (forecast.published), at the cell's lookback L.
@@ -85,23 +89,25 @@ def run_cell(model: str, dataset: str, horizon: int, store: str, extra: dict | N
                 time.perf_counter() - t0, res.train_seconds)
 
 
-def stored_cell(model: str, dataset: str, horizon: int, store: str, extra: dict | None = None) -> dict:
-    """The row of the newest FINISHED run in ``store`` with this cell's config hash; nothing is trained."""
+def stored_cell(model: str, dataset: str, horizon: int, stores: list[str], extra: dict | None = None) -> dict:
+    """The row of the newest FINISHED run in ``stores`` with this cell's config hash; nothing is trained."""
     from forecast import tracking
     from forecast.benchmark import config_hash
     from forecast.config import resolve
 
     cfg = resolve(model, dataset, {"data.horizon": horizon, **(extra or {})})
     h = config_hash(cfg)
-    mlf = tracking.client(store)
-    exp_ids = [e.experiment_id for e in mlf.search_experiments()]
-    runs = mlf.search_runs(exp_ids, filter_string=f"tags.config_hash = '{h}' and attributes.status = 'FINISHED'",
-                           order_by=["attributes.start_time DESC"])
-    runs = [r for r in runs if "test_mse" in r.data.metrics]
-    if not runs:
-        raise SystemExit(f"error: no finished run of {model}:{dataset}:{horizon} (config hash {h}) in {store}; "
-                         "train it first (drop --from-store)")
-    run = runs[0]
+    found = []
+    for store in stores:
+        mlf = tracking.client(store)
+        exp_ids = [e.experiment_id for e in mlf.search_experiments()]
+        runs = mlf.search_runs(exp_ids, filter_string=f"tags.config_hash = '{h}' and attributes.status = 'FINISHED'",
+                               order_by=["attributes.start_time DESC"])
+        found += [(r, mlf) for r in runs if "test_mse" in r.data.metrics]
+    if not found:
+        raise SystemExit(f"error: no finished run of {model}:{dataset}:{horizon} (config hash {h}) in "
+                         f"{', '.join(stores)}; train it first (drop --from-store)")
+    run, mlf = max(found, key=lambda rm: rm[0].info.start_time)
     val = mlf.get_metric_history(run.info.run_id, "val_loss")
     best = min(val, key=lambda v: (v.value, v.step)).step + 1 if val else 0
     seconds = ((run.info.end_time or run.info.start_time) - run.info.start_time) / 1000
@@ -134,20 +140,27 @@ def main(argv: list[str]) -> None:
         sys.exit(f"error: '{bad[0]}' is not a cell (model:dataset:horizon[:key=value...]) or a group "
                  f"({', '.join(GROUPS)}); see --help.")
     name, from_store = "accuracy", "--from-store" in argv
-    argv = [a for a in argv if a != "--from-store"]
+    stores = [tracking_uri(a.split("=", 1)[1]) for a in argv if a.startswith("--store=")]
+    argv = [a for a in argv if a != "--from-store" and not a.startswith("--store=")]
     if argv and argv[0].startswith("--name="):
         name, argv = "accuracy_" + argv[0].split("=", 1)[1], argv[1:]
+    if len(stores) > 1 and not from_store:
+        sys.exit("error: training records its runs in one store; give one --store=PATH (several only with --from-store).")
     cells = [c for a in argv for c in GROUPS.get(a, [a])]
     if len(argv) == 1 and argv[0] in GROUPS:
         name = f"accuracy_{argv[0]}"
     rows: list[dict] = []
     # Runs are kept in benchmarks/store/ (git-ignored) so dashboards can be built from them.
-    STORE.parent.mkdir(parents=True, exist_ok=True)
-    store = f"sqlite:///{STORE}"
+    if not stores:
+        STORE.parent.mkdir(parents=True, exist_ok=True)
+        stores = [f"sqlite:///{STORE}"]
     for cell in cells:
         model, dataset, horizon, *sets = cell.split(":")
         extra = parse_sets(",".join(sets).split(",")) if sets else {}
-        rows.append((stored_cell if from_store else run_cell)(model, dataset, int(horizon), store, extra))
+        if from_store:
+            rows.append(stored_cell(model, dataset, int(horizon), stores, extra))
+        else:
+            rows.append(run_cell(model, dataset, int(horizon), stores[0], extra))
         rows[-1]["variant"] = ",".join(sets)
         print(rows[-1], flush=True)
         path = _write(name, rows, from_store)  # after every cell, so a long queue keeps what it finished
