@@ -67,6 +67,7 @@ class ForecastModule(pl.LightningModule):
         self.test_metrics: dict[str, float] = {}
         self.step_mse: np.ndarray | None = None
         self.epoch_lr: float | None = None  # the lr the current epoch trains at
+        self._cuda_rng: torch.Tensor | None = None  # a resumed GPU run's generator state, set at train start
         # torch.compile'd forward (train.compile); kept out of the module tree so the state dict is unchanged.
         object.__setattr__(self, "_compiled", torch.compile(model) if cfg.compile else None)
 
@@ -148,13 +149,24 @@ class ForecastModule(pl.LightningModule):
             self.log(key, value, sync_dist=True)  # the same value on every rank
 
     # -- resuming (EpochCheckpoint): the global RNG drives dropout and partial-variate draws --------------
+    # On a GPU dropout draws from the device's generator, so its state travels too. Lightning restores a
+    # single-device run before it moves the module to the GPU, so that state is set when training starts (a
+    # run resumed on another kind of device goes on with the CPU state alone).
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["forecast_rng"] = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            checkpoint["forecast_rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         rng = checkpoint.get("forecast_rng")
         if rng is not None:
             torch.set_rng_state(rng["torch"])
+            self._cuda_rng = rng.get("cuda")
+
+    def on_train_start(self) -> None:
+        state, self._cuda_rng = self._cuda_rng, None
+        if state is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state, self.device)
 
     def configure_optimizers(self) -> Any:
         opt = torch.optim.Adam(self.parameters(), lr=self.cfg.lr)

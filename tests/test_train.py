@@ -132,3 +132,22 @@ def test_a_long_epoch_reports_its_steps_between_epoch_lines(capsys) -> None:
     assert info.seconds_per_step == 2.0 and info.epoch_left == 180.0
     assert info.run_left == 180.0 + 2 * 100 * 2.0  # two more whole epochs at most
     assert info.line() == "epoch 1/3: step 10/100, 2.00 s/step, about 3 min of training left in this epoch"
+
+
+def test_checkpoint_rng_state_resumes_on_the_cpu_and_keeps_a_gpu_state_for_train_start():
+    """A checkpoint written on a GPU carries the device generator's state; resumed on the CPU it is set aside."""
+    from forecast.training import ForecastModule
+
+    module = ForecastModule(torch.nn.Linear(4, 4), TrainConfig(), np.zeros(4), np.ones(4))
+    torch.manual_seed(7)
+    ckpt: dict = {}
+    module.on_save_checkpoint(ckpt)
+    assert set(ckpt["forecast_rng"]) == {"torch"}  # a CPU run has no device state to save
+    expected = torch.rand(3)
+    ckpt["forecast_rng"]["cuda"] = torch.zeros(16, dtype=torch.uint8)  # as a GPU run would have written
+    torch.manual_seed(8)
+    module.on_load_checkpoint(ckpt)
+    assert module._cuda_rng is not None  # kept until training starts on the module's device
+    module.on_train_start()  # on the CPU: the device state is dropped, nothing raises
+    assert module._cuda_rng is None
+    assert torch.equal(torch.rand(3), expected)  # the CPU generator goes on where the checkpoint left it
