@@ -385,6 +385,10 @@ def make_trainer(
     # Lightning 2.6 builds torch's deprecated LeafSpec during fit; torch 2.13 warns about it once per
     # process, which only tells the user about Lightning's internals.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+    # On a machine with more than two cores Lightning suggests DataLoader workers for every loader, three lines
+    # per run. Our batches are slices of one in-memory tensor (benchmarks/results/data_pipeline.md: 6% of a
+    # DLinear step), so worker processes would only add start-up time; data.num_workers is there if wanted.
+    warnings.filterwarnings("ignore", message=r"The '\w+' does not have many workers", category=UserWarning)
     callbacks = [EarlyStopping(monitor="val_loss", mode="min", patience=cfg.patience, min_delta=0.0), *callbacks]
     bar = not quiet and sys.stderr.isatty()
     if bar:

@@ -151,3 +151,18 @@ def test_checkpoint_rng_state_resumes_on_the_cpu_and_keeps_a_gpu_state_for_train
     module.on_train_start()  # on the CPU: the device state is dropped, nothing raises
     assert module._cuda_rng is None
     assert torch.equal(torch.rand(3), expected)  # the CPU generator goes on where the checkpoint left it
+
+
+def test_no_dataloader_worker_advice_on_a_many_core_machine(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """Lightning's 'does not have many workers' advice (3 lines a run where cores > 2) is not shown."""
+    import warnings
+
+    import lightning.pytorch.trainer.connectors.data_connector as dc
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(dc, "suggested_max_num_workers", lambda *a, **k: 15)  # as on a 16-core machine
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        train(_quick_cfg(**{"train.epochs": 1}),
+              TrainOptions(tracking_uri=f"sqlite:///{tmp_path}/m.db", quiet=True, log_artifacts=False))
+    assert not [w for w in seen if "many workers" in str(w.message)]
