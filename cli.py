@@ -1,6 +1,7 @@
 """The `forecast` command line: thin Typer commands that call into the forecast package.
 
-Heavy imports (torch, lightning, mlflow) happen inside the commands, so `forecast --help` stays fast.
+Heavy imports (torch, lightning, mlflow) happen inside the commands, so `forecast --help` stays fast: each command
+imports its own module of ``forecast.commands`` and nothing else of the package is loaded before that.
 """
 
 from __future__ import annotations
@@ -27,30 +28,28 @@ Sets = Annotated[
     Optional[list[str]],
     typer.Option("--set", help="Override a config key, e.g. --set model.individual=true (repeatable)."),
 ]
+# The options `train` and `tune` share (their keys: forecast.config.FLAGS).
+Dataset = Annotated[str, typer.Option("--dataset", "-d", help="Benchmark name or path to your CSV/parquet.")]
+Model = Annotated[str, typer.Option("--model", "-m", help="Model name (see `forecast models`).")]
+Horizon = Annotated[Optional[int], typer.Option("--horizon", "-H", help="Forecast horizon H.")]
+SeqLen = Annotated[Optional[int], typer.Option("--seq-len", "-L", help="Lookback L.")]
+Seed = Annotated[Optional[int], typer.Option("--seed")]
+Precision = Annotated[Optional[str], typer.Option("--precision", help="e.g. 32-true, bf16-mixed.")]
+Accelerator = Annotated[Optional[str], typer.Option("--accelerator", help="auto, cpu, gpu.")]
+DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Look for benchmark files here first.")]
+Experiment = Annotated[Optional[str], typer.Option("--experiment", help="MLflow experiment (default: dataset).")]
 
 
-def _console():
-    from forecast.commands import console
+def _overrides(sets: list[str] | None, **flags: object) -> dict:
+    """``section.key`` overrides: the named flags that were given (``seq_len`` for ``--seq-len``; the keys are
+    forecast.config.FLAGS and TRAIN_FLAGS), then ``--set``."""
+    from forecast.config import FLAGS, TRAIN_FLAGS, parse_sets
 
-    return console()
-
-
-def _overrides(sets: list[str] | None, **named) -> dict:
-    from forecast.config import parse_sets
-
-    out = {key: value for key, value in named.items() if value is not None}
+    key_of = {flag[2:].replace("-", "_"): key for key, flag in {**FLAGS, **TRAIN_FLAGS}.items()}
+    out = {key_of[name]: str(value) if isinstance(value, Path) else value for name, value in flags.items()
+           if value is not None}
     out.update(parse_sets(sets or []))
     return out
-
-
-def _run_flags(sets: list[str] | None, horizon, seq_len, epochs, batch_size, lr, seed, devices, precision,
-               accelerator, data_dir, **extra) -> dict:
-    """The named flags that `train` and `tune` share, as ``section.key`` overrides, then ``--set``."""
-    return _overrides(sets, **{"data.horizon": horizon, "data.seq_len": seq_len, "train.epochs": epochs,
-                               "train.batch_size": batch_size, "train.lr": lr, "train.seed": seed,
-                               "train.devices": devices, "train.precision": precision,
-                               "train.accelerator": accelerator,
-                               "data.data_dir": str(data_dir) if data_dir else None, **extra})
 
 
 @app.command()
@@ -58,86 +57,60 @@ def datasets(
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Look here first.")] = None,
 ) -> None:
     """List the benchmark datasets: shape, frequency, split and whether the file is here."""
-    from rich.table import Table
+    from forecast.commands.store import datasets as run
 
-    from forecast.data.catalogue import CATALOGUE
-    from forecast.data.store import cache_dir, find_local
-
-    table = Table(title="Benchmarks")
-    for col in ("dataset", "rows", "variates", "freq", "split", "local file"):
-        table.add_column(col)
-    for info in CATALOGUE.values():
-        path = find_local(info, data_dir)
-        table.add_row(info.name, f"{info.rows:,}", str(info.n_vars), info.freq, info.split_rule,
-                      str(path) if path else f"[dim]missing: downloads to {cache_dir()}[/dim]")
-    _console().print(table)
+    run(data_dir)
 
 
 @app.command()
 def models() -> None:
     """List the registered models and their defaults."""
-    from rich.table import Table
+    from forecast.commands.store import models as run
 
-    from forecast.config import load_model_yaml
-    from forecast.models import get_spec, model_names
-
-    table = Table(title="Models")
-    for col in ("model", "description", "defaults (configs/<model>.yaml)"):
-        table.add_column(col, overflow="fold")
-    for name in model_names():
-        spec = get_spec(name)
-        defaults = load_model_yaml(name).get("defaults") or {}
-        flat = ", ".join(f"{k}={v}" for sec in ("data", "model", "train") for k, v in (defaults.get(sec) or {}).items()
-                         if k in ("seq_len", "d_model", "e_layers", "lr", "epochs", "individual", "attention", "d_state"))
-        preset = ", ".join(f"{k}={v}" for k, v in spec.preset.items())
-        desc = spec.description + (f"; alias of {spec.alias_of} with {preset}" if spec.alias_of else "")
-        if hasattr(spec.cls, "backend_info"):
-            desc += f"; selective scan: {spec.cls.backend_info()}"
-        table.add_row(name, desc, flat)
-    _console().print(table)
+    run()
 
 
 @app.command()
 def train(
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Benchmark name or path to your CSV/parquet.")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Model name (see `forecast models`).")],
-    horizon: Annotated[Optional[int], typer.Option("--horizon", "-H", help="Forecast horizon H.")] = None,
-    seq_len: Annotated[Optional[int], typer.Option("--seq-len", "-L", help="Lookback L.")] = None,
+    dataset: Dataset,
+    model: Model,
+    horizon: Horizon = None,
+    seq_len: SeqLen = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    seed: Seed = None,
     devices: Annotated[Optional[int], typer.Option("--devices", help="Devices per node (default 1; >1: DDP).")] = None,
     num_nodes: Annotated[Optional[int], typer.Option("--num-nodes", help="Nodes (default 1; see README).")] = None,
     strategy: Annotated[Optional[str], typer.Option("--strategy", help="auto (DDP only when asked for more than "
                                                     "one device) or ddp.")] = None,
     compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile",
                                                     help="torch.compile the network.")] = None,
-    precision: Annotated[Optional[str], typer.Option("--precision", help="e.g. 32-true, bf16-mixed.")] = None,
-    accelerator: Annotated[Optional[str], typer.Option("--accelerator", help="auto, cpu, gpu.")] = None,
+    precision: Precision = None,
+    accelerator: Accelerator = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="A YAML file of data/model/train keys.")] = None,
     sets: Sets = None,
-    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Look for benchmark files here first.")] = None,
-    experiment: Annotated[Optional[str], typer.Option("--experiment", help="MLflow experiment (default: dataset).")] = None,
+    data_dir: DataDir = None,
+    experiment: Experiment = None,
     register: Annotated[Optional[str], typer.Option("--register", help="Register the model under this name.")] = None,
     alias: Annotated[str, typer.Option("--alias", help="Alias set on the registered version.")] = "champion",
     tracking_uri: TrackingUri = None,
     quiet: Quiet = False,
 ) -> None:
     """Train a model on a dataset with the paper protocol and record the run in MLflow."""
-    from forecast import commands
+    from forecast.commands.train import train as run
 
-    overrides = _run_flags(sets, horizon, seq_len, epochs, batch_size, lr, seed, devices, precision, accelerator,
-                           data_dir, **{"train.num_nodes": num_nodes, "train.strategy": strategy,
-                                        "train.compile": compile})
-    commands.train(dataset, model, overrides, config, tracking_uri, experiment, quiet, register, alias)
+    overrides = _overrides(sets, horizon=horizon, seq_len=seq_len, epochs=epochs, batch_size=batch_size, lr=lr,
+                           seed=seed, devices=devices, precision=precision, accelerator=accelerator, data_dir=data_dir,
+                           num_nodes=num_nodes, strategy=strategy, compile=compile)
+    run(dataset, model, overrides, config, tracking_uri, experiment, quiet, register, alias)
 
 
 @app.command()
 def tune(
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Benchmark name or path to your CSV/parquet.")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Model name (see `forecast models`).")],
-    horizon: Annotated[Optional[int], typer.Option("--horizon", "-H", help="Forecast horizon H.")] = None,
+    dataset: Dataset,
+    model: Model,
+    horizon: Horizon = None,
     trials: Annotated[Optional[int], typer.Option("--trials", "-n", help="Trials to run now (default 20, or "
                                                   "unlimited with --timeout; 0: only report or retrain).")] = None,
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds; no trial starts after.")] = None,
@@ -154,35 +127,34 @@ def tune(
     retrain_best: Annotated[bool, typer.Option("--retrain-best",
                                                help="Then train the best config and test it.")] = False,
     report: Annotated[bool, typer.Option("--report", help="Optuna plots (HTML) on the parent MLflow run.")] = False,
-    seq_len: Annotated[Optional[int], typer.Option("--seq-len", "-L", help="Lookback L.")] = None,
+    seq_len: SeqLen = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs per trial.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Fixes it (not tuned).")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Fixes it (not tuned).")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    seed: Seed = None,
     devices: Annotated[Optional[int], typer.Option("--devices", help="Devices to train on (default 1).")] = None,
-    precision: Annotated[Optional[str], typer.Option("--precision", help="e.g. 32-true, bf16-mixed.")] = None,
-    accelerator: Annotated[Optional[str], typer.Option("--accelerator", help="auto, cpu, gpu.")] = None,
+    precision: Precision = None,
+    accelerator: Accelerator = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML of data/model/train keys and "
                                                    "search_space.")] = None,
     sets: Sets = None,
-    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Look for benchmark files here first.")] = None,
-    experiment: Annotated[Optional[str], typer.Option("--experiment",
-                                                      help="MLflow experiment (default: dataset).")] = None,
+    data_dir: DataDir = None,
+    experiment: Experiment = None,
     tracking_uri: TrackingUri = None,
     quiet: Quiet = False,
 ) -> None:
     """Search hyperparameters with Optuna (pruned, resumable, shareable); every trial is a nested MLflow run."""
-    from forecast import commands
+    from forecast.commands.tune import tune as run
     from forecast.tuning import TuneOptions
 
-    overrides = _run_flags(sets, horizon, seq_len, epochs, batch_size, lr, seed, devices, precision, accelerator,
-                           data_dir)
+    overrides = _overrides(sets, horizon=horizon, seq_len=seq_len, epochs=epochs, batch_size=batch_size, lr=lr,
+                           seed=seed, devices=devices, precision=precision, accelerator=accelerator, data_dir=data_dir)
     n_trials = trials if trials is not None else (None if timeout else 20)
     opts = TuneOptions(n_trials=n_trials, timeout=timeout, study_name=study_name, storage=storage, sampler=sampler,
                        sampler_seed=sampler_seed, pruner=pruner, pruner_startup=pruner_startup,
                        pruner_warmup=pruner_warmup, n_jobs=n_jobs, retrain_best=retrain_best, report=report,
                        tracking_uri=tracking_uri, experiment=experiment, quiet=quiet)
-    commands.tune(dataset, model, overrides, config, opts)
+    run(dataset, model, overrides, config, opts)
 
 
 @app.command()
@@ -198,9 +170,9 @@ def predict(
     quiet: Quiet = False,
 ) -> None:
     """Forecast the next H steps after an input's last L rows with a logged model (no training data needed)."""
-    from forecast import commands
+    from forecast.commands.predict import predict as run
 
-    commands.predict(model, input, output, horizon, format, fill, rolling, tracking_uri, quiet)
+    run(model, input, output, horizon, format, fill, rolling, tracking_uri, quiet)
 
 
 @app.command()
@@ -225,15 +197,16 @@ def benchmark(
 
     The same command again skips the finished cells and resumes an interrupted one at its last finished epoch.
     """
-    from forecast import benchmark as bench
+    from forecast.benchmark.grid import BenchmarkOptions, parse_list
+    from forecast.commands.grid import benchmark as run
 
-    opts = bench.BenchmarkOptions(
-        models=bench.parse_list(models, "models"), datasets=bench.parse_list(datasets, "datasets"),
-        horizons=bench.parse_list(horizons, "horizons", as_int=True),
-        seeds=bench.parse_list(seeds, "seeds", as_int=True) if seeds is not None else None, name=name,
+    opts = BenchmarkOptions(
+        models=parse_list(models, "models"), datasets=parse_list(datasets, "datasets"),
+        horizons=parse_list(horizons, "horizons", as_int=True),
+        seeds=parse_list(seeds, "seeds", as_int=True) if seeds is not None else None, name=name,
         overrides=_overrides(sets), tracking_uri=tracking_uri, experiment=experiment, quiet=quiet, markdown=markdown,
         collect=collect)
-    bench.command(opts)
+    run(opts)
 
 
 @app.command()
@@ -246,9 +219,9 @@ def dashboard(
     quiet: Quiet = False,
 ) -> None:
     """Write an offline HTML leaderboard (plus Markdown and CSV) from the runs in the MLflow store."""
-    from forecast import dashboard as dash
+    from forecast.commands.grid import dashboard as run
 
-    dash.command(tracking_uri, name, output, ui_url, quiet)
+    run(tracking_uri, name, output, ui_url, quiet)
 
 
 @app.command()
@@ -258,9 +231,9 @@ def runs(
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Only this dataset's experiment.")] = None,
 ) -> None:
     """Show the most recent runs with their test metrics."""
-    from forecast import commands
+    from forecast.commands.store import runs as run
 
-    commands.runs(tracking_uri, limit, dataset)
+    run(tracking_uri, limit, dataset)
 
 
 @app.command()
@@ -270,9 +243,9 @@ def ui(
     port: Annotated[int, typer.Option("--port")] = 5000,
 ) -> None:
     """Start the MLflow UI on the same store (127.0.0.1 by default)."""
-    from forecast import commands
+    from forecast.commands.store import ui as run
 
-    commands.ui(tracking_uri, host, port)
+    run(tracking_uri, host, port)
 
 
 def main() -> None:

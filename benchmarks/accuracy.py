@@ -77,8 +77,8 @@ def _row(model: str, dataset: str, horizon: int, lookback: int, extra: dict | No
 
 
 def run_cell(model: str, dataset: str, horizon: int, store: str, extra: dict | None = None) -> dict:
-    from forecast.benchmark import config_hash
-    from forecast.config import resolve
+    from forecast.benchmark.grid import config_hash
+    from forecast.resolve import resolve
     from forecast.pipeline import TrainOptions, train
 
     cfg = resolve(model, dataset, {"data.horizon": horizon, **(extra or {})})
@@ -92,8 +92,8 @@ def run_cell(model: str, dataset: str, horizon: int, store: str, extra: dict | N
 def stored_cell(model: str, dataset: str, horizon: int, stores: list[str], extra: dict | None = None) -> dict:
     """The row of the newest FINISHED run in ``stores`` with this cell's config hash; nothing is trained."""
     from forecast import tracking
-    from forecast.benchmark import config_hash
-    from forecast.config import resolve
+    from forecast.benchmark.grid import config_hash
+    from forecast.resolve import resolve
 
     cfg = resolve(model, dataset, {"data.horizon": horizon, **(extra or {})})
     h = config_hash(cfg)

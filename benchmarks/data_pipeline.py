@@ -28,9 +28,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is robust on a shared box)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from forecast.config import resolve
+    from forecast.resolve import resolve
     from forecast.pipeline import build
-    from forecast.training import make_loss, make_trainer
+    from forecast.train import make_loss, make_trainer
 
     cfg = resolve("dlinear", "ETTh1", {"data.horizon": 96})
     dm, module = build(cfg, progress=False)

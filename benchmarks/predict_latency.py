@@ -58,7 +58,7 @@ def environment() -> dict[str, Any]:
 
 def train_tiny(model: str, uri: str, data_dir: str) -> tuple[str, int, int]:
     """(run id, L, H) of a 1-epoch, 5-batch model with the paper's ETTh1 architecture for H=96."""
-    from forecast.config import resolve
+    from forecast.resolve import resolve
     from forecast.pipeline import TrainOptions, train
 
     cfg = resolve(model, "ETTh1", {"data.horizon": 96, "data.data_dir": data_dir, "train.epochs": 1,
@@ -76,7 +76,7 @@ def median_timings(fn, repeats: int) -> dict[str, float]:
 def bench_model(model: str, uri: str, data_dir: str, work: Path, repeats: int) -> dict[str, Any]:
     import polars as pl
 
-    from forecast.predict import run_predict, single_thread
+    from forecast.inference.predict import run_predict, single_thread
 
     t0 = time.perf_counter()
     run_id, L, H = train_tiny(model, uri, data_dir)

@@ -142,7 +142,7 @@ def reference_run(horizon: int, seed: int) -> dict:
 
 
 def forecast_run(horizon: int, seed: int, store: str) -> dict:
-    from forecast.config import resolve
+    from forecast.resolve import resolve
     from forecast.pipeline import TrainOptions, train
 
     cfg = resolve("dlinear", "ETTh1", {"data.horizon": horizon, "train.seed": seed})

@@ -91,7 +91,7 @@ def main(argv: list[str]) -> None:
 
         torch.set_num_threads(args.threads)
 
-    from forecast.config import resolve
+    from forecast.resolve import resolve
     from forecast.pipeline import TrainOptions, train
     from forecast.tuning import TuneOptions, run_study
 

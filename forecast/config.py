@@ -1,23 +1,37 @@
-"""Typed run configuration: frozen dataclasses, resolved once from configs/*.yaml and the CLI.
+"""Typed run configuration: frozen dataclasses, each validated once when it is built.
 
-Precedence (later wins): dataclass defaults < configs/<model>.yaml ``defaults`` <
-``datasets.<name>`` < ``datasets.<name>.horizons.<H>`` < a user's ``--config`` YAML < ``--set`` / flags.
-Keys are ``section.key`` with section one of ``data``, ``model``, ``train``. Unknown keys are errors.
+This module is the bottom of the package (it imports nothing of forecast but its errors): the data layer reads
+:class:`DataConfig`, training reads :class:`TrainConfig`. Resolving a whole :class:`RunConfig` from
+``configs/*.yaml``, a user's YAML and the CLI needs the model registry, so it lives a layer up, in
+:mod:`forecast.resolve`. Keys are ``section.key`` with section one of ``data``, ``model``, ``train``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from forecast.errors import ForecastError, check_switches
+from forecast.errors import ForecastError, check_switches, unknown_key
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+SECTIONS = ("data", "model", "train")
+# The named flags `forecast train` and `forecast tune` share and the keys they set: cli.py maps them to overrides,
+# and the commands `forecast tune` prints to retrain the best are written back with them.
+FLAGS = {"data.horizon": "--horizon", "data.seq_len": "--seq-len", "train.epochs": "--epochs",
+         "train.batch_size": "--batch-size", "train.lr": "--lr", "train.seed": "--seed", "train.devices": "--devices",
+         "train.precision": "--precision", "train.accelerator": "--accelerator", "data.data_dir": "--data-dir"}
+TRAIN_FLAGS = {"train.num_nodes": "--num-nodes", "train.strategy": "--strategy", "train.compile": "--compile"}
+# Keys that say where the data is read from and how, never what the numbers are: no part of a config's identity.
+LOCATION_KEYS = ("data.data_dir", "data.num_workers")
+# TSLib / neuralforecast spellings users type, and ours.
+SYNONYMS = {"learning_rate": "lr", "pred_len": "horizon", "train_epochs": "epochs", "h": "horizon",
+            "input_size": "seq_len", "max_epochs": "epochs", "random_seed": "seed"}
 LRADJ = ("type1", "cosine", "constant", "hold_decay")
 LOSSES = ("mse", "mae", "weighted_l1")
 STRATEGIES = ("auto", "ddp")
@@ -31,7 +45,7 @@ PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-t
 class DataConfig:
     dataset: str = "ETTh1"  # a benchmark name or a path to a wide CSV/parquet (date + numeric columns)
     seq_len: int = 96  # L, lookback
-    horizon: int = 96  # H, pred_len
+    horizon: int = 96  # H, the forecast length (TSLib calls it pred_len)
     data_dir: str | None = None  # where to look first; else $FORECAST_DATA_DIR, then the cache
     time_features: bool = True  # timeF marks for the models that use them
     # The step whose calendar features make the marks; None: the data's own. The thuml-family configs set "h":
@@ -137,27 +151,6 @@ class RunConfig:
         }
 
 
-def _merge(dst: dict[str, dict[str, Any]], layer: dict[str, Any] | None, where: str) -> None:
-    for section, values in (layer or {}).items():
-        if section == "horizons":
-            continue
-        if section not in ("data", "model", "train"):
-            raise ForecastError(f"unknown config section '{section}' in {where}; use data, model or train.")
-        if not isinstance(values, dict):
-            raise ForecastError(f"config section '{section}' in {where} must be a mapping.")
-        dst[section].update(values)
-
-
-def load_model_yaml(model_name: str) -> dict[str, Any]:
-    from forecast.models import get_spec
-
-    spec = get_spec(model_name)
-    path = CONFIG_DIR / f"{spec.name}.yaml"
-    if not path.exists():
-        return {}
-    return yaml.safe_load(path.read_text()) or {}
-
-
 def parse_value(text: str) -> Any:
     """A ``--set`` value, parsed as YAML so ``true``, ``1e-3`` and ``[1, 2]`` get their types."""
     try:
@@ -182,106 +175,23 @@ def parse_sets(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def _dataset_key(dataset: str, layers: dict[str, Any]) -> str | None:
-    for name in layers:
-        if name.lower() == dataset.lower():
-            return name
-    return None
-
-
-def resolve(
-    model_name: str,
-    dataset: str,
-    overrides: dict[str, Any] | None = None,
-    user_yaml: str | Path | None = None,
-) -> RunConfig:
-    """Resolve the full config for (model, dataset) from configs/, a user YAML and flat overrides.
-
-    ``overrides`` maps ``section.key`` to values (``--set`` and the named CLI flags).
-    """
-    from forecast.models import build_config, get_spec
-
-    spec = get_spec(model_name)
-    doc = load_model_yaml(spec.name)
-    layers: dict[str, dict[str, Any]] = {"data": {}, "model": {}, "train": {}}
-    _merge(layers, doc.get("defaults"), f"configs/{spec.name}.yaml")
-    overrides = dict(overrides or {})
-    user_doc: dict[str, Any] = {}
-    if user_yaml is not None:
-        path = Path(user_yaml)
-        if not path.exists():
-            raise ForecastError(f"config file '{path}' not found; pass an existing YAML file to --config.")
-        try:
-            user_doc = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ForecastError(f"config file '{path}' is not valid YAML: {str(err).splitlines()[0]}") from None
-    # The horizon decides which per-horizon layer applies, so find it first.
-    horizon = overrides.get("data.horizon", (user_doc.get("data") or {}).get("horizon"))
-    ds_layers = doc.get("datasets") or {}
-    key = _dataset_key(Path(dataset).stem if Path(dataset).suffix else dataset, ds_layers)
-    ds_doc = ds_layers.get(key) if key else None
-    if ds_doc:
-        _merge(layers, ds_doc, f"configs/{spec.name}.yaml datasets.{key}")
-    h = int(horizon if horizon is not None else layers["data"].get("horizon", DataConfig.horizon))
-    for hdoc in (doc.get("horizons") or {}, (ds_doc or {}).get("horizons") or {}):
-        if h in hdoc or str(h) in hdoc:
-            _merge(layers, hdoc.get(h, hdoc.get(str(h))), f"configs/{spec.name}.yaml horizons.{h}")
-    search_space = dict(doc.get("search_space") or {})
-    if user_doc:
-        search_space.update(user_doc.pop("search_space", None) or {})
-        _merge(layers, user_doc, str(user_yaml))
-    for dotted, value in overrides.items():
-        section, _, name = dotted.partition(".")
-        if section not in layers or not name:
-            raise ForecastError(
-                f"unknown config key '{dotted}'; keys look like data.seq_len, model.<field> or train.lr."
-            )
-        layers[section][name] = value
-    layers["data"]["dataset"] = dataset
-    _drop_native_mark_freq(layers["data"], dataset)
-    return RunConfig(
-        model_name=spec.name,
-        data=_build(DataConfig, layers["data"], "data"),
-        model=build_config(spec.name, layers["model"]),
-        train=_build(TrainConfig, layers["train"], "train"),
-        search_space=search_space,
-    )
-
-
-def _drop_native_mark_freq(data: dict[str, Any], dataset: str) -> None:
-    """``mark_freq`` equal to a benchmark's own step family means the default (None): the same marks, the same
-    config, the same benchmark config hash as before the key existed (ETTh1 with "h")."""
-    mark_freq = data.get("mark_freq")
-    if mark_freq is None or Path(dataset).suffix:
-        return
-    from forecast.data.catalogue import CATALOGUE
-    from forecast.data.timefeatures import freq_family
-
-    info = next((i for k, i in CATALOGUE.items() if k.lower() == dataset.lower()), None)
-    try:
-        same = info is not None and freq_family(str(mark_freq)) == freq_family(info.freq)
-    except ValueError:
-        return  # not a frequency: DataConfig says so in one line
-    if same:
-        data["mark_freq"] = None
-
-
-# TSLib / neuralforecast spellings users type, and ours.
-SYNONYMS = {"learning_rate": "lr", "pred_len": "horizon", "train_epochs": "epochs", "h": "horizon",
-            "input_size": "seq_len", "max_epochs": "epochs", "random_seed": "seed"}
-
-
-def _build(cls: type, values: dict[str, Any], section: str) -> Any:
-    allowed = {f.name: f for f in dataclasses.fields(cls)}
+def build_section(cls: type, values: dict[str, Any], section: str) -> Any:
+    """``cls(**values)`` for one config section; an unknown key, a truthy string for a switch or a bad value is one
+    ForecastError."""
+    allowed = [f.name for f in dataclasses.fields(cls)]
     for key in values:
         if key not in allowed:
-            close = [SYNONYMS[key]] if SYNONYMS.get(key) in allowed else difflib.get_close_matches(key, list(allowed), n=1)
-            hint = f" Did you mean '{section}.{close[0]}'?" if close else ""
-            raise ForecastError(
-                f"unknown config key '{section}.{key}'.{hint} Valid {section} keys: {', '.join(sorted(allowed))}."
-            )
+            raise unknown_key("config key", key, allowed, f"Valid {section} keys: {', '.join(sorted(allowed))}.",
+                              prefix=f"{section}.", synonyms=SYNONYMS)
     check_switches(cls, values, section)
     try:
         return cls(**values)
     except TypeError as err:
         raise ForecastError(f"invalid {section} config: {err}") from None
+
+
+def digest(doc: Any) -> str:
+    """A config's identity: the sha256 of its canonical JSON (sorted keys, no spaces), first 16 hex digits. The
+    benchmark's cell hash and the dashboard's config groups are both this."""
+    blob = json.dumps(doc, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

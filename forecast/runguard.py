@@ -15,6 +15,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from forecast import tracking
+
 DONE = b"done\n"
 
 
@@ -56,8 +58,6 @@ def watch(tracking_uri: str, run_id: str) -> Guard:
 
 def end_if_running(tracking_uri: str, run_id: str) -> list[str]:
     """End ``run_id`` and its RUNNING nested runs as FAILED; returns the ids it ended."""
-    from forecast import tracking
-
     mlf = tracking.client(tracking_uri)
     run = mlf.get_run(run_id)
     ended: list[str] = []

@@ -2,57 +2,83 @@
 
 The default store is ``sqlite:///mlflow.db`` in the working directory, with artifacts in ``mlartifacts/``
 beside it (never a ``./mlruns`` file store). ``--tracking-uri`` and ``MLFLOW_TRACKING_URI`` override it.
+
+This module imports neither Lightning nor, until a function needs it, MLflow: ``forecast predict`` from a local
+model folder reads store URIs through it and never pays for importing MLflow.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
+import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import forecast
+from forecast.errors import ForecastError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 DEFAULT_DB = "mlflow.db"
+SQLITE = "sqlite:///"
+
+
+def sqlite_url(path: str | os.PathLike) -> str:
+    """``sqlite:///<absolute path>`` for a database file path (MLflow stores and Optuna storages alike)."""
+    return f"{SQLITE}{Path(path).expanduser().resolve()}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a local ``sqlite:///`` URI, else None (a server, PostgreSQL)."""
+    return Path(uri[len(SQLITE):]) if uri.startswith(SQLITE) else None
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (for tags, tables and printed commands): tracking servers,
+    PostgreSQL stores and Optuna storages alike."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        if parts.password is None:
+            return url
+        host = f"{parts.hostname}:{parts.port}" if parts.port else f"{parts.hostname}"
+    except ValueError:  # not parseable: it will fail to open anyway
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def resolve_uri(uri: str | None = None) -> str:
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
-        return f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+        return f"{SQLITE}{Path.cwd() / DEFAULT_DB}"
     if "://" not in uri:  # a bare path to a sqlite file
-        return f"sqlite:///{Path(uri).expanduser().resolve()}"
+        return sqlite_url(uri)
     return uri
 
 
 def artifact_root(uri: str) -> str | None:
     """Where a local sqlite store keeps artifacts: ``mlartifacts/`` beside the database file."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
-    return None
+    db = sqlite_path(uri)
+    return (db.resolve().parent / "mlartifacts").as_uri() if db is not None else None
 
 
 def checkpoint_root(uri: str) -> Path:
     """Where benchmark cells keep their resumable training state: ``checkpoints/`` beside a local sqlite
     database, else ``~/.cache/forecast/checkpoints``."""
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///"):]).resolve().parent / "checkpoints"
-    return Path.home() / ".cache" / "forecast" / "checkpoints"
+    db = sqlite_path(uri)
+    return db.resolve().parent / "checkpoints" if db is not None else Path.home() / ".cache" / "forecast" / "checkpoints"
 
 
-CHECKPOINT_META = "last.json"  # beside a cell's last.ckpt: {"epochs_done": k, "saved": unix time}
-
-
-def saved_epochs(directory: str | os.PathLike) -> int | None:
-    """How many epochs the resumable checkpoint in ``directory`` holds (from its small json, without loading the
-    checkpoint or Lightning), or None when there is none."""
-    import json
-
-    try:
-        return int(json.loads((Path(directory) / CHECKPOINT_META).read_text())["epochs_done"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+def require_store(uri: str) -> None:
+    """A local store that does not exist yet is one line, not an empty UI or table."""
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        raise ForecastError(f"no MLflow store at {uri}; train a model first (`forecast train ...`, or a benchmark) "
+                            "or pass --tracking-uri.")
 
 
 def quiet_logs() -> None:
@@ -63,14 +89,31 @@ def quiet_logs() -> None:
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # "View run at" lines, tracking servers
 
 
-def client(uri: str):
+def client(uri: str) -> MlflowClient:
     quiet_logs()
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
 
 
-def experiment_id(mlf, name: str, uri: str) -> str:
+@contextlib.contextmanager
+def fluent_store(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API at ``uri`` for a block, then restore the previous URI and environment."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    previous = tracking_utils._tracking_uri
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if env is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = env
+
+
+def experiment_id(mlf: MlflowClient, name: str, uri: str) -> str:
     exp = mlf.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
@@ -100,40 +143,3 @@ def base_tags(dataset: str, model: str, data_sha256: str) -> dict[str, str]:
 def params_of(flat: dict[str, Any]) -> dict[str, str]:
     """MLflow params: stringified, None as an empty string, 500 chars at most."""
     return {k: ("" if v is None else str(v))[:500] for k, v in flat.items()}
-
-
-def _epoch_logger_class() -> type:
-    import lightning.pytorch as pl
-
-    class EpochLogger(pl.Callback):
-        """Logs train_loss, val_loss and lr to an MLflow run after every epoch (rank 0 only)."""
-
-        def __init__(self, mlf, run_id: str) -> None:
-            self.mlf, self.run_id = mlf, run_id
-
-        def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-            if not trainer.is_global_zero or trainer.sanity_checking:
-                return
-            import time
-
-            from mlflow.entities import Metric
-
-            from forecast.training import epoch_metrics
-
-            now = int(time.time() * 1000)
-            step = trainer.current_epoch
-            values = epoch_metrics(trainer)
-            self.mlf.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()])
-
-    EpochLogger.__qualname__ = "EpochLogger"
-    return EpochLogger
-
-
-def __getattr__(name: str) -> Any:
-    """``EpochLogger`` (a Lightning callback) is defined on first use, so that importing this module for the
-    store helpers (``forecast predict``) does not import Lightning, which takes seconds."""
-    if name == "EpochLogger":
-        cls = _epoch_logger_class()
-        globals()["EpochLogger"] = cls
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

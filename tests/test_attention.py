@@ -183,7 +183,7 @@ SMALL = {"d_model": 16, "d_ff": 32, "n_heads": 4, "e_layers": 1, "dropout": 0.0}
 def _model(name: str, L: int, H: int, N: int, C: int, **params) -> torch.nn.Module:
     torch.manual_seed(0)
     cfg = build_config(name, {**SMALL, **params})
-    return create_model(name, cfg, ModelContext(seq_len=L, pred_len=H, n_vars=N, n_marks=C)).eval()
+    return create_model(name, cfg, ModelContext(seq_len=L, horizon=H, n_vars=N, n_marks=C)).eval()
 
 
 def _inputs(B: int, L: int, H: int, N: int, C: int):
@@ -229,7 +229,7 @@ def test_inverted_models_accept_any_number_of_variates(name: str) -> None:
 def test_itransformer_parameter_count_matches_paper_setting() -> None:
     # ETTh1, H = 96, D = F = 256, E = 2, 4 time marks: the official model has 841,568 parameters.
     cfg = build_config("itransformer", {"d_model": 256, "d_ff": 256, "e_layers": 2})
-    model = create_model("itransformer", cfg, ModelContext(seq_len=96, pred_len=96, n_vars=7, n_marks=4))
+    model = create_model("itransformer", cfg, ModelContext(seq_len=96, horizon=96, n_vars=7, n_marks=4))
     assert sum(p.numel() for p in model.parameters()) == 841_568
 
 

@@ -187,7 +187,7 @@ def test_dashboard_in_headless_chromium_offline(grid: dict, tmp_path: Path) -> N
 
 
 def test_interrupted_cell_is_killed_and_resumed(data_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    from forecast.training import ForecastModule
+    from forecast.train import ForecastModule
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     argv = ["benchmark", "--models", "dlinear", "--datasets", "ETTh1", "--horizons", "24,48", "--name", "ctrlc",
@@ -222,7 +222,7 @@ def test_interrupted_cell_is_killed_and_resumed(data_dir: Path, tmp_path: Path, 
 
 def test_a_running_cell_reports_its_steps(data_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     """A cell whose epoch takes an hour is not an hour of silence: the log gets its step, rate and time left."""
-    from forecast.benchmark import GridProgress
+    from forecast.benchmark.progress import GridProgress
 
     monkeypatch.setattr(GridProgress, "step_every", property(lambda self: 0.0))  # instead of every 5 minutes
     argv = ["benchmark", "--models", "dlinear", "--datasets", "ETTh1", "--horizons", "24", "--name", "steps", *TINY,
@@ -239,8 +239,8 @@ def test_a_running_cell_reports_its_steps(data_dir: Path, tmp_path: Path, monkey
 def test_the_eta_of_the_last_cell_comes_from_its_step_rate() -> None:
     from types import SimpleNamespace
 
-    from forecast.benchmark import GridProgress
-    from forecast.training import StepProgress
+    from forecast.benchmark.progress import GridProgress
+    from forecast.train import StepProgress
 
     cells = [SimpleNamespace(status="pending", label=f"cell {i}") for i in range(2)]
     progress = GridProgress(cells, quiet=False, stream=io.StringIO())
@@ -261,8 +261,8 @@ def test_the_eta_of_the_last_cell_comes_from_its_step_rate() -> None:
 
 
 def test_config_hash_covers_the_seed_not_the_data_location() -> None:
-    from forecast.benchmark import config_hash
-    from forecast.config import resolve
+    from forecast.benchmark.grid import config_hash
+    from forecast.resolve import resolve
 
     base = config_hash(resolve("dlinear", "ETTh1", {"data.horizon": 96}))
     assert base == config_hash(resolve("dlinear", "ETTh1", {"data.horizon": 96, "data.data_dir": "/elsewhere"}))
@@ -349,8 +349,9 @@ def test_cell_interrupted_mid_training_resumes_at_the_next_epoch_with_the_same_r
     stopping, lr schedule and the dropout/shuffling RNG states) and ends with the test MSE of a run never stopped."""
     from mlflow.tracking import MlflowClient
 
-    from forecast.benchmark import cell_checkpoint_dir, plan, BenchmarkOptions
-    from forecast.training import ForecastModule
+    from forecast.benchmark.grid import BenchmarkOptions, plan
+    from forecast.benchmark.store import cell_checkpoint_dir
+    from forecast.train import ForecastModule
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     argv = [*RESUME, "--name", "mid", "--tracking-uri", uri]
@@ -406,7 +407,8 @@ def test_cell_interrupted_mid_training_resumes_at_the_next_epoch_with_the_same_r
 
 
 def test_unreadable_cell_checkpoint_is_one_line(data_dir: Path, tmp_path: Path, capsys) -> None:
-    from forecast.benchmark import BenchmarkOptions, cell_checkpoint_dir, plan
+    from forecast.benchmark.grid import BenchmarkOptions, plan
+    from forecast.benchmark.store import cell_checkpoint_dir
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     (cell,) = plan(BenchmarkOptions(["dlinear"], ["ETTh1"], [24], name="bad",

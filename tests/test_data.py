@@ -87,7 +87,7 @@ def test_dlinear_starts_where_the_reference_run_does(data_dir: Path) -> None:
     (its seasonal then trend Linear(L, H)) and the same first train batch as its DataLoader draws next."""
     from torch.utils.data import DataLoader
 
-    from forecast.config import resolve
+    from forecast.resolve import resolve
     from forecast.pipeline import build
 
     cfg = resolve("dlinear", "ETTh1", {"data.horizon": 96})
@@ -124,7 +124,7 @@ def test_train_drop_last_drops_only_the_last_partial_train_batch(data_dir: Path)
     half.trainer = SimpleNamespace(global_rank=0, world_size=2)  # DDP: each rank draws ceil(8449 / 2) = 4225
     with pytest.raises(ForecastError, match=r"has 8449 windows, 4225 per process of 2, fewer than a batch of 4300"):
         half.train_dataloader()
-    from forecast.config import resolve
+    from forecast.resolve import resolve
 
     for key in ("drop_last", "compile"):  # every switch of every section goes through the config builders
         with pytest.raises(ForecastError, match=f"train.{key} must be true or false, got 'yes'"):
@@ -184,7 +184,7 @@ def test_mark_freq_h_gives_the_official_hourly_marks_on_minute_data(tmp_path: Pa
 def test_flowformer_drops_the_marks_on_weather_only() -> None:
     """Weather spans one year, so its val/test day-of-year marks lie outside the train range: Flowformer (which
     adds the mark embedding to every token) reads no marks there; every other cell keeps the official ones."""
-    from forecast.config import resolve
+    from forecast.resolve import resolve
 
     assert resolve("flowformer", "Weather").data.time_features is False
     assert resolve("flowformer", "Weather", {"data.time_features": True}).data.time_features is True
@@ -195,8 +195,8 @@ def test_flowformer_drops_the_marks_on_weather_only() -> None:
 
 
 def test_thuml_family_configs_use_hourly_marks_and_keep_the_hashes_of_hourly_data() -> None:
-    from forecast.benchmark import config_hash
-    from forecast.config import resolve
+    from forecast.benchmark.grid import config_hash
+    from forecast.resolve import resolve
 
     for model in ("itransformer", "iflowformer", "smamba", "flowformer"):
         assert resolve(model, "Weather").data.mark_freq == "h"

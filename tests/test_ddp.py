@@ -79,7 +79,7 @@ def test_eval_shards_cover_every_window_once(n: int, world: int) -> None:
 
 
 def test_config_checks_and_compile_keeps_the_state_dict() -> None:
-    from forecast.config import resolve
+    from forecast.resolve import resolve
     from forecast.errors import ForecastError
     from forecast.pipeline import build
 
@@ -112,7 +112,7 @@ def test_ddp_two_cpu_processes_one_run_exact_test_metrics(data_dir, tmp_path) ->
     import mlflow.artifacts
     import numpy as np
 
-    from forecast.config import resolve
+    from forecast.resolve import resolve
     from forecast.pipeline import build
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -148,7 +148,7 @@ def test_ddp_two_cpu_processes_one_run_exact_test_metrics(data_dir, tmp_path) ->
 
 CRASH = """
 import os, sys
-from forecast.training import ForecastModule
+from forecast.train import ForecastModule
 
 step = ForecastModule.training_step
 

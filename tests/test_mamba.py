@@ -183,7 +183,7 @@ def test_smamba_shape_contract(n_vars: int, with_marks: bool) -> None:
 def test_smamba_etth1_parameter_count() -> None:
     # ETTh1, H = 96: D = F = 256, E = 2, d_state = 2, 4 time marks (model_specs.md §3: 1,145,696).
     cfg = build_config("smamba", {"d_model": 256, "d_ff": 256, "e_layers": 2, "d_state": 2})
-    model = create_model("smamba", cfg, ModelContext(seq_len=96, pred_len=96, n_vars=7, n_marks=4))
+    model = create_model("smamba", cfg, ModelContext(seq_len=96, horizon=96, n_vars=7, n_marks=4))
     assert sum(p.numel() for p in model.parameters()) == 1_145_696
 
 

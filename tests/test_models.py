@@ -8,7 +8,7 @@ from forecast.models import ModelContext, build_config, create_model, model_name
 
 def _ctx(L: int, H: int, N: int, C: int) -> ModelContext:
     extras = {"q_in": torch.linalg.qr(torch.randn(L, L))[0], "q_out": torch.linalg.qr(torch.randn(H, H))[0]}
-    return ModelContext(seq_len=L, pred_len=H, n_vars=N, n_marks=C, extras=extras)
+    return ModelContext(seq_len=L, horizon=H, n_vars=N, n_marks=C, extras=extras)
 
 
 @pytest.mark.parametrize("name", model_names())

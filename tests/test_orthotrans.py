@@ -7,10 +7,11 @@ import pytest
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
-from forecast.layers import orthotrans
+from forecast.data import orthobasis
+from forecast.data.orthobasis import compute_q, load_or_compute_q, orthotrans_extras
 from forecast.layers.normlin import NormLin
-from forecast.layers.orthotrans import OrthoTrans, compute_q, load_or_compute_q, orthotrans_extras
-from forecast.models import ModelContext, build_config, create_model
+from forecast.layers.orthotrans import OrthoTrans
+from forecast.models import ModelContext, build_config, create_model, extras_from_state, get_spec
 
 
 def _series(n: int = 400, n_vars: int = 3, seed: int = 0) -> np.ndarray:
@@ -35,7 +36,7 @@ def _reference_q(values: np.ndarray, T: int, min_diag: float = 1e-4) -> np.ndarr
 def _ctx(L: int, H: int, N: int, q_in: torch.Tensor | None = None, q_out: torch.Tensor | None = None) -> ModelContext:
     q_in = torch.linalg.qr(torch.randn(L, L))[0] if q_in is None else q_in
     q_out = torch.linalg.qr(torch.randn(H, H))[0] if q_out is None else q_out
-    return ModelContext(seq_len=L, pred_len=H, n_vars=N, extras={"q_in": q_in, "q_out": q_out})
+    return ModelContext(seq_len=L, horizon=H, n_vars=N, extras={"q_in": q_in, "q_out": q_out})
 
 
 # ---------------------------------------------------------------------------------------------- Q
@@ -87,7 +88,7 @@ def test_cache_hit_does_not_recompute(tmp_path, monkeypatch) -> None:
     def boom(*args, **kwargs):
         raise AssertionError("recomputed despite a cached Q")
 
-    monkeypatch.setattr(orthotrans, "compute_q", boom)
+    monkeypatch.setattr(orthobasis, "compute_q", boom)
     q2, cached2 = load_or_compute_q(train, 16, tmp_path, "demo-T16")
     assert cached2 and np.array_equal(q1, q2)
     with pytest.raises(ValueError, match="cache key"):
@@ -99,7 +100,7 @@ def test_cache_hit_does_not_recompute(tmp_path, monkeypatch) -> None:
 
 def test_forward_then_inverse_recovers_input() -> None:
     q = torch.as_tensor(compute_q(_series(), 24), dtype=torch.float32)
-    ortho = OrthoTrans(q, q, seq_len=24, pred_len=24)
+    ortho = OrthoTrans(q, q, seq_len=24, horizon=24)
     x = torch.randn(2, 3, 5, 24)
     z = ortho.forward_transform(x)
     assert not torch.allclose(z, x)
@@ -109,13 +110,13 @@ def test_forward_then_inverse_recovers_input() -> None:
 def test_wrong_q_for_a_side_names_the_shapes() -> None:
     q96, q192 = torch.eye(96), torch.eye(192)
     with pytest.raises(ValueError, match=r"q_in must be \[96, 96\].*got \[192, 192\].*swapped"):
-        OrthoTrans(q192, q96, seq_len=96, pred_len=192)
+        OrthoTrans(q192, q96, seq_len=96, horizon=192)
     with pytest.raises(ValueError, match=r"q_out must be \[192, 192\].*got \[96, 96\]"):
-        OrthoTrans(q96, q96, seq_len=96, pred_len=192)
+        OrthoTrans(q96, q96, seq_len=96, horizon=192)
     with pytest.raises(ValueError, match="not orthogonal"):
-        OrthoTrans(2 * q96, q192, seq_len=96, pred_len=192)
+        OrthoTrans(2 * q96, q192, seq_len=96, horizon=192)
     with pytest.raises(ValueError, match=r"ctx.extras\['q_in'\]"):
-        create_model("olinear", build_config("olinear", {}), ModelContext(seq_len=8, pred_len=4, n_vars=2))
+        create_model("olinear", build_config("olinear", {}), ModelContext(seq_len=8, horizon=4, n_vars=2))
 
 
 def test_normlin_rows_are_a_distribution() -> None:
@@ -159,7 +160,8 @@ def test_olinear_state_dict_carries_q() -> None:
     b.load_state_dict(a.state_dict())
     x = torch.randn(2, 16, 3)
     assert torch.equal(a(x), b(x))
-    assert set(orthotrans.extras_from_state_dict(a.state_dict())) == {"q_in", "q_out"}
+    names = get_spec("olinear").extras(build_config("olinear", params))
+    assert set(extras_from_state(names, a.state_dict())) == {"q_in", "q_out"}
 
 
 @pytest.mark.parametrize("name", ["linear", "nlinear", "dlinear"])
@@ -182,7 +184,7 @@ def test_linear_family_with_identity_q_is_unchanged(name: str, individual: bool)
 def test_linear_family_with_q_uses_the_basis(name: str) -> None:
     L, H, N = 24, 12, 3
     values = _series(300, N)
-    ctx = ModelContext(seq_len=L, pred_len=H, n_vars=N, extras=orthotrans_extras(values, 200, L, H))
+    ctx = ModelContext(seq_len=L, horizon=H, n_vars=N, extras=orthotrans_extras(values, 200, L, H))
     torch.manual_seed(0)
     plain = create_model(name, build_config(name, {}), ctx)
     torch.manual_seed(0)
@@ -191,7 +193,7 @@ def test_linear_family_with_q_uses_the_basis(name: str) -> None:
     y = ortho(x)
     assert y.shape == (2, H, N) and not torch.allclose(plain(x), y, atol=1e-4)
     with pytest.raises(ValueError, match="orthotrans=True needs"):
-        create_model(name, build_config(name, {"orthotrans": True}), ModelContext(seq_len=L, pred_len=H, n_vars=N))
+        create_model(name, build_config(name, {"orthotrans": True}), ModelContext(seq_len=L, horizon=H, n_vars=N))
 
 
 def test_itransformer_orthotrans_and_normlin_plugins() -> None:

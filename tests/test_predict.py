@@ -93,7 +93,7 @@ def _module_forecast(store: dict, run_id: str, model: str, sets: dict) -> np.nda
     """The LightningModule's own forecast after the last L rows of ETTh1, in original units."""
     from mlflow.tracking import MlflowClient
 
-    from forecast.config import resolve
+    from forecast.resolve import resolve
     from forecast.data.timefeatures import future_dates, time_features
     from forecast.pipeline import build
 
@@ -131,7 +131,7 @@ def test_predict_equals_module_forecast_from_the_artifact_alone(store, no_data, 
     # The registered alias and a downloaded model folder give the same forecast; --horizon truncates.
     import mlflow.artifacts
 
-    from forecast.predict import fluent_store
+    from forecast.tracking import fluent_store
 
     with fluent_store(store["uri"]):  # MLflow resolves runs:/ID/model to the logged model via the fluent store
         folder = mlflow.artifacts.download_artifacts(f"runs:/{store['run_id']}/model", dst_path=str(tmp_path / "m"))
@@ -170,7 +170,7 @@ def test_long_format_and_parquet_round_trip(store, no_data, tmp_path, capsys) ->
 def test_rolling_reproduces_the_training_test_metrics(store, no_data, tmp_path, capsys) -> None:
     from mlflow.tracking import MlflowClient
 
-    from forecast.predict import run_predict
+    from forecast.inference.predict import run_predict
 
     m = MlflowClient(tracking_uri=store["uri"]).get_run(store["run_id"]).data.metrics
     res = run_predict(f"runs:/{store['run_id']}/model", store["root"] / "test_split.csv", rolling=True,
@@ -288,7 +288,8 @@ def _post(url: str, payload: dict, timeout: float = 30) -> tuple[int, dict]:
 
 
 def test_mlflow_models_serve_answers_the_same_forecast(store, tmp_path) -> None:
-    from forecast.predict import load_model, read_input, forecast_next, prepare_history
+    from forecast.inference.io import prepare_history, read_input
+    from forecast.inference.predict import forecast_next, load_model
 
     hist_path = store["root"] / "history.csv"
     lm = load_model(f"runs:/{store['run_id']}/model", store["uri"])
@@ -327,7 +328,7 @@ def test_itransformer_with_time_marks(store, tmp_path, monkeypatch, capsys) -> N
                             "-o", str(out), "--tracking-uri", store["uri"]], capsys)
     assert code == 0, err
     np.testing.assert_allclose(pl.read_csv(out).drop("date").to_numpy(), ref, rtol=1e-4, atol=1e-5)
-    from forecast.predict import load_model
+    from forecast.inference.predict import load_model
 
     assert load_model(f"runs:/{run_id}/model", store["uri"]).meta.n_marks == 4  # hour, weekday, day, day of year
 
@@ -352,7 +353,7 @@ def test_minute_data_with_hourly_marks_predicts_with_the_same_marks(tmp_path, mo
     assert code == 0, err
     from mlflow.tracking import MlflowClient
 
-    from forecast.predict import load_model
+    from forecast.inference.predict import load_model
 
     (run,) = MlflowClient(tracking_uri=uri).search_runs([MlflowClient(tracking_uri=uri).get_experiment_by_name("ten")
                                                          .experiment_id])

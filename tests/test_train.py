@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from forecast.config import TrainConfig, resolve
+from forecast.config import TrainConfig
+from forecast.resolve import resolve
 from forecast.layers.decomposition import SeriesDecomposition
 from forecast.pipeline import TrainOptions, train
-from forecast.training import lr_factor, make_loss
+from forecast.train import lr_factor, make_loss
 
 
 def test_decomposition_is_exact_with_edge_padding() -> None:
@@ -108,7 +109,7 @@ def test_a_long_epoch_reports_its_steps_between_epoch_lines(capsys) -> None:
     on its last batch (the epoch line follows)."""
     from types import SimpleNamespace
 
-    from forecast.training import EpochPrinter, StepProgress
+    from forecast.train import EpochPrinter, StepProgress
 
     trainer = SimpleNamespace(is_global_zero=True, num_training_batches=100, current_epoch=0, max_epochs=3)
     quiet = EpochPrinter(step_every=3600.0)
@@ -136,7 +137,7 @@ def test_a_long_epoch_reports_its_steps_between_epoch_lines(capsys) -> None:
 
 def test_checkpoint_rng_state_resumes_on_the_cpu_and_keeps_a_gpu_state_for_train_start():
     """A checkpoint written on a GPU carries the device generator's state; resumed on the CPU it is set aside."""
-    from forecast.training import ForecastModule
+    from forecast.train import ForecastModule
 
     module = ForecastModule(torch.nn.Linear(4, 4), TrainConfig(), np.zeros(4), np.ones(4))
     torch.manual_seed(7)

@@ -130,7 +130,7 @@ def test_bad_region_is_pruned_and_recorded_as_pruned(data_dir, store, tmp_path, 
 
 def test_ctrl_c_fails_the_running_trial_and_keeps_the_others(data_dir, store, tmp_path, monkeypatch,
                                                              capsys) -> None:
-    from forecast.training import ForecastModule
+    from forecast.train import ForecastModule
 
     monkeypatch.chdir(tmp_path)
     calls = {"n": 0}
@@ -200,7 +200,7 @@ def test_bad_input_gives_one_line_and_exit_2(extra, yaml_text, message, data_dir
 
 
 def test_every_model_search_space_is_valid() -> None:
-    from forecast.config import resolve
+    from forecast.resolve import resolve
     from forecast.models import model_names
     from forecast.tuning import normalize_space, validate_space
 

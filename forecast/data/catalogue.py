@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
-from forecast.errors import ForecastError
+from forecast.errors import unknown_key
+
+FILE_SUFFIXES = (".csv", ".gz", ".parquet", ".pq", ".txt")
 
 _ETT = "https://raw.githubusercontent.com/zhouhaoyi/ETDataset/main/ETT-small"
 # The Autoformer/TSLib benchmark collection (Google Drive originally) mirrored as plain files.
@@ -63,9 +66,16 @@ def lookup(name: str) -> DatasetInfo:
     for key, info in CATALOGUE.items():
         if key.lower() == name.lower():
             return info
-    close = difflib.get_close_matches(name, list(CATALOGUE), n=1, cutoff=0.5)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
-    raise ForecastError(
-        f"unknown dataset '{name}'.{hint} Known: {', '.join(CATALOGUE)}; "
-        "or pass a path to your own CSV/parquet file (see `forecast datasets`)."
-    )
+    raise unknown_key("dataset", name, CATALOGUE, f"Known: {', '.join(CATALOGUE)}; or pass a path to your own "
+                      "CSV/parquet file (see `forecast datasets`).", cutoff=0.5)
+
+
+def is_file_dataset(dataset: str) -> bool:
+    """Whether ``--dataset`` names a user's file rather than a benchmark: a data file's suffix or a folder in it.
+    The one rule for this everywhere (loading, config layers, study names, benchmark plans)."""
+    return Path(dataset).suffix.lower() in FILE_SUFFIXES or os.sep in dataset
+
+
+def dataset_name(dataset: str) -> str:
+    """The name runs, experiments and studies use: a benchmark's name as given, a file's stem."""
+    return Path(dataset).stem if is_file_dataset(dataset) else dataset

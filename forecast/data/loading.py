@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from forecast.data.timefeatures import infer_freq
 from forecast.errors import ForecastError
 
 
@@ -25,7 +27,7 @@ def read_frame(source: Path | bytes, name: str, has_header: bool = True) -> pl.D
         if isinstance(source, Path) and source.suffix.lower() in (".parquet", ".pq"):
             df = pl.read_parquet(source)
         else:
-            data = source if isinstance(source, bytes) else _read_maybe_gz(source)
+            data = source if isinstance(source, bytes) else read_bytes(source)
             if not data.strip():
                 raise ForecastError(f"{name} is empty; give a CSV with a date column and numeric columns.")
             df = pl.read_csv(io.BytesIO(data), has_header=has_header, infer_schema_length=10000,
@@ -41,11 +43,16 @@ def read_frame(source: Path | bytes, name: str, has_header: bool = True) -> pl.D
     return df
 
 
-def _read_maybe_gz(path: Path) -> bytes:
-    import gzip
-
+def read_bytes(path: Path) -> bytes:
+    """The file's content, uncompressed when it ends in .gz (the one reader of gzipped files); a .gz that is not
+    gzip is one line."""
     raw = path.read_bytes()
-    return gzip.decompress(raw) if path.suffix == ".gz" else raw
+    if path.suffix.lower() != ".gz":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError) as err:
+        raise ForecastError(f"{path} is not a gzip file ({err}); give a .csv, .csv.gz or .parquet file.") from None
 
 
 def _ts(value: np.datetime64) -> str:
@@ -216,8 +223,6 @@ def check_frequency(dates: np.ndarray, freq: str, name: str) -> None:
     A different regular step names both frequencies; a gap or an irregular step names the first bad row.
     """
     import pandas as pd
-
-    from forecast.data.timefeatures import infer_freq
 
     try:
         expected = pd.date_range(pd.Timestamp(dates[0]), periods=len(dates), freq=freq).to_numpy()

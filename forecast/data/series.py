@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,8 +9,9 @@ import numpy as np
 
 from forecast.config import DataConfig
 from forecast.data import catalogue, store
-from forecast.data.loading import Table, read_frame, to_table
+from forecast.data.loading import Table, read_bytes, read_frame, to_table
 from forecast.data.timefeatures import infer_freq, time_features
+from forecast.data.windows import window_count
 from forecast.errors import ForecastError
 
 SPLITS = ("train", "val", "test")
@@ -36,10 +36,6 @@ def split_borders(rule: str, n_rows: int, seq_len: int) -> dict[str, tuple[int, 
         "val": (n_train - seq_len, n_train + n_val),
         "test": (n_rows - n_test - seq_len, n_rows),
     }
-
-
-def window_count(start: int, end: int, seq_len: int, horizon: int) -> int:
-    return end - start - seq_len - horizon + 1
 
 
 @dataclass
@@ -85,23 +81,18 @@ def fit_scaler(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _load_table(cfg: DataConfig, progress: bool) -> tuple[Table, str, str, str, str, bool]:
     """(table, name, split rule, freq, sha256, time features?) for a benchmark name or a user's file."""
     path = Path(cfg.dataset).expanduser()
-    looks_like_path = path.suffix.lower() in (".csv", ".gz", ".parquet", ".pq", ".txt") or os.sep in cfg.dataset
-    if looks_like_path:
+    if catalogue.is_file_dataset(cfg.dataset):
         if not path.is_file():
             raise ForecastError(f"dataset file '{cfg.dataset}' not found; give an existing CSV/parquet path "
                                 "or a benchmark name (see `forecast datasets`).")
-        data = path.read_bytes()
-        if path.suffix == ".gz":
-            import gzip
-
-            data = gzip.decompress(data)
+        data = read_bytes(path)
         table = to_table(read_frame(path if path.suffix.lower() in (".parquet", ".pq") else data, str(path)),
                          str(path))
         freq = infer_freq(table.dates)
         if freq is None:
             raise ForecastError(f"{path}: the timestamps are not regularly spaced, so no frequency can be inferred; "
                                 "resample the data to a fixed step first.")
-        return table, path.stem, "ratio", freq, store.sha256_bytes(data), True
+        return table, catalogue.dataset_name(cfg.dataset), "ratio", freq, store.sha256_bytes(data), True
     info = catalogue.lookup(cfg.dataset)
     data, digest, source = store.fetch(info, cfg.data_dir, progress=progress)
     df = read_frame(data, str(source), has_header=info.has_header)

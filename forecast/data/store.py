@@ -9,7 +9,6 @@ place atomically; a mismatch leaves nothing behind.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import tempfile
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from forecast.data.catalogue import DatasetInfo
+from forecast.data.loading import read_bytes
 from forecast.errors import ForecastError
 
 _CHECKOUT_DATASETS = Path(__file__).resolve().parents[2] / "datasets"
@@ -44,12 +44,6 @@ def find_local(info: DatasetInfo, data_dir: str | os.PathLike | None = None) -> 
             if candidate.is_file():
                 return candidate
     return None
-
-
-def read_bytes(path: Path) -> bytes:
-    """The file's content, uncompressed when it ends in .gz."""
-    raw = path.read_bytes()
-    return gzip.decompress(raw) if path.suffix == ".gz" else raw
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -8,6 +8,11 @@ import torch
 from torch.utils.data import BatchSampler, Dataset, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 
 
+def window_count(start: int, end: int, seq_len: int, horizon: int) -> int:
+    """Stride-1 windows of L inputs and H targets in rows ``[start, end)``: ``T - L - H + 1`` (the one copy)."""
+    return end - start - seq_len - horizon + 1
+
+
 class WindowDataset(Dataset):
     """All stride-1 windows of ``values[start:end]``; item ``idx`` (a list of window indices) is a whole batch.
 
@@ -21,7 +26,7 @@ class WindowDataset(Dataset):
         self.seq_len, self.horizon = seq_len, horizon
         span = seq_len + horizon
         seg = values[start:end]  # [T_s, N]
-        self.n = seg.shape[0] - span + 1
+        self.n = window_count(0, seg.shape[0], seq_len, horizon)
         if self.n < 1:
             raise ValueError(f"split of {seg.shape[0]} rows is shorter than seq_len + horizon = {span}")
         self._win = seg.unfold(0, span, 1)  # [W, N, L+H] view

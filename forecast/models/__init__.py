@@ -9,6 +9,7 @@ from forecast.models.registry import (  # noqa: F401
     ModelContext,
     build_config,
     create_model,
+    extras_from_state,
     get_spec,
     model_names,
 )

@@ -61,7 +61,7 @@ class Flowformer(nn.Module):
     def __init__(self, cfg: FlowformerConfig, ctx: ModelContext) -> None:
         super().__init__()
         D, N = cfg.d_model, ctx.n_vars
-        self.pred_len = ctx.pred_len
+        self.horizon = ctx.horizon
         # label_len may not exceed the lookback; a longer one is clipped (the default 48 vs a short L).
         self.label_len = min(cfg.label_len, ctx.seq_len)
         self.enc_embed = DataEmbedding(N, D, ctx.n_marks, cfg.dropout)
@@ -95,7 +95,7 @@ class Flowformer(nn.Module):
         self, x: torch.Tensor, x_mark: torch.Tensor | None = None, y_mark: torch.Tensor | None = None
     ) -> torch.Tensor:
         B, L, N = x.shape
-        H, label = self.pred_len, min(self.label_len, L)
+        H, label = self.horizon, min(self.label_len, L)
         x_dec = torch.cat([x[:, L - label :], x.new_zeros(B, H, N)], dim=1)  # [B, label + H, N]
         mark_dec = None
         if x_mark is not None and y_mark is not None:

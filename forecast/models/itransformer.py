@@ -22,7 +22,7 @@ from forecast.layers.embed import InvertedEmbedding
 from forecast.layers.encoder import Encoder, MixerEncoderLayer
 from forecast.layers.flow_attention import FlowAttention
 from forecast.layers.normlin import NormLin
-from forecast.layers.orthotrans import OrthoTrans
+from forecast.layers.orthotrans import OrthoTrans, orthotrans_needs
 from forecast.models.registry import ModelContext, register, register_alias
 
 # Token mixers an inverted encoder layer can use. To add one: a name here and a branch in _make_mixer.
@@ -70,7 +70,8 @@ def _make_mixer(name: str, cfg: ITransformerConfig, n_tokens: int) -> nn.Module:
     raise ValueError(f"unknown token mixer {name!r}; known: {', '.join(MIXERS)}")
 
 
-@register("itransformer", ITransformerConfig, "iTransformer: variates as tokens, Transformer encoder (ICLR 2024)")
+@register("itransformer", ITransformerConfig, "iTransformer: variates as tokens, Transformer encoder (ICLR 2024)",
+          extras=orthotrans_needs)
 class ITransformer(nn.Module):
     """iTransformer: ``x [B, L, N]`` (+ ``x_mark [B, L, C]``) -> tokens ``[B, N + C, D]`` -> ``[B, H, N]``."""
 
@@ -78,7 +79,7 @@ class ITransformer(nn.Module):
         super().__init__()
         self.use_marks = cfg.use_marks
         n_tokens = ctx.n_vars + (ctx.n_marks if cfg.use_marks else 0)
-        self.ortho = (OrthoTrans.from_extras(ctx.extras, ctx.seq_len, ctx.pred_len, "itransformer")
+        self.ortho = (OrthoTrans.from_extras(ctx.extras, ctx.seq_len, ctx.horizon, "itransformer")
                       if cfg.orthotrans else None)
         self.embed = InvertedEmbedding(ctx.seq_len, cfg.d_model, cfg.dropout)
         self.encoder = Encoder(
@@ -90,7 +91,7 @@ class ITransformer(nn.Module):
             ],
             cfg.d_model,
         )
-        self.projector = nn.Linear(cfg.d_model, ctx.pred_len)
+        self.projector = nn.Linear(cfg.d_model, ctx.horizon)
 
     def forward(
         self, x: torch.Tensor, x_mark: torch.Tensor | None = None, y_mark: torch.Tensor | None = None

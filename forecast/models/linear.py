@@ -16,23 +16,23 @@ import torch
 from torch import nn
 
 from forecast.layers.decomposition import SeriesDecomposition
-from forecast.layers.orthotrans import OrthoTrans
+from forecast.layers.orthotrans import OrthoTrans, orthotrans_needs
 from forecast.models.registry import ModelContext, register
 
 
 class TimeLinear(nn.Module):
     """``Linear(L -> H)`` along time: shared by all channels, or one per channel (``individual``)."""
 
-    def __init__(self, seq_len: int, pred_len: int, n_vars: int, individual: bool) -> None:
+    def __init__(self, seq_len: int, horizon: int, n_vars: int, individual: bool) -> None:
         super().__init__()
         self.individual = individual
         if individual:
             # One Linear(L->H) per channel, vectorized: weight [N, H, L], bias [N, H].
             bound = 1.0 / math.sqrt(seq_len)  # nn.Linear's default init
-            self.weight = nn.Parameter(torch.empty(n_vars, pred_len, seq_len).uniform_(-bound, bound))
-            self.bias = nn.Parameter(torch.empty(n_vars, pred_len).uniform_(-bound, bound))
+            self.weight = nn.Parameter(torch.empty(n_vars, horizon, seq_len).uniform_(-bound, bound))
+            self.bias = nn.Parameter(torch.empty(n_vars, horizon).uniform_(-bound, bound))
         else:
-            self.linear = nn.Linear(seq_len, pred_len)
+            self.linear = nn.Linear(seq_len, horizon)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [B, L, N] -> [B, H, N]
@@ -42,7 +42,7 @@ class TimeLinear(nn.Module):
 
 
 def _ortho_or_none(enabled: bool, ctx: ModelContext, model: str) -> OrthoTrans | None:
-    return OrthoTrans.from_extras(ctx.extras, ctx.seq_len, ctx.pred_len, model) if enabled else None
+    return OrthoTrans.from_extras(ctx.extras, ctx.seq_len, ctx.horizon, model) if enabled else None
 
 
 def _forecast(head: TimeLinear, ortho: OrthoTrans | None, x: torch.Tensor) -> torch.Tensor:
@@ -72,22 +72,24 @@ class DLinearConfig:
     orthotrans: bool = False  # seasonal and trend each mapped in the OrthoTrans basis
 
 
-@register("linear", LinearConfig, "Linear: one linear map L->H along time (LTSF-Linear)")
+@register("linear", LinearConfig, "Linear: one linear map L->H along time (LTSF-Linear)",
+          extras=orthotrans_needs)
 class Linear(nn.Module):
     def __init__(self, cfg: LinearConfig, ctx: ModelContext) -> None:
         super().__init__()
-        self.head = TimeLinear(ctx.seq_len, ctx.pred_len, ctx.n_vars, cfg.individual)
+        self.head = TimeLinear(ctx.seq_len, ctx.horizon, ctx.n_vars, cfg.individual)
         self.ortho = _ortho_or_none(cfg.orthotrans, ctx, "linear")
 
     def forward(self, x: torch.Tensor, x_mark=None, y_mark=None) -> torch.Tensor:
         return _forecast(self.head, self.ortho, x)
 
 
-@register("nlinear", LinearConfig, "NLinear: subtract the last value, linear map, add it back (LTSF-Linear)")
+@register("nlinear", LinearConfig, "NLinear: subtract the last value, linear map, add it back (LTSF-Linear)",
+          extras=orthotrans_needs)
 class NLinear(nn.Module):
     def __init__(self, cfg: LinearConfig, ctx: ModelContext) -> None:
         super().__init__()
-        self.head = TimeLinear(ctx.seq_len, ctx.pred_len, ctx.n_vars, cfg.individual)
+        self.head = TimeLinear(ctx.seq_len, ctx.horizon, ctx.n_vars, cfg.individual)
         self.ortho = _ortho_or_none(cfg.orthotrans, ctx, "nlinear")
 
     def forward(self, x: torch.Tensor, x_mark=None, y_mark=None) -> torch.Tensor:
@@ -95,13 +97,14 @@ class NLinear(nn.Module):
         return _forecast(self.head, self.ortho, x - last) + last
 
 
-@register("dlinear", DLinearConfig, "DLinear: moving-average trend + seasonal, one linear map each (LTSF-Linear)")
+@register("dlinear", DLinearConfig, "DLinear: moving-average trend + seasonal, one linear map each (LTSF-Linear)",
+          extras=orthotrans_needs)
 class DLinear(nn.Module):
     def __init__(self, cfg: DLinearConfig, ctx: ModelContext) -> None:
         super().__init__()
         self.decomp = SeriesDecomposition(cfg.kernel_size)
-        self.seasonal = TimeLinear(ctx.seq_len, ctx.pred_len, ctx.n_vars, cfg.individual)
-        self.trend = TimeLinear(ctx.seq_len, ctx.pred_len, ctx.n_vars, cfg.individual)
+        self.seasonal = TimeLinear(ctx.seq_len, ctx.horizon, ctx.n_vars, cfg.individual)
+        self.trend = TimeLinear(ctx.seq_len, ctx.horizon, ctx.n_vars, cfg.individual)
         self.ortho = _ortho_or_none(cfg.orthotrans, ctx, "dlinear")
 
     def forward(self, x: torch.Tensor, x_mark=None, y_mark=None) -> torch.Tensor:

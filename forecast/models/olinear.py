@@ -18,7 +18,7 @@ from torch import nn
 
 from forecast.layers.encoder import Encoder, MixerEncoderLayer
 from forecast.layers.normlin import NormLin
-from forecast.layers.orthotrans import OrthoTrans
+from forecast.layers.orthotrans import OrthoTrans, orthotrans_needs
 from forecast.layers.revin import REVIN_MODES
 from forecast.models.registry import ModelContext, register
 
@@ -61,12 +61,13 @@ class SelfAttentionMixer(nn.Module):
         return self.attn(h, h, h, need_weights=False)[0]
 
 
-@register("olinear", OLinearConfig, "OLinear: OrthoTrans basis + NormLin variate mixing (Yue et al., 2025)")
+@register("olinear", OLinearConfig, "OLinear: OrthoTrans basis + NormLin variate mixing (Yue et al., 2025)",
+          extras=orthotrans_needs)
 class OLinear(nn.Module):
     def __init__(self, cfg: OLinearConfig, ctx: ModelContext) -> None:
         super().__init__()
-        L, H, N, d, D = ctx.seq_len, ctx.pred_len, ctx.n_vars, cfg.embed_size, cfg.d_model
-        self.pred_len, self.embed_size = H, d
+        L, H, N, d, D = ctx.seq_len, ctx.horizon, ctx.n_vars, cfg.embed_size, cfg.d_model
+        self.horizon, self.embed_size = H, d
         self.ortho = OrthoTrans.from_extras(ctx.extras, L, H, "olinear") if cfg.orthotrans else None
         self.phi = nn.Parameter(torch.randn(1, d))  # dimension extension, [1, d]
         self.delta_in = nn.Parameter(torch.zeros(1, N, 1, L))  # bias after OrthoTrans, [1, N, 1, L]
@@ -96,7 +97,7 @@ class OLinear(nn.Module):
         h = h + self.delta_in
         h = self.embed(h.flatten(2))  # [B, N, d*L] (L fastest) -> [B, N, D]
         h = self.encoder(h)  # [B, N, D]
-        h = self.project(h).reshape(B, N, self.embed_size, self.pred_len)  # [B, N, d, H]
+        h = self.project(h).reshape(B, N, self.embed_size, self.horizon)  # [B, N, d, H]
         if self.ortho is not None:
             h = self.ortho.inverse_transform(h)  # [B, N, d, H], back to time
         h = h + self.delta_out

@@ -8,19 +8,25 @@ Every forecaster is a plain ``nn.Module`` with the contract::
 the known calendar features of the horizon (only the vanilla Flowformer decoder uses them).
 Models are built by :func:`create_model` from their config dataclass and a :class:`ModelContext`
 whose sizes come from the data, never from the user.
+
+A model that needs tensors computed from the training data (OLinear's OrthoTrans bases) declares their names
+with ``register(..., extras=...)``: the data layer computes them from the train split
+(:mod:`forecast.data.orthobasis`), the model keeps them as persistent buffers, and a saved model gets them back
+from its own state dict (:func:`extras_from_state`), so they are stored once, with the weights.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from forecast.errors import ForecastError, check_switches
+from forecast.errors import ForecastError, check_switches, unknown_key
+from forecast.layers.revin import REVIN_MODES, Forecaster
 
 
 @dataclass(frozen=True)
@@ -28,7 +34,7 @@ class ModelContext:
     """What a model may know about the data: sizes, plus data-derived matrices (e.g. OrthoTrans Q)."""
 
     seq_len: int  # L
-    pred_len: int  # H
+    horizon: int  # H
     n_vars: int  # N
     n_marks: int = 0  # C, time-feature channels (0 when the data has none)
     # Data-derived tensors computed from the train split, e.g. {"q_in": [L, L], "q_out": [H, H]}.
@@ -43,18 +49,25 @@ class ModelSpec:
     description: str = ""
     preset: dict[str, Any] = field(default_factory=dict)  # fixed config values for aliases
     alias_of: str | None = None
+    extras: Callable[[Any], tuple[str, ...]] = lambda cfg: ()  # names of the data-derived tensors cfg needs
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register(name: str, config: type, description: str = "") -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator: ``@register("dlinear", DLinearConfig)``."""
+def register(name: str, config: type, description: str = "",
+             extras: Callable[[Any], tuple[str, ...]] | None = None) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator: ``@register("dlinear", DLinearConfig)``.
+
+    ``extras(cfg)`` names the data-derived tensors (``ModelContext.extras``) the model needs for that config,
+    e.g. ``("q_in", "q_out")``; by default none.
+    """
 
     def deco(cls: type[nn.Module]) -> type[nn.Module]:
         if name in _REGISTRY:
             raise RuntimeError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelSpec(name, cls, config, description or (cls.__doc__ or "").strip().split("\n")[0])
+        _REGISTRY[name] = ModelSpec(name, cls, config, description or (cls.__doc__ or "").strip().split("\n")[0],
+                                    extras=extras or ModelSpec.extras)
         return cls
 
     return deco
@@ -63,7 +76,8 @@ def register(name: str, config: type, description: str = "") -> Callable[[type[n
 def register_alias(name: str, target: str, description: str = "", **preset: Any) -> None:
     """Register ``name`` as ``target`` with some config fields fixed (e.g. iflowformer = itransformer, flow)."""
     base = _REGISTRY[target]
-    _REGISTRY[name] = ModelSpec(name, base.cls, base.config_cls, description, dict(preset), alias_of=target)
+    _REGISTRY[name] = ModelSpec(name, base.cls, base.config_cls, description, dict(preset), alias_of=target,
+                                extras=base.extras)
 
 
 def model_names() -> list[str]:
@@ -73,11 +87,8 @@ def model_names() -> list[str]:
 def get_spec(name: str) -> ModelSpec:
     key = name.lower()
     if key not in _REGISTRY:
-        close = difflib.get_close_matches(key, list(_REGISTRY), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ForecastError(
-            f"unknown model '{name}'.{hint} Known models: {', '.join(model_names())} (see `forecast models`)."
-        )
+        raise unknown_key("model", name, _REGISTRY, f"Known models: {', '.join(model_names())} (see `forecast "
+                          "models`).")
     return _REGISTRY[key]
 
 
@@ -88,13 +99,12 @@ def build_config(name: str, params: dict[str, Any] | None = None) -> Any:
     allowed = {f.name for f in dataclasses.fields(spec.config_cls)}
     unknown = sorted(set(params) - allowed)
     if unknown:
-        close = difflib.get_close_matches(unknown[0], list(allowed), n=1)
-        hint = f" Did you mean 'model.{close[0]}'?" if close else ""
-        raise ForecastError(
-            f"unknown config key 'model.{unknown[0]}' for model '{spec.name}'.{hint} "
-            f"Valid model keys: {', '.join(sorted(allowed))}."
-        )
+        raise unknown_key("config key", unknown[0], allowed, f"Valid model keys: {', '.join(sorted(allowed))}.",
+                          prefix="model.", where=f" for model '{spec.name}'")
     check_switches(spec.config_cls, params, "model")
+    # RevIN is applied by create_model for every model that has the key, so it is checked here, for all of them.
+    if "revin" in params and params["revin"] not in REVIN_MODES:
+        raise ForecastError(f"model.revin must be one of {', '.join(REVIN_MODES)}, got {params['revin']!r}.")
     params.update(spec.preset)
     try:
         return spec.config_cls(**params)
@@ -111,7 +121,11 @@ def create_model(name: str, cfg: Any, ctx: ModelContext) -> nn.Module:
     spec = get_spec(name)
     if not isinstance(cfg, spec.config_cls):
         raise TypeError(f"{name} expects a {spec.config_cls.__name__}, got {type(cfg).__name__}")
-    # Imported here to keep the registry free of layer imports at module load.
-    from forecast.layers.revin import Forecaster
-
     return Forecaster(spec.cls(cfg, ctx), ctx.n_vars, getattr(cfg, "revin", "none"))
+
+
+def extras_from_state(names: tuple[str, ...], state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The data-derived tensors ``names`` back from a saved model's state dict (the buffers ``*.<name>``), so a
+    saved model is rebuilt without the data that produced them."""
+    found = {key.rsplit(".", 1)[-1]: value for key, value in state.items() if key.rsplit(".", 1)[-1] in names}
+    return {name: found[name].detach().clone() for name in names if name in found}

@@ -81,7 +81,7 @@ class SMamba(nn.Module):
             ],
             cfg.d_model,
         )
-        self.projector = nn.Linear(cfg.d_model, ctx.pred_len)
+        self.projector = nn.Linear(cfg.d_model, ctx.horizon)
 
     @staticmethod
     def backend_info() -> str:

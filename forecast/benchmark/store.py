@@ -1,0 +1,64 @@
+"""The benchmark's records in MLflow: cells finished earlier (by config hash), the killed cell's run, the parent
+run's tags and tables, and where a running cell keeps its resumable checkpoint."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+
+import forecast
+from forecast import tracking
+from forecast.benchmark.results import Row, csv_table, markdown_table
+
+
+def finished_runs(mlf: MlflowClient, name: str) -> dict[str, Any]:
+    """``{config_hash: run}`` of the FINISHED cell runs with test metrics of benchmark ``name`` (newest wins)."""
+    exp_ids = [e.experiment_id for e in mlf.search_experiments()]
+    if not exp_ids:
+        return {}
+    runs = mlf.search_runs(exp_ids, filter_string=f"tags.benchmark = '{name}' and attributes.status = 'FINISHED' "
+                                                  "and tags.benchmark_role = 'cell'",
+                           max_results=50000, order_by=["attributes.start_time ASC"])
+    return {r.data.tags["config_hash"]: r for r in runs if "config_hash" in r.data.tags and "test_mse" in r.data.metrics}
+
+
+def n_params(params: dict[str, str]) -> int | None:
+    with contextlib.suppress(KeyError, ValueError):
+        return int(params["model.n_params"])
+    return None
+
+
+def cell_checkpoint_dir(uri: str, name: str, config_hash: str) -> Path:
+    return tracking.checkpoint_root(uri) / name / config_hash
+
+
+def mark_killed(uri: str, parent_id: str, config_hash: str) -> None:
+    """End the interrupted cell's run (nested under ``parent_id``) as KILLED; best effort."""
+
+    with contextlib.suppress(Exception):
+        mlf = tracking.client(uri)
+        parent = mlf.get_run(parent_id)
+        runs = mlf.search_runs([parent.info.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+                               filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and "
+                                             f"tags.config_hash = '{config_hash}'")
+        if runs and runs[0].info.status != "FINISHED":
+            mlf.set_terminated(runs[0].info.run_id, "KILLED")
+
+
+def version_tags() -> dict[str, str]:
+    tags = {"forecast_version": forecast.__version__}
+    commit = tracking.git_commit()
+    if commit:
+        tags["git_commit"] = commit
+    return tags
+
+
+def log_tables(mlf: MlflowClient, run_id: str, rows: list[Row]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "results.md").write_text(markdown_table(rows) + "\n")
+        (Path(tmp) / "results.csv").write_text(csv_table(rows))
+        mlf.log_artifacts(run_id, tmp)

@@ -1,0 +1,37 @@
+"""``forecast predict``: run it, then say what was written or print the forecast. Imports no Lightning."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from forecast.console import console, frame_table, metric_table
+from forecast.inference.predict import run_predict
+
+
+def predict(model: str, input_path: Path, output: Path | None, horizon: int | None, layout: str, fill: str | None,
+            rolling: bool, tracking_uri: str | None, quiet: bool) -> None:
+    """``forecast predict``: run it (:func:`run_predict`), then say what was written or print the forecast."""
+    result = run_predict(model, input_path, output, horizon, layout, fill, rolling, tracking_uri)
+    for line in result.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    if quiet:
+        return
+    out = console()
+    meta, rl = result.meta, result.rolling
+    if rl is not None:
+        if rl.metrics:
+            m = rl.metrics
+            out.print(f"{meta.model_name} rolling forecast: {int(m['windows']):,} scored windows of "
+                      f"{rl.windows:,}, {rl.dates.shape[1]} steps each")
+            out.print(metric_table([("MSE", m["mse"], m["mse_orig"]), ("MAE", m["mae"], m["mae_orig"])]))
+        else:
+            out.print(f"{rl.windows:,} windows forecast; no metrics: the input has no window with all "
+                      f"{rl.dates.shape[1]} actuals after it (it needs at least L + h = "
+                      f"{meta.seq_len + rl.dates.shape[1]} rows).")
+    if result.output is not None and result.frame is not None:
+        out.print(f"wrote {result.frame.height:,} rows ({layout}) to {result.output}")
+    elif result.frame is not None:
+        steps = result.frame.height if layout == "wide" else result.frame.height // meta.n_vars
+        out.print(frame_table(result.frame, f"{meta.model_name}: the next {steps} steps after "
+                                             f"{result.rows_in:,} input rows"))

@@ -1,0 +1,139 @@
+"""What ``forecast predict`` reads and writes: the input file checked against the model, the output frames, and
+atomic writes. Every check is one line (a :class:`~forecast.errors.ForecastError`) before any model work."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from forecast.artifact import DATE_COL, ModelMeta
+from forecast.data.loading import FILL_METHODS, Table, check_frequency, fill_missing, read_bytes, read_frame, to_table
+from forecast.errors import ForecastError
+
+INPUT_SUFFIXES = (".csv", ".csv.gz", ".txt", ".parquet", ".pq")
+OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+LAYOUTS = ("wide", "long")
+
+
+def check_fill(fill: str | None) -> None:
+    if fill is not None and fill not in FILL_METHODS:
+        raise ForecastError(f"unknown --fill '{fill}'; use ffill or interpolate.")
+
+
+@dataclass
+class Forecast:
+    dates: np.ndarray  # [h] datetime64[ns]
+    values: np.ndarray  # [h, N] float64, original units
+    columns: list[str]
+
+
+@dataclass
+class Rolling:
+    """Forecasts from every stride-1 window of an input, and metrics where the actuals are present."""
+
+    origins: np.ndarray  # [W] datetime64: the last observed timestamp of each window
+    dates: np.ndarray  # [W, h] datetime64: the forecast timestamps
+    values: np.ndarray | None  # [W, h, N] float64 original units (None when not kept)
+    columns: list[str]
+    windows: int  # W = T - L + 1
+    scored_windows: int  # windows whose h actuals are all in the input
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def read_input(path: Path) -> pl.DataFrame:
+    """The input table: an existing, non-empty CSV (optionally .gz) or parquet file."""
+    name = str(path)
+    lower = path.name.lower()
+    if not lower.endswith(INPUT_SUFFIXES):
+        raise ForecastError(f"{name} is not a CSV or parquet file (suffix '{path.suffix}'); "
+                            "give a .csv or .parquet file with a date column and the model's columns.")
+    if not path.is_file():
+        raise ForecastError(f"input file '{name}' not found; give an existing CSV or parquet file.")
+    if path.stat().st_size == 0:
+        raise ForecastError(f"{name} is empty; give a CSV with a header row, a date column and the model's columns.")
+    parquet = lower.endswith((".parquet", ".pq"))
+    return read_frame(path if parquet else read_bytes(path), name)
+
+
+def prepare_history(df: pl.DataFrame, meta: ModelMeta, name: str, fill: str | None = None,
+                    min_rows: int | None = None) -> Table:
+    """Validate ``df`` against the model's schema and return its values in the model's column order.
+
+    Checks, in order, each a one-line :class:`ForecastError`: the date column; missing or extra columns
+    (matched by name, any order); unparseable dates; non-numeric values; empty/NaN cells (unless ``fill``);
+    duplicated or unsorted timestamps (unsorted input fails rather than being re-sorted silently); fewer than
+    ``min_rows`` (default L) rows; a step that is not the model's frequency.
+    """
+    check_fill(fill)
+    table = to_table(df, name, date_col=meta.date_column, allow_nan=fill is not None, columns=meta.columns)
+    need = meta.seq_len if min_rows is None else min_rows
+    if len(table.dates) < need:
+        raise ForecastError(f"{name} has {len(table.dates)} rows but the model reads the last L={meta.seq_len}; "
+                            f"give at least {need} rows of history.")
+    check_frequency(table.dates, meta.freq, name)
+    if fill is not None and not np.isfinite(table.values).all():
+        table = Table(table.dates, fill_missing(table.values, table.columns, fill, name), table.columns)
+    return table
+
+
+def forecast_frame(fc: Forecast, layout: str = "wide") -> pl.DataFrame:
+    """Wide: ``date`` + one column per variate. Long: ``variable, date, value``, variable by variable."""
+    if layout == "wide":
+        return pl.DataFrame({DATE_COL: fc.dates, **{c: fc.values[:, j] for j, c in enumerate(fc.columns)}})
+    h, n = fc.values.shape
+    return pl.DataFrame({
+        "variable": np.repeat(np.asarray(fc.columns, dtype=object), h).tolist(),
+        DATE_COL: np.tile(fc.dates, n),
+        "value": fc.values.T.reshape(-1),
+    })
+
+
+def rolling_frame(rl: Rolling, layout: str = "wide") -> pl.DataFrame:
+    """Wide: ``origin, date, step`` + the variates. Long: ``origin, date, step, variable, value``."""
+    assert rl.values is not None
+    W, h, n = rl.values.shape
+    origin = np.repeat(rl.origins, h)
+    dates = rl.dates.reshape(-1)
+    step = np.tile(np.arange(1, h + 1, dtype=np.int32), W)
+    if layout == "wide":
+        flat = rl.values.reshape(W * h, n)
+        return pl.DataFrame({"origin": origin, DATE_COL: dates, "step": step,
+                             **{c: flat[:, j] for j, c in enumerate(rl.columns)}})
+    return pl.DataFrame({
+        "origin": np.repeat(origin, n), DATE_COL: np.repeat(dates, n), "step": np.repeat(step, n),
+        "variable": np.tile(np.asarray(rl.columns, dtype=object), W * h).tolist(),
+        "value": rl.values.reshape(-1),
+    })
+
+
+def output_format(path: Path) -> str:
+    """``csv`` or ``parquet`` from the output's suffix; checked before any work is done."""
+    fmt = OUTPUT_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ForecastError(f"--output '{path}' must end in .csv or .parquet.")
+    if not path.parent.resolve().is_dir():
+        raise ForecastError(f"--output folder '{path.parent}' does not exist; create it first.")
+    return fmt
+
+
+def write_atomic(frame: pl.DataFrame, path: Path) -> None:
+    """Write CSV or parquet to a temp file beside ``path`` and rename it into place: never a partial file."""
+    fmt = output_format(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        if fmt == "csv":
+            frame.write_csv(tmp, datetime_format="%Y-%m-%d %H:%M:%S", float_precision=None)
+        else:
+            frame.write_parquet(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

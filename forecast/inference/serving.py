@@ -1,0 +1,169 @@
+"""The MLflow pyfunc model of a run: logged by every ``forecast train``, served by ``mlflow models serve``.
+
+The model is logged as MLflow "models from code": ``python_model`` is the path of
+``forecast/pyfunc_model.py``, a file that calls ``mlflow.models.set_model(ForecastPyfunc())``, so nothing is
+cloudpickled. The weights and everything else travel as plain artifacts, written and read by
+:mod:`forecast.artifact`. Loading needs the ``forecast`` package installed (serve with ``--env-manager local``),
+never the training data.
+
+**Input** of ``predict``: a DataFrame with a ``date`` column (datetimes or ISO strings) and the model's
+variate columns (any order), at least L rows at the model's frequency, sorted, no duplicates, no gaps in the
+values unless ``params={"fill": "ffill" | "interpolate"}``. **Output**: the forecast of the H steps after the
+last row, as a DataFrame with ``date`` and the variate columns in original units; ``params={"horizon": h}``
+(h <= H) truncates it. Bad input raises an ``MlflowException`` (HTTP 400 when served) with a one-line message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import polars as pl
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc import PythonModel
+from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
+
+from forecast import artifact, tracking
+from forecast.artifact import LoadedModel, ModelMeta
+from forecast.errors import ForecastError
+from forecast.inference.io import forecast_frame, prepare_history
+from forecast.inference.predict import forecast_next
+
+MODEL_CODE = Path(__file__).resolve().parents[1] / "pyfunc_model.py"
+ARTIFACT_PATH = "model"
+DEFAULT_ALIAS = "champion"
+
+
+class ForecastPyfunc(PythonModel):
+    """A forecaster as an MLflow ``PythonModel``: history DataFrame in, forecast DataFrame out."""
+
+    def __init__(self) -> None:
+        self.model: LoadedModel | None = None
+
+    def load_context(self, context: Any) -> None:
+        """Rebuild the network from the logged artifacts (state dict, config, metadata)."""
+        self.model = artifact.load({k: Path(v) for k, v in context.artifacts.items()}, "pyfunc model")
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """The next H (or ``params["horizon"]``) steps after ``model_input``'s last row, in original units."""
+        if self.model is None:
+            self.load_context(context)
+        assert self.model is not None
+        params = params or {}
+        fill = params.get("fill") or None
+        fill = None if fill in (None, "", "none") else str(fill)
+        horizon = params.get("horizon")
+        try:
+            if not isinstance(model_input, pd.DataFrame):
+                raise ForecastError("the input must be a table (DataFrame) with a date column and the model's "
+                                    f"columns, got {type(model_input).__name__}.")
+            h = self.model.meta.check_horizon(None if horizon is None else int(horizon))
+            frame = _to_polars(model_input)
+            table = prepare_history(frame, self.model.meta, "input", fill)
+            fc = forecast_next(self.model, table, h)
+        except ForecastError as err:
+            raise MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE) from None
+        return forecast_frame(fc).to_pandas()
+
+
+def _to_polars(df: pd.DataFrame) -> pl.DataFrame:
+    """A polars frame of ``df``; object columns (mixed JSON values) go through as strings, so validation can
+    name a bad cell instead of failing on the conversion."""
+    return pl.DataFrame([pl.from_pandas(df[c].astype("string") if df[c].dtype == object else df[c]).alias(str(c))
+                         for c in df.columns])
+
+
+# --------------------------------------------------------------------------------------------------
+# Logging and registering
+# --------------------------------------------------------------------------------------------------
+
+
+def signature(meta: ModelMeta) -> ModelSignature:
+    """Input: ``date`` (any: strings or datetimes) + the variates (double). Output: ``date`` (datetime) + the
+    variates. Params: ``horizon`` (default H) and ``fill`` (none | ffill | interpolate)."""
+    # The date is "any": JSON and CSV bring strings, Python callers datetimes; prepare_history parses both.
+    values = [ColSpec("double", c) for c in meta.columns]
+    inputs = Schema([ColSpec(AnyType(), meta.date_column), *values])
+    outputs = Schema([ColSpec("datetime", meta.date_column), *values])
+    params = ParamSchema([ParamSpec("horizon", "long", meta.horizon), ParamSpec("fill", "string", "none")])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def requirements() -> list[str]:
+    """Pinned runtime dependencies (given explicitly, so logging never spawns an inference subprocess)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for dist in ("mlflow", "torch", "numpy", "pandas", "polars", "pyyaml"):
+        with contextlib.suppress(PackageNotFoundError):
+            out.append(f"{dist}=={version(dist).split('+')[0]}")
+    return out
+
+
+def log_model(uri: str, run_id: str, meta: ModelMeta, config: dict[str, Any], state: dict[str, torch.Tensor],
+              example_dates: np.ndarray, example_values: np.ndarray) -> str:
+    """Log the pyfunc model of ``run_id`` under ``model``; returns its ``runs:/`` URI.
+
+    ``example_dates``/``example_values`` (the last L training rows, original units) become the input example.
+    """
+    example = pd.DataFrame({meta.date_column: pd.DatetimeIndex(example_dates).strftime("%Y-%m-%d %H:%M:%S")})
+    shortest = np.asarray(example_values).astype(str).astype(np.float64)  # 11.052, not 11.052000045776367
+    for j, c in enumerate(meta.columns):
+        example[c] = shortest[:, j]
+    mlflow_log = logging.getLogger("mlflow")
+    level = mlflow_log.level
+    with tempfile.TemporaryDirectory(prefix="forecast-pyfunc-") as tmp:
+        artifacts = artifact.write(Path(tmp), meta, config, state)
+        active = mlflow.active_run() is not None
+        mlflow_log.setLevel(logging.WARNING)  # no "Validating input example" chatter during training
+        try:
+            with tracking.fluent_store(uri), mlflow.start_run(run_id=run_id, nested=active):
+                mlflow.pyfunc.log_model(name=ARTIFACT_PATH, python_model=str(MODEL_CODE), artifacts=artifacts,
+                                        signature=signature(meta), input_example=example,
+                                        pip_requirements=requirements())
+        finally:
+            mlflow_log.setLevel(level)
+    return f"runs:/{run_id}/{ARTIFACT_PATH}"
+
+
+def check_alias(alias: str) -> None:
+    """MLflow reserves ``latest`` and ``v<digits>``; say so before any training is spent."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", alias) or alias.lower() == "latest" or re.fullmatch(
+            r"[vV]\d+", alias):
+        raise ForecastError(f"alias '{alias}' is not allowed; use a word like champion or production "
+                            "('latest' and v<number> are reserved by MLflow).")
+
+
+def register(uri: str, run_id: str, name: str, alias: str = DEFAULT_ALIAS) -> str:
+    """Register the run's logged ``model`` as a new version of ``name`` and point ``alias`` at it; the version."""
+    check_alias(alias)
+    tracking.quiet_logs()
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        run = client.get_run(run_id)
+        found = client.search_logged_models(
+            experiment_ids=[run.info.experiment_id],
+            filter_string=f"source_run_id = '{run_id}' AND name = '{ARTIFACT_PATH}'", max_results=1)
+        if not found:
+            raise ForecastError(f"run {run_id} has no logged '{ARTIFACT_PATH}' to register; train it again.")
+        model = found[0]
+        with contextlib.suppress(MlflowException):  # already registered: add a version
+            client.create_registered_model(name)
+        version = client.create_model_version(name, source=f"models:/{model.model_id}", run_id=run_id,
+                                              model_id=model.model_id, await_creation_for=0)
+        client.set_registered_model_alias(name, alias, version.version)
+    except MlflowException as err:
+        first = (str(err).strip().splitlines() or ["error"])[0][:300]
+        raise ForecastError(f"could not register the model as '{name}@{alias}' ({first}); "
+                            "use a plain name and an alias like champion (not 'latest' or v1).") from None
+    return str(version.version)

@@ -1,0 +1,115 @@
+"""The one training path: data -> model -> Lightning fit -> best weights -> test -> MLflow records.
+
+``forecast train``, tuning trials and benchmark cells all call :func:`train`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+
+from forecast import tracking
+from forecast.config import RunConfig
+from forecast.data.datamodule import ForecastDataModule
+from forecast.data.orthobasis import data_extras
+from forecast.data.series import Series
+from forecast.errors import ForecastError
+from forecast.models import ModelContext, create_model, get_spec
+from forecast.pipeline.options import TrainOptions, TrainResult
+from forecast.pipeline.record import RunRecorder, log_outputs
+from forecast.train import BestWeights, EpochCheckpoint, ForecastModule, make_trainer
+
+
+def build(cfg: RunConfig, progress: bool = True, series: Series | None = None) -> tuple[ForecastDataModule, ForecastModule]:
+    """The DataModule and the LightningModule for ``cfg``, seeded."""
+    pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    dm = ForecastDataModule(cfg.data, cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.seed,
+                            series=series, progress=progress, drop_last=cfg.train.drop_last,
+                            shuffle=cfg.train.shuffle)
+    needs = get_spec(cfg.model_name).extras(cfg.model)  # data-derived tensors, from the train split only
+    ctx = ModelContext(seq_len=cfg.data.seq_len, horizon=cfg.data.horizon, n_vars=dm.n_vars, n_marks=dm.n_marks,
+                       extras=data_extras(needs, dm.series, cfg.data.seq_len, cfg.data.horizon))
+    pl.seed_everything(cfg.train.seed, workers=True, verbose=False)  # model init independent of data loading
+    model = create_model(cfg.model_name, cfg.model, ctx)
+    dm.shuffle_origin = torch.get_rng_state()  # train.shuffle=reference goes on from here, as the reference does
+    return dm, ForecastModule(model, cfg.train, dm.series.mean, dm.series.std)
+
+
+def run_name(cfg: RunConfig, series_name: str) -> str:
+    return f"{cfg.model_name}_{series_name}_sl{cfg.data.seq_len}_pl{cfg.data.horizon}"
+
+
+def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | None = None) -> TrainResult:
+    """Fit, restore the best epoch's weights, test, and record everything in one MLflow run.
+
+    Under DDP (``train.devices`` x ``train.num_nodes`` > 1) every rank runs this function; only global rank 0
+    creates the run, logs and writes artifacts (the model once), and ends the run FAILED when anything fails.
+    The other ranks return a result with ``is_global_zero=False`` and an empty ``run_id``.
+    """
+    opts = opts or TrainOptions()
+    if opts.parent_run_id and (cfg.train.world_size > 1 or cfg.train.strategy == "ddp"):
+        raise ForecastError("nested runs (tuning trials, benchmark cells) train in one process; run DDP with "
+                            "`forecast train --devices N`.")
+    uri = tracking.resolve_uri(opts.tracking_uri)
+    tracking.quiet_logs()  # before the Trainer exists: no Lightning banner
+    dm, module = build(cfg, progress=not opts.quiet, series=series)
+    name = opts.run_name or run_name(cfg, dm.series.name)
+    n_params = sum(p.numel() for p in module.model.parameters())
+    run = RunRecorder(uri, name, opts, cfg, dm, n_params)
+    status = "FAILED"
+    try:
+        best = BestWeights()
+        callbacks = [run, best, *opts.callbacks]
+        ckpt, resume = None, None
+        if opts.checkpoint_dir is not None:
+            if cfg.train.world_size > 1:
+                raise ForecastError("resumable checkpoints need one process; train with --devices 1.")
+            ckpt = EpochCheckpoint(opts.checkpoint_dir, on_resume=run.resumed)
+            resume = ckpt.resume_path()
+            if resume is not None:
+                _check_checkpoint(resume, module)
+            callbacks.append(ckpt)
+        trainer = make_trainer(cfg.train, callbacks, quiet=opts.quiet)
+        t0 = time.perf_counter()
+        trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
+        train_seconds = ckpt.elapsed() if ckpt is not None else time.perf_counter() - (run.fit_started or t0)
+        best.restore(module)
+        metrics: dict[str, float] = {"best_val_loss": best.best, "best_epoch": float(best.best_epoch),
+                                     "epochs_run": float(trainer.current_epoch), "train_seconds": train_seconds}
+        if opts.evaluate_test:
+            trainer.test(module, datamodule=dm, verbose=False)
+            metrics.update(module.test_metrics)
+        run.log_metrics(metrics)
+        if run.run_id is not None and opts.log_artifacts:
+            log_outputs(run.mlf, run.run_id, cfg, dm, module, uri)
+        status = "FINISHED"
+        if ckpt is not None:
+            ckpt.clear()
+        return TrainResult(run.run_id or "", run.experiment_id or "", name, uri, best.best, best.best_epoch,
+                           int(trainer.current_epoch), train_seconds, n_params, metrics, module.step_mse,
+                           is_global_zero=bool(trainer.is_global_zero))
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except opts.stopped_by:  # e.g. a tuning trial stopped early by its pruner: killed, not failed
+        status = "KILLED"
+        raise
+    finally:
+        run.end(status)
+
+
+def _check_checkpoint(path: Path, module: ForecastModule) -> None:
+    """A checkpoint to resume from must load safely and hold this model's weights; otherwise one clear line."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        missing = set(module.state_dict()) ^ set(state["state_dict"])
+    except Exception:  # noqa: BLE001 (any unreadable file: torch's own message names zip records)
+        reason = "it is not a readable checkpoint (cut short or damaged)"
+    else:
+        if not missing:
+            return
+        reason = f"its weights do not match this model ({len(missing)} names differ)"
+    raise ForecastError(f"cannot resume from {path}: {reason}; delete {path.parent} to start this run from scratch.")

@@ -1,0 +1,166 @@
+"""One LightningModule for every forecaster: the losses, the lr schedules, and exact evaluation over every window."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import nn
+
+from forecast.config import TrainConfig
+
+
+def make_loss(name: str, alpha: float = 0.5):
+    """``(pred, target) -> scalar``: mse, mae, or weighted_l1 = mean(|err| * (t+1)^-alpha) (not renormalized)."""
+    if name == "mse":
+        return lambda p, y: (p - y).pow(2).mean()
+    if name == "mae":
+        return lambda p, y: (p - y).abs().mean()
+
+    def weighted_l1(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        t = torch.arange(p.shape[1], device=p.device, dtype=p.dtype)
+        w = (t + 1.0).pow(-alpha).view(1, -1, 1)  # [1, H, 1]
+        return ((p - y).abs() * w).mean()
+
+    return weighted_l1
+
+
+def lr_factor(cfg: TrainConfig, epoch: int) -> float:
+    """Multiplier of the base lr during 0-based ``epoch`` (TSLib's adjust_learning_rate, applied per epoch)."""
+    if cfg.lradj == "type1":  # lr0, lr0, lr0/2, lr0/4, ...
+        return 0.5 ** max(epoch - 1, 0)
+    if cfg.lradj == "cosine":
+        return 1.0 if epoch == 0 else 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
+    if cfg.lradj == "hold_decay":  # OLinear: hold for lr_hold_epochs, then *lr_decay per epoch
+        return 1.0 if epoch < cfg.lr_hold_epochs else cfg.lr_decay ** (epoch - cfg.lr_hold_epochs + 1)
+    return 1.0
+
+
+class ForecastModule(pl.LightningModule):
+    """Wraps any registered backbone: loss, optimizer, schedule, and sample-weighted evaluation.
+
+    Test metrics are sums over every window, reduced once at the end: MSE/MAE on the standardized scale
+    (the papers' convention), the same in original units, and the MSE of each horizon step. Under DDP every
+    rank sums over its own shard of the windows and the sums are added over ranks before dividing, so the
+    metrics equal the single-process ones.
+    """
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, mean: np.ndarray, std: np.ndarray) -> None:
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.loss_fn = make_loss(cfg.loss, cfg.loss_alpha)
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32), persistent=False)
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32), persistent=False)
+        self._sums: dict[str, torch.Tensor] = {}
+        self.test_metrics: dict[str, float] = {}
+        self.step_mse: np.ndarray | None = None
+        self.epoch_lr: float | None = None  # the lr the current epoch trains at
+        self._cuda_rng: torch.Tensor | None = None  # a resumed GPU run's generator state, set at train start
+        # torch.compile'd forward (train.compile); kept out of the module tree so the state dict is unchanged.
+        object.__setattr__(self, "_compiled", torch.compile(model) if cfg.compile else None)
+
+    def forward(self, x: torch.Tensor, x_mark=None, y_mark=None) -> torch.Tensor:
+        return self.model(x, x_mark, y_mark)
+
+    def _predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        net = self._compiled if self._compiled is not None else self.model
+        return net(batch["x"], batch.get("x_mark"), batch.get("y_mark"))
+
+    def on_train_epoch_start(self) -> None:
+        # Read here: by the end of the epoch the per-epoch scheduler has already stepped to the next epoch's lr.
+        self.epoch_lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        k = self.cfg.partial_variates
+        if 0 < k < batch["x"].shape[-1]:
+            # Partial-variate training (iTransformer): a fresh random subset of k variates per batch.
+            keep = torch.randperm(batch["x"].shape[-1], device=batch["x"].device)[:k]
+            batch = {**batch, "x": batch["x"][..., keep], "y": batch["y"][..., keep]}
+        loss = self.loss_fn(self._predict(batch), batch["y"])
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch["x"].shape[0],
+                 sync_dist=True)  # under DDP: the mean over ranks (every rank takes the same number of batches)
+        return loss
+
+    # -- evaluation: exact sums over all windows ------------------------------------------------------
+    def _accumulate(self, key: str, value: torch.Tensor) -> None:
+        value = value.detach().double()
+        self._sums[key] = self._sums[key] + value if key in self._sums else value
+
+    def on_validation_epoch_start(self) -> None:
+        self._sums = {}
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        pred = self._predict(batch)
+        n = batch["x"].shape[0]
+        self._accumulate("val_loss", self.loss_fn(pred, batch["y"]) * n)
+        self._accumulate("val_n", torch.tensor(float(n), device=pred.device))
+
+    def _reduced_sums(self) -> dict[str, torch.Tensor]:
+        """This epoch's sums, added over all ranks under DDP (every rank has the same keys and shapes)."""
+        if self.trainer.world_size == 1:
+            return self._sums
+        return {k: self.trainer.strategy.reduce(v.clone(), reduce_op="sum") for k, v in sorted(self._sums.items())}
+
+    def on_validation_epoch_end(self) -> None:
+        sums = self._reduced_sums()
+        # The same value on every rank; sync_dist only keeps Lightning from warning about it.
+        self.log("val_loss", (sums["val_loss"] / sums["val_n"]).float(), prog_bar=True, sync_dist=True)
+
+    def on_test_epoch_start(self) -> None:
+        self._sums = {}
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        pred, y = self._predict(batch), batch["y"]  # [B, H, N]
+        err = pred - y
+        err_orig = err * self.std  # the same error in original units (the mean cancels)
+        self._accumulate("sse", err.pow(2).sum())
+        self._accumulate("sae", err.abs().sum())
+        self._accumulate("sse_orig", err_orig.pow(2).sum())
+        self._accumulate("sae_orig", err_orig.abs().sum())
+        self._accumulate("sse_step", err.pow(2).sum(dim=(0, 2)))  # [H]
+        self._accumulate("n", torch.tensor(float(err.numel()), device=err.device))
+        self._accumulate("windows", torch.tensor(float(err.shape[0]), device=err.device))
+
+    def on_test_epoch_end(self) -> None:
+        s = self._reduced_sums()
+        n = s["n"]
+        per_step_n = n / s["sse_step"].numel()
+        self.test_metrics = {
+            "test_mse": float(s["sse"] / n),
+            "test_mae": float(s["sae"] / n),
+            "test_mse_orig": float(s["sse_orig"] / n),
+            "test_mae_orig": float(s["sae_orig"] / n),
+            "test_windows": float(s["windows"]),
+        }
+        self.step_mse = (s["sse_step"] / per_step_n).cpu().numpy()
+        for key, value in self.test_metrics.items():
+            self.log(key, value, sync_dist=True)  # the same value on every rank
+
+    # -- resuming (EpochCheckpoint): the global RNG drives dropout and partial-variate draws --------------
+    # On a GPU dropout draws from the device's generator, so its state travels too. Lightning restores a
+    # single-device run before it moves the module to the GPU, so that state is set when training starts (a
+    # run resumed on another kind of device goes on with the CPU state alone).
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["forecast_rng"] = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            checkpoint["forecast_rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("forecast_rng")
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            self._cuda_rng = rng.get("cuda")
+
+    def on_train_start(self) -> None:
+        state, self._cuda_rng = self._cuda_rng, None
+        if state is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state, self.device)
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.Adam(self.parameters(), lr=self.cfg.lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: lr_factor(self.cfg, epoch))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

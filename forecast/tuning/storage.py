@@ -1,0 +1,90 @@
+"""Optuna's storage (an RDB URL, a sqlite file by default), the sampler and the pruner, and retrying what
+workers that start together race on."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any, Callable
+
+import optuna
+
+from forecast.errors import ForecastError
+from forecast.tracking import safe_url, sqlite_url
+from forecast.tuning.options import DEFAULT_STORAGE, PRUNERS, SAMPLERS
+
+
+def storage_url(storage: str | None) -> str:
+    """An RDB URL: ``None`` → ``sqlite:///<cwd>/optuna.db``; a bare path → a sqlite URL; URLs unchanged."""
+    if not storage:
+        return sqlite_url(DEFAULT_STORAGE)
+    return sqlite_url(storage) if "://" not in storage else storage
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Open (and create if needed) the RDB storage; anything that stops that is a one-line ForecastError."""
+
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:"):
+        # Several workers on one sqlite file wait for the write lock instead of failing at once.
+        kwargs["connect_args"] = {"timeout": 60}
+    else:
+        kwargs["pool_pre_ping"] = True
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # heartbeat is "experimental" in some Optuna versions
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=60,
+                                                  grace_period=180)
+        except Exception as err:  # driver missing, server down, directory missing, not a database, bad URL
+            text = str(err)
+            # Workers that create a new database at the same moment race on its tables: the loser retries.
+            if attempt < 4 and any(s in text for s in ("UNIQUE constraint", "already exists", "locked")):
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            first = (text.strip().splitlines() or [type(err).__name__])[0]
+            raise ForecastError(
+                f"cannot open the Optuna storage '{safe_url(url)}': {first[:200]}. Pass --storage with a writable "
+                "sqlite path (sqlite:///path/optuna.db) or a reachable database URL."
+            ) from None
+    raise AssertionError("unreachable")
+
+
+def n_trials(storage: optuna.storages.BaseStorage, study_name: str) -> int:
+    """Trials already in the study (0 for a new one): offsets the sampler seed so a resume samples afresh."""
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return 0
+    return len(storage.get_all_trials(study_id, deepcopy=False))
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)  # constant liar: parallel workers
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ForecastError(f"unknown sampler '{name}'; use one of {', '.join(SAMPLERS)}.")
+
+
+def make_pruner(name: str, max_epochs: int, startup: int = 5, warmup: int = 0) -> optuna.pruners.BasePruner:
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(max_epochs, 1), reduction_factor=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ForecastError(f"unknown pruner '{name}'; use one of {', '.join(PRUNERS)}.")
+
+
+def retry(fn: Callable[[], Any], attempts: int = 8) -> Any:
+    """``fn()``, tried again after a growing pause when it fails: workers that start together on a new MLflow
+    store race to create its tables and experiments, and the losers succeed once the winner is done."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
