@@ -70,7 +70,9 @@ def checkpoint_root(uri: str) -> Path:
     """Where benchmark cells keep their resumable training state: ``checkpoints/`` beside a local sqlite
     database, else ``~/.cache/forecast/checkpoints``."""
     db = sqlite_path(uri)
-    return db.resolve().parent / "checkpoints" if db is not None else Path.home() / ".cache" / "forecast" / "checkpoints"
+    if db is not None:
+        return db.resolve().parent / "checkpoints"
+    return Path.home() / ".cache" / "forecast" / "checkpoints"
 
 
 def require_store(uri: str) -> None:

@@ -71,3 +71,22 @@ def server_process(argv: list[str], probe_url: str, log_path: Path, env: dict[st
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
         log.close()
+
+
+def module_forecast(module, series, seq_len: int, horizon: int):  # noqa: ANN001, ANN201 (a ForecastModule, a Series)
+    """The LightningModule's own forecast of the H steps after the series' last L rows, in original units: what a
+    saved model must give back from its artifact alone."""
+    import torch
+
+    from forecast.data.timefeatures import future_dates, time_features
+
+    module.eval()
+    x = torch.from_numpy(series.scaled[-seq_len:])[None]
+    x_mark = y_mark = None
+    if series.marks is not None:
+        x_mark = torch.from_numpy(series.marks[-seq_len:])[None]
+        future = future_dates(series.dates[-1], series.freq, horizon)
+        y_mark = torch.from_numpy(time_features(future, series.freq))[None]
+    with torch.no_grad():
+        pred = module(x, x_mark, y_mark)[0].double().numpy()
+    return pred * series.std + series.mean

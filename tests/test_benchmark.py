@@ -153,6 +153,7 @@ def _external_refs(page: str) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_dashboard_in_headless_chromium_offline(grid: dict, tmp_path: Path) -> None:
     sys.path.insert(0, str(ROOT))
     from benchmarks.screenshot import CHROMEDRIVER, CHROMIUM, offline_chromium
@@ -186,6 +187,7 @@ def test_dashboard_in_headless_chromium_offline(grid: dict, tmp_path: Path) -> N
         driver.quit()
 
 
+@pytest.mark.slow
 def test_interrupted_cell_is_killed_and_resumed(data_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     from forecast.train import ForecastModule
 
@@ -220,6 +222,7 @@ def test_interrupted_cell_is_killed_and_resumed(data_dir: Path, tmp_path: Path, 
     assert sorted(r.info.status for r in cells) == ["FINISHED", "FINISHED", "KILLED"]
 
 
+@pytest.mark.slow
 def test_a_running_cell_reports_its_steps(data_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     """A cell whose epoch takes an hour is not an hour of silence: the log gets its step, rate and time left."""
     from forecast.benchmark.progress import GridProgress
@@ -343,6 +346,7 @@ RESUME = ["benchmark", "--models", "itransformer", "--datasets", "ETTh1", "--hor
           "--set", "model.d_ff=32", "--set", "model.dropout=0.2"]
 
 
+@pytest.mark.slow
 def test_cell_interrupted_mid_training_resumes_at_the_next_epoch_with_the_same_result(
         data_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     """Ctrl-C in epoch 3 of 4: the same command goes on from the end of epoch 2 (weights, optimizer, early

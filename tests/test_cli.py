@@ -13,6 +13,7 @@ from tests.helpers import run_cli
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_help_imports_neither_torch_nor_mlflow() -> None:
     code = (
         "import sys, runpy; sys.argv=['forecast','--help']\n"
@@ -100,7 +101,7 @@ def test_bad_input_gives_one_line_and_exit_2(argv, message, data_dir, tmp_path, 
     assert "Traceback" not in err + out
 
 
-def test_missing_file_offline_and_checksum_mismatch(tmp_path, monkeypatch, capsys) -> None:
+def test_missing_file_offline_and_checksum_mismatch(real_data_dir, tmp_path, monkeypatch, capsys) -> None:
     import dataclasses
 
     from forecast.data import catalogue

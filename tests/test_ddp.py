@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # subprocesses, servers or DDP: CI runs them, `-m "not slow"` skips them
 ROOT = Path(__file__).resolve().parents[1]
 SETS = {"data.seq_len": 96, "data.horizon": 24, "train.epochs": 1, "train.limit_train_batches": 4}
 TINY = ["-d", "ETTh1", "-m", "dlinear", "--seq-len", "96", "--horizon", "24", "--epochs", "1",
@@ -107,7 +108,7 @@ def test_tune_refuses_ddp(data_dir, tmp_path, monkeypatch, capsys) -> None:
 
 
 # -- real processes -------------------------------------------------------------------------------------------------
-def test_ddp_two_cpu_processes_one_run_exact_test_metrics(data_dir, tmp_path) -> None:
+def test_ddp_two_cpu_processes_one_run_exact_test_metrics(real_data_dir, tmp_path) -> None:
     import lightning.pytorch as pl
     import mlflow.artifacts
     import numpy as np
@@ -117,7 +118,7 @@ def test_ddp_two_cpu_processes_one_run_exact_test_metrics(data_dir, tmp_path) ->
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = subprocess.run([sys.executable, "-m", "cli", "train", *TINY, *DDP, "--tracking-uri", uri, "-q"],
-                          cwd=tmp_path, env=_env(data_dir), capture_output=True, text=True, timeout=300)
+                          cwd=tmp_path, env=_env(real_data_dir), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stdout == ""  # -q, and the second rank prints nothing either
     (run,) = _all_runs(uri)  # exactly one run: rank 1 created none
@@ -163,7 +164,7 @@ cli.main()
 """
 
 
-def test_a_crash_on_rank_1_ends_the_run_failed(data_dir, tmp_path) -> None:
+def test_a_crash_on_rank_1_ends_the_run_failed(real_data_dir, tmp_path) -> None:
     """Rank 0 sees gloo fail and ends the run in its finally; should Lightning's launcher SIGKILL rank 0 first
     (it does when a child exits non-zero), the guard process ends it (test_guard_... below)."""
     # Lightning's launcher runs this script again for rank 1, so the patch applies on every rank.
@@ -171,7 +172,7 @@ def test_a_crash_on_rank_1_ends_the_run_failed(data_dir, tmp_path) -> None:
     script.write_text(textwrap.dedent(CRASH).replace("RANK", "1").replace("HOW", "raise RuntimeError('rank 1')"))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = subprocess.run([sys.executable, str(script), "train", *TINY, *DDP, "--tracking-uri", uri, "-q"],
-                          cwd=tmp_path, env=_env(data_dir), capture_output=True, text=True, timeout=300)
+                          cwd=tmp_path, env=_env(real_data_dir), capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     deadline = time.monotonic() + 60
     while True:

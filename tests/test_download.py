@@ -57,13 +57,13 @@ def test_offline_says_which_file_to_put_where(server, tmp_path: Path) -> None:
         download(_info(f"{base}/missing.csv", None), tmp_path / "cache", progress=False)
 
 
-def test_fetch_finds_gz_in_data_dir_and_verifies(data_dir: Path) -> None:
-    data, digest, path = fetch(lookup("ETTh1"), data_dir, progress=False)
+def test_fetch_finds_gz_in_data_dir_and_verifies(real_data_dir: Path) -> None:
+    data, digest, path = fetch(lookup("ETTh1"), real_data_dir, progress=False)
     assert path.name == "ETTh1.csv.gz" and digest == lookup("ETTh1").sha256
     assert data.startswith(b"date,")
 
 
-def test_local_file_with_wrong_checksum_is_an_error(tmp_path: Path, data_dir: Path, monkeypatch) -> None:
+def test_local_file_with_wrong_checksum_is_an_error(tmp_path: Path, real_data_dir: Path, monkeypatch) -> None:
     (tmp_path / "ETTh1.csv").write_text("date,a\n2020-01-01,1\n")
     with pytest.raises(ForecastError, match="checksum mismatch"):
         fetch(lookup("ETTh1"), tmp_path, progress=False)

@@ -21,6 +21,8 @@ import pytest
 
 from tests.pg import postgres_url  # noqa: F401 (fixture)
 
+pytestmark = pytest.mark.slow  # subprocesses, servers or DDP: CI runs them, `-m "not slow"` skips them
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--dataset", "ETTh1", "--model", "dlinear", "--horizon", "24", "--seq-len", "96", "--epochs", "2",
         "--set", "train.limit_train_batches=4", "--set", "train.limit_val_batches=2"]
@@ -54,7 +56,7 @@ def _runs(uri: str, experiment: str, role: str) -> list:
     return client.search_runs([exp.experiment_id], filter_string=f"tags.tune_role = '{role}'", max_results=100)
 
 
-def test_two_workers_share_a_postgres_study_and_prune_across_workers(data_dir, postgres_url, store,  # noqa: F811
+def test_two_workers_share_a_postgres_study_and_prune_across_workers(real_data_dir, postgres_url, store,  # noqa: F811
                                                                     tmp_path) -> None:
     import optuna
     from optuna.distributions import FloatDistribution
@@ -72,7 +74,7 @@ def test_two_workers_share_a_postgres_study_and_prune_across_workers(data_dir, p
     args = [*TINY, "--config", str(space), "--study-name", "shared", "--storage", postgres_url, "--trials", "3",
             "--sampler", "random", "--pruner", "median", "--pruner-startup", "1", "--tracking-uri", uri,
             "--experiment", "shared"]
-    workers = [_worker(tmp_path, data_dir, [*args, "--sampler-seed", str(seed)]) for seed in (11, 12)]
+    workers = [_worker(tmp_path, real_data_dir, [*args, "--sampler-seed", str(seed)]) for seed in (11, 12)]
     outs = [w.communicate(timeout=300) for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outs
 
@@ -96,7 +98,7 @@ def test_two_workers_share_a_postgres_study_and_prune_across_workers(data_dir, p
         assert (run.data.tags["trial_state"], run.info.status) == expected
 
 
-def test_killing_one_worker_mid_trial_leaves_the_other_and_the_study(data_dir, postgres_url, store,  # noqa: F811
+def test_killing_one_worker_mid_trial_leaves_the_other_and_the_study(real_data_dir, postgres_url, store,  # noqa: F811
                                                                     tmp_path) -> None:
     import optuna
 
@@ -104,7 +106,7 @@ def test_killing_one_worker_mid_trial_leaves_the_other_and_the_study(data_dir, p
     common = ["--study-name", "kill", "--storage", postgres_url, "--pruner", "none", "--tracking-uri", uri]
     # The victim's trials are far longer than the test (2000 epochs, no early stop) and go to their own MLflow
     # experiment, so the test sees when it is inside one and kills it there.
-    victim = _worker(tmp_path, data_dir, [*TINY, *common, "--trials", "20", "--epochs", "2000", "--set",
+    victim = _worker(tmp_path, real_data_dir, [*TINY, *common, "--trials", "20", "--epochs", "2000", "--set",
                                           "train.patience=2000", "--experiment", "victim", "--sampler-seed", "1"])
     survivor = None
     try:
@@ -117,7 +119,7 @@ def test_killing_one_worker_mid_trial_leaves_the_other_and_the_study(data_dir, p
         victim_trial = int(running.data.tags["trial_number"])
         # The survivor joins while the victim is inside its trial; the kill comes as soon as the survivor's first
         # trial exists, so its later trials certainly run after the kill (however fast or slow the machine is).
-        survivor = _worker(tmp_path, data_dir, [*TINY, *common, "--trials", "3", "--experiment", "survivor",
+        survivor = _worker(tmp_path, real_data_dir, [*TINY, *common, "--trials", "3", "--experiment", "survivor",
                                                 "--sampler-seed", "2"])
         while not _runs(uri, "survivor", "trial"):
             assert survivor.poll() is None, survivor.communicate()

@@ -21,7 +21,7 @@ import polars as pl
 import pytest
 import torch
 
-from tests.helpers import free_port, run_cli, server_process
+from tests.helpers import free_port, module_forecast, run_cli, server_process
 
 L, H = 96, 24
 TEST_ROWS = (16 * 720 - L, 20 * 720)  # ETTh1's test split with its L rows of context
@@ -94,7 +94,6 @@ def _module_forecast(store: dict, run_id: str, model: str, sets: dict) -> np.nda
     from mlflow.tracking import MlflowClient
 
     from forecast.resolve import resolve
-    from forecast.data.timefeatures import future_dates, time_features
     from forecast.pipeline import build
 
     cfg = resolve(model, "ETTh1", {"data.seq_len": L, "data.horizon": H, "data.data_dir": str(store["data"]), **sets})
@@ -102,16 +101,7 @@ def _module_forecast(store: dict, run_id: str, model: str, sets: dict) -> np.nda
     local = MlflowClient(tracking_uri=store["uri"]).download_artifacts(run_id, "model_state.pt",
                                                                         str(store["root"]))
     module.model.load_state_dict(torch.load(local, weights_only=True))
-    module.eval()
-    s = dm.series
-    x = torch.from_numpy(s.scaled[-L:])[None]
-    x_mark = y_mark = None
-    if s.marks is not None:
-        x_mark = torch.from_numpy(s.marks[-L:])[None]
-        y_mark = torch.from_numpy(time_features(future_dates(s.dates[-1], s.freq, H), s.freq))[None]
-    with torch.no_grad():
-        pred = module(x, x_mark, y_mark)[0].double().numpy()
-    return pred * s.std + s.mean
+    return module_forecast(module, dm.series, L, H)
 
 
 def test_predict_equals_module_forecast_from_the_artifact_alone(store, no_data, tmp_path, capsys) -> None:
@@ -287,6 +277,7 @@ def _post(url: str, payload: dict, timeout: float = 30) -> tuple[int, dict]:
         return err.code, json.loads(err.read() or b"{}")
 
 
+@pytest.mark.slow
 def test_mlflow_models_serve_answers_the_same_forecast(store, tmp_path) -> None:
     from forecast.inference.io import prepare_history, read_input
     from forecast.inference.predict import forecast_next, load_model

@@ -20,6 +20,8 @@ import pytest
 from tests.helpers import free_port, run_cli, server_process
 from tests.pg import ENV, fresh_database
 
+pytestmark = pytest.mark.slow  # subprocesses, servers or DDP: CI runs them, `-m "not slow"` skips them
+
 TINY = ["-d", "ETTh1", "-m", "dlinear", "--seq-len", "96", "--horizon", "24", "--epochs", "1",
         "--set", "train.limit_train_batches=3"]
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from forecast.models import model_names
 from tests.helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,9 +158,10 @@ def test_ctrl_c_fails_the_running_trial_and_keeps_the_others(data_dir, store, tm
     assert parent.info.status == "KILLED"
 
 
-def test_two_worker_processes_share_one_study(data_dir, store, tmp_path) -> None:
+@pytest.mark.slow
+def test_two_worker_processes_share_one_study(real_data_dir, store, tmp_path) -> None:
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "FORECAST_DATA_DIR": str(data_dir)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FORECAST_DATA_DIR": str(real_data_dir)}
     cmd = [sys.executable, "-m", "cli", "tune", *TINY, "--study-name", "shared", "--storage", storage,
            "--pruner", "none", "--trials", "2", "--tracking-uri", store, "-q"]
     workers = [subprocess.Popen([*cmd, "--sampler-seed", str(seed)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
@@ -199,13 +201,12 @@ def test_bad_input_gives_one_line_and_exit_2(extra, yaml_text, message, data_dir
     assert not (tmp_path / "m.db").exists()  # rejected before any run or trial
 
 
-def test_every_model_search_space_is_valid() -> None:
+@pytest.mark.parametrize("name", model_names())
+def test_every_model_search_space_is_valid(name: str) -> None:
     from forecast.resolve import resolve
-    from forecast.models import model_names
     from forecast.tuning import normalize_space, validate_space
 
-    for name in model_names():
-        cfg = resolve(name, "ETTh1")
-        space = normalize_space(cfg.search_space, name)
-        assert space, name
-        validate_space(space, name, "ETTh1", {}, None)
+    cfg = resolve(name, "ETTh1")
+    space = normalize_space(cfg.search_space, name)
+    assert space, name
+    validate_space(space, name, "ETTh1", {}, None)

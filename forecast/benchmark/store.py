@@ -23,7 +23,8 @@ def finished_runs(mlf: MlflowClient, name: str) -> dict[str, Any]:
     runs = mlf.search_runs(exp_ids, filter_string=f"tags.benchmark = '{name}' and attributes.status = 'FINISHED' "
                                                   "and tags.benchmark_role = 'cell'",
                            max_results=50000, order_by=["attributes.start_time ASC"])
-    return {r.data.tags["config_hash"]: r for r in runs if "config_hash" in r.data.tags and "test_mse" in r.data.metrics}
+    return {r.data.tags["config_hash"]: r for r in runs
+            if "config_hash" in r.data.tags and "test_mse" in r.data.metrics}
 
 
 def n_params(params: dict[str, str]) -> int | None:

@@ -26,7 +26,8 @@ def train(dataset: str, model: str, overrides: dict, config: Path | None, tracki
     if quiet:
         return
     m = result.metrics
-    table = metric_table([("test MSE", m["test_mse"], m["test_mse_orig"]), ("test MAE", m["test_mae"], m["test_mae_orig"]),
+    table = metric_table([("test MSE", m["test_mse"], m["test_mse_orig"]),
+                          ("test MAE", m["test_mae"], m["test_mae_orig"]),
                           ("best val loss", result.best_val_loss, "")],
                          title=f"{result.run_name}: {int(m.get('test_windows', 0)):,} test windows")
     out = console()

@@ -23,7 +23,8 @@ from forecast.pipeline.record import RunRecorder, log_outputs
 from forecast.train import BestWeights, EpochCheckpoint, ForecastModule, make_trainer
 
 
-def build(cfg: RunConfig, progress: bool = True, series: Series | None = None) -> tuple[ForecastDataModule, ForecastModule]:
+def build(cfg: RunConfig, progress: bool = True,
+          series: Series | None = None) -> tuple[ForecastDataModule, ForecastModule]:
     """The DataModule and the LightningModule for ``cfg``, seeded."""
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
     dm = ForecastDataModule(cfg.data, cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.seed,

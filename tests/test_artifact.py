@@ -1,0 +1,114 @@
+"""The model artifact: one owner (forecast.artifact), old artifacts still load, and every registered model makes a
+round trip train -> log -> `forecast predict` and the pyfunc, on synthetic data (no benchmark files needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+import torch
+
+from tests.helpers import module_forecast, run_cli
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "artifact_v0_1"
+L, H = 24, 8
+# Tiny sizes per model, so each trains one short epoch in about a second.
+TINY = {"d_model": 16, "d_ff": 16, "e_layers": 1, "n_heads": 2, "d_layers": 1, "label_len": 8, "embed_size": 4,
+        "d_state": 4}
+
+
+@pytest.mark.parametrize("name", ["dlinear", "olinear"])
+def test_an_artifact_written_by_0_1_0_predicts_the_same_forecast(name: str, tmp_path: Path, capsys) -> None:
+    """Fixtures written by forecast 0.1.0 before the redesign (its run-root copy of Q is gone, its
+    orthotrans_q.npz is ignored): `forecast predict` and MLflow's pyfunc loader give the forecast it gave."""
+    import mlflow.pyfunc
+
+    model_dir = FIXTURES / name
+    out = tmp_path / "fc.csv"
+    code, _, err = run_cli(["predict", "-m", str(model_dir), "-i", str(FIXTURES / "history.csv"), "-o", str(out),
+                            "-q"], capsys)
+    assert code == 0, err
+    expected = pl.read_csv(model_dir / "expected.csv")
+    got = pl.read_csv(out)
+    assert got.columns == expected.columns and got["date"].to_list() == expected["date"].to_list()
+    np.testing.assert_array_equal(got.drop("date").to_numpy(), expected.drop("date").to_numpy())
+    # The pyfunc of 0.1.0 imports forecast.serving.ForecastPyfunc from its own logged code file.
+    history = pd.read_csv(FIXTURES / "history.csv")
+    served = mlflow.pyfunc.load_model(str(model_dir)).predict(history)
+    np.testing.assert_allclose(served.drop(columns="date").to_numpy(), expected.drop("date").to_numpy(), rtol=1e-12)
+
+
+def _synthetic_csv(path: Path, n: int = 480) -> Path:
+    """Three hourly series with daily and weekly cycles: enough for the 70/10/20 split at L=24, H=8."""
+    t = np.arange(n, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"date": pd.date_range("2022-01-03", periods=n, freq="h"),
+                          "load": 10 + 3 * np.sin(2 * np.pi * t / 24) + 0.3 * rng.standard_normal(n),
+                          "temp": 5 + 2 * np.cos(2 * np.pi * t / 168) + 0.2 * rng.standard_normal(n),
+                          "OT": 20 + np.sin(2 * np.pi * t / 24 + 1) + t / n})
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _model_names() -> list[str]:
+    from forecast.models import model_names
+
+    return model_names()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _model_names())
+def test_every_model_round_trips_through_predict_and_the_pyfunc(name: str, tmp_path: Path, monkeypatch,
+                                                               capsys) -> None:
+    """Train one short epoch, then the logged model alone (predict from runs:/, and the pyfunc) gives the
+    LightningModule's own forecast of the same window: OLinear's bases come back from the state dict, Flowformer's
+    decoder gets the horizon's calendar marks."""
+    import dataclasses
+
+    import mlflow.pyfunc
+    from mlflow.tracking import MlflowClient
+
+    from forecast import tracking
+    from forecast.models import get_spec
+    from forecast.pipeline import build
+    from forecast.resolve import resolve
+
+    monkeypatch.chdir(tmp_path)
+    csv = _synthetic_csv(tmp_path / "toy.csv")
+    fields = {f.name for f in dataclasses.fields(get_spec(name).config_cls)} - set(get_spec(name).preset)
+    sets = {f"model.{k}": v for k, v in TINY.items() if k in fields}
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    flags = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    code, _, err = run_cli(["train", "-d", str(csv), "-m", name, "-L", str(L), "-H", str(H), "--epochs", "1",
+                            "--set", "train.limit_train_batches=2", *flags, "--tracking-uri", uri, "-q"], capsys)
+    assert code == 0, err
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("toy").experiment_id])
+    run_id = run.info.run_id
+
+    # The module's own forecast after the last L rows, from the run's weights.
+    cfg = resolve(name, str(csv), {"data.seq_len": L, "data.horizon": H, **sets})
+    dm, module = build(cfg, progress=False)
+    state = torch.load(client.download_artifacts(run_id, "model_state.pt", str(tmp_path)), weights_only=True)
+    module.model.load_state_dict(state)
+    want = module_forecast(module, dm.series, L, H)
+
+    history = pd.read_csv(csv).tail(L + 5)
+    history.to_csv(tmp_path / "history.csv", index=False)
+    out = tmp_path / "fc.csv"
+    code, _, err = run_cli(["predict", "-m", f"runs:/{run_id}/model", "-i", str(tmp_path / "history.csv"), "-o",
+                            str(out), "--tracking-uri", uri, "-q"], capsys)
+    assert code == 0, err
+    got = pl.read_csv(out)
+    assert got.columns == ["date", "load", "temp", "OT"] and got.height == H
+    np.testing.assert_allclose(got.drop("date").to_numpy(), want, rtol=1e-5, atol=1e-6)
+    with tracking.fluent_store(uri):
+        served = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(history)
+    np.testing.assert_allclose(served.drop(columns="date").to_numpy(), want, rtol=1e-5, atol=1e-6)
+    # Each thing once in the model: the data-derived tensors live in the state dict only.
+    local = Path(client.download_artifacts(run_id, "model", str(tmp_path / "model")))
+    assert not list(local.rglob("*.npz")) and not list(local.rglob("*.npy"))
+    assert len(list(local.rglob("model_state.pt"))) == 1
