@@ -103,7 +103,6 @@ def _check_dataset(name: str) -> str:
 
 def plan(opts: BenchmarkOptions) -> list[Cell]:
     """Validate every name and override up front and resolve every cell's config (nothing is trained)."""
-
     if not NAME_RE.match(opts.name):
         raise ForecastError(f"--name '{opts.name}' must be letters, digits, '.', '_' or '-' (at most 100).")
     models = list(dict.fromkeys(get_spec(m).name for m in opts.models))

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import math
 import os
 import platform
@@ -149,9 +151,6 @@ def markdown_table(rows: list[Row]) -> str:
 
 
 def csv_table(rows: list[Row]) -> str:
-    import csv
-    import io
-
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["dataset", "horizon", "model", "lookback", "seeds", "mse", "mse_std", "mae", "mae_std",
@@ -172,14 +171,12 @@ def _num(v: float) -> str:
 
 def write_markdown(path: Path, result: BenchmarkResult, argv: list[str]) -> Path:
     """The result table as a Markdown file with the command, the wall time and the machine."""
-
-    import torch
+    import torch  # only for the machine line: the dashboard imports this module without the training stack
 
     cpu = platform.machine()
     with contextlib.suppress(OSError):
         cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                     if ln.startswith("model name")), cpu)
-
     lines = [f"# Benchmark `{result.name}`", "",
              f"- command: `{' '.join(shlex.quote(a) for a in argv)}`",
              f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",

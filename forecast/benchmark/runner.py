@@ -84,7 +84,6 @@ def _run_cell(cell: Cell, uri: str, experiment: str, parent_id: str, name: str,
 
 def run(opts: BenchmarkOptions) -> BenchmarkResult:
     """Run (or resume) the grid; returns every cell with its outcome and the aggregated rows."""
-
     t0 = time.perf_counter()
     cells = plan(opts)
     published = load_published()

@@ -39,7 +39,6 @@ def cell_checkpoint_dir(uri: str, name: str, config_hash: str) -> Path:
 
 def mark_killed(uri: str, parent_id: str, config_hash: str) -> None:
     """End the interrupted cell's run (nested under ``parent_id``) as KILLED; best effort."""
-
     with contextlib.suppress(Exception):
         mlf = tracking.client(uri)
         parent = mlf.get_run(parent_id)

@@ -18,7 +18,6 @@ from forecast.tuning import TuneOptions, run_study
 
 def _set_value(value: Any) -> str:
     """A value as ``--set`` parses it back (YAML): ``1.0e-05``, ``true``, ``32``."""
-
     return yaml.safe_dump(value).splitlines()[0]
 
 
@@ -42,7 +41,6 @@ def tune(dataset: str, model: str, overrides: dict, config: Path | None, opts: T
 
     Exits 130 after Ctrl-C (the running trial is FAILED, the others are kept) and 1 when every trial failed.
     """
-
     result = run_study(model, dataset, overrides, config, opts)
     if result.interrupted:
         print(f"interrupted: the running trial is marked FAILED; study '{result.study_name}' in {result.storage} "

@@ -47,7 +47,6 @@ def markdown(rows: list[Row], title: str, meta: str) -> str:
 def build(tracking_uri: str | None = None, name: str | None = None, output: str | Path = "dashboards",
           ui_url: str | None = None, template: Path = TEMPLATE) -> Dashboard:
     """Read the store and write ``leaderboard.html``, ``leaderboard.md`` and ``leaderboard.csv`` into ``output``."""
-
     uri = tracking.resolve_uri(tracking_uri)
     tracking.require_store(uri)
     if ui_url is not None and not ui_url.startswith(("http://", "https://")):

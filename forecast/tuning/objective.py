@@ -67,7 +67,6 @@ class Objective:
 
     def series_for(self, data: DataConfig) -> Series:
         """The loaded series for a data config, loaded once (a search over seq_len loads one per value)."""
-
         key = _series_key(data)
         with self._lock:
             if key not in self._series:
@@ -140,7 +139,6 @@ class Objective:
     def _record(self, trial: optuna.trial.Trial, state: str, sampled: dict[str, Any], run_id: str | None = None,
                 note: str | None = None, last: tuple[int, float] | None = None, quiet_errors: bool = False) -> None:
         """Tag the trial's nested MLflow run with its state and sampled params (creating one if none exists)."""
-
         try:
             mlf = tracking.client(self.tracking_uri)
             run_id = run_id or self._child_run_id(mlf, trial.number)

@@ -61,7 +61,6 @@ class TrialProgress:
 
 def trial_line(trial: FrozenTrial, done: int, total: int | None) -> str:
     """``trial 3/20 #7 PRUNED at epoch 2  val_loss 0.5123  4.1 s  train.lr=0.001 ...``."""
-
     state = trial.state.name
     parts = [f"trial {done}/{total if total is not None else '?'} #{trial.number} {state}"]
     if trial.state == TrialState.PRUNED and trial.intermediate_values:

@@ -55,7 +55,6 @@ def log_parent_summary(mlf: MlflowClient, run_id: str, result: TuneResult) -> No
 
 def write_report(study: optuna.Study, mlf: MlflowClient, run_id: str) -> list[str]:
     """Optuna's optimization history and parameter importances as one self-contained HTML, plus trials.csv."""
-
     try:
         import plotly  # noqa: F401
     except ImportError:

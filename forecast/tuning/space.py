@@ -55,7 +55,6 @@ def normalize_space(space: dict[str, Any], model_name: str) -> dict[str, dict[st
         {type: int, low: 1, high: 4}                              # optional step, log
         {type: categorical, choices: [16, 32, 64]}
     """
-
     if not isinstance(space, dict):
         raise ForecastError("search_space must be a mapping of 'section.key' to {type: ..., ...}.")
     fields = _section_fields(model_name)

@@ -23,7 +23,6 @@ def storage_url(storage: str | None) -> str:
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """Open (and create if needed) the RDB storage; anything that stops that is a one-line ForecastError."""
-
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:"):
         # Several workers on one sqlite file wait for the write lock instead of failing at once.

@@ -139,7 +139,6 @@ def _run_study(model: str, dataset: str, overrides: dict[str, Any], user_yaml: s
 
 def _experiment_id(mlf: MlflowClient, name: str, uri: str) -> str:
     """The experiment's id, created if needed (retried: see :func:`_retry`)."""
-
     return retry(lambda: tracking.experiment_id(mlf, name, uri), attempts=5)
 
 
@@ -159,7 +158,6 @@ def _check_study_matches(study: optuna.Study, cfg: RunConfig, dataset: str) -> N
 
 def _fail_running(study: optuna.Study, objective: Objective) -> None:
     """After Ctrl-C: any trial of ours still RUNNING (interrupted outside the objective) becomes FAILED."""
-
     for number in list(objective.running):
         try:
             study.tell(number, state=TrialState.FAIL)
@@ -195,7 +193,6 @@ def _summarize(study: optuna.Study, objective: Objective, study_name: str, url: 
 def retrain_best(model: str, dataset: str, overrides: dict[str, Any], user_yaml: str | Path | None,
                  result: TuneResult, opts: TuneOptions, objective: Objective | None = None) -> TrainResult:
     """Train the study's best configuration and evaluate it on the test split, as a separate, tagged run."""
-
     if result.best_trial is None:
         raise ForecastError(f"study '{result.study_name}' has no completed trial to retrain; run some trials first.")
     cfg = resolve(model, dataset, {**overrides, **result.best_params}, user_yaml)
