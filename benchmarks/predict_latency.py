@@ -157,7 +157,7 @@ def main() -> None:
   `OMP_NUM_THREADS=1 forecast predict --rolling ...` gives). On this shared 2-core machine, with other jobs
   running, every parallel region waits for its second thread to be scheduled, so one thread is several times
   faster; on a quiet machine with more cores the default is the better choice. A single-window forecast always
-  runs on one thread (`forecast.predict.single_thread`): it is a handful of tiny ops.
+  runs on one thread (`forecast.inference.predict.single_thread`): it is a handful of tiny ops.
 - Models are 1-epoch, 5-batch throwaways with the paper architecture (accuracy is irrelevant here)."""
     md = ["# forecast predict: latency and rolling throughput", "", f"- command: `{env['command']}`",
           f"- date: {env['date']}", f"- machine: {env['machine']}",
