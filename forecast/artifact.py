@@ -16,11 +16,13 @@ Nothing is pickled. Rebuilding needs the ``forecast`` package, never the trainin
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import yaml
 
@@ -33,6 +35,11 @@ STATE_FILE = "model_state.pt"
 CONFIG_FILE = "config.yaml"
 META_FORMAT = 1
 DATE_COL = "date"
+# What a description may ask for: far past any benchmark (L, H <= 720; 862 variates), far short of what would
+# exhaust memory before the weights are compared with it.
+MAX_STEPS = 100_000
+MAX_VARS = 100_000
+MAX_MARKS = 64
 
 
 @dataclass(frozen=True)
@@ -56,16 +63,16 @@ class ModelMeta:
         return json.dumps(asdict(self), indent=1)
 
     @classmethod
-    def from_dict(cls, doc: dict[str, Any], where: str) -> ModelMeta:
+    def from_dict(cls, doc: Any, where: str) -> ModelMeta:
+        """The description in ``doc``, every field checked for its type and range before anything is built from
+        it (an edited or damaged file must not make the process allocate what it says)."""
+        if not isinstance(doc, dict):
+            raise ForecastError(f"{where} is not a forecast model description (not a JSON object).")
         try:
             meta = cls(**doc)
         except TypeError as err:
             raise ForecastError(f"{where} is not a forecast model description ({err}).") from None
-        if meta.format > META_FORMAT:
-            raise ForecastError(f"{where} has format {meta.format}, newer than this forecast "
-                                f"understands ({META_FORMAT}); upgrade forecast.")
-        if not (len(meta.columns) == len(meta.mean) == len(meta.std)):
-            raise ForecastError(f"{where}: columns, mean and std differ in length; the artifact is damaged.")
+        _check_meta(meta, where)
         return meta
 
     @property
@@ -80,6 +87,52 @@ class ModelMeta:
             raise ForecastError(f"--horizon {horizon} is outside 1..{self.horizon}; the model forecasts "
                                 f"H={self.horizon} steps, so ask for at most that many.")
         return horizon
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_meta(meta: ModelMeta, where: str) -> None:
+    def bad(field: str, why: str) -> ForecastError:
+        return ForecastError(f"{where}: {field} {why}; the model artifact is damaged or was edited, log it again.")
+
+    if not _is_int(meta.format):
+        raise bad("format", f"must be an integer, got {meta.format!r}")
+    if meta.format > META_FORMAT:
+        raise ForecastError(f"{where} has format {meta.format}, newer than this forecast "
+                            f"understands ({META_FORMAT}); upgrade forecast.")
+    for field, top in (("seq_len", MAX_STEPS), ("horizon", MAX_STEPS), ("n_marks", MAX_MARKS)):
+        value, low = getattr(meta, field), 0 if field == "n_marks" else 1
+        if not _is_int(value) or not low <= value <= top:
+            raise bad(field, f"must be an integer in {low}..{top}, got {value!r}")
+    for field in ("model_name", "freq", "forecast_version", "date_column"):
+        if not isinstance(getattr(meta, field), str) or not getattr(meta, field):
+            raise bad(field, f"must be a non-empty string, got {getattr(meta, field)!r}")
+    if not isinstance(meta.columns, list) or not 1 <= len(meta.columns) <= MAX_VARS or not all(
+            isinstance(c, str) and c for c in meta.columns):
+        raise bad("columns", f"must be a list of 1..{MAX_VARS} non-empty names")
+    if len(set(meta.columns)) != len(meta.columns) or meta.date_column in meta.columns:
+        raise bad("columns", "must be distinct names, none of them the date column")
+    for field in ("mean", "std"):
+        values = getattr(meta, field)
+        if not isinstance(values, list) or len(values) != len(meta.columns) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+            raise bad(field, f"must be {len(meta.columns)} finite numbers, one per column")
+    if not all(v > 0 for v in meta.std):
+        raise bad("std", "must be positive")
+    for field in ("freq", "mark_freq"):
+        value = getattr(meta, field)
+        if value is not None and not _is_frequency(value):
+            raise bad(field, f"must be a pandas frequency such as h or 15min, got {value!r}")
+
+
+def _is_frequency(value: Any) -> bool:
+    try:
+        pd.tseries.frequencies.to_offset(value)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(value, str)
 
 
 @dataclass
@@ -124,18 +177,55 @@ def read_meta(paths: dict[str, Path]) -> ModelMeta:
 
 def build_model(meta: ModelMeta, config: dict[str, Any], state: dict[str, torch.Tensor]) -> torch.nn.Module:
     """The forecaster for ``meta``/``config`` with ``state`` loaded (strict), in eval mode."""
-    model_cfg = build_config(meta.model_name, config.get("model") or {})
+    model_section = config.get("model") if isinstance(config, dict) else None
+    model_cfg = build_config(meta.model_name, model_section if isinstance(model_section, dict) else {})
     extras = extras_from_state(get_spec(meta.model_name).extras(model_cfg), state)
-    ctx = ModelContext(seq_len=meta.seq_len, horizon=meta.horizon, n_vars=meta.n_vars, n_marks=meta.n_marks,
-                       extras=extras)
-    model = create_model(meta.model_name, model_cfg, ctx)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise ForecastError(f"the saved weights do not fit a {meta.model_name} model ({first}); "
-                            "the artifact was made by an incompatible forecast version.") from None
+
+    def build(device: str) -> torch.nn.Module:
+        ctx = ModelContext(seq_len=meta.seq_len, horizon=meta.horizon, n_vars=meta.n_vars, n_marks=meta.n_marks,
+                           extras={k: v.to(device) for k, v in extras.items()})
+        with torch.device(device):
+            return create_model(meta.model_name, model_cfg, ctx)
+
+    # First a skeleton that allocates nothing: the description must fit the weights before memory is spent on it.
+    _check_shapes(build("meta").state_dict(), state, meta)
+    model = build("cpu")
+    model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+def _check_shapes(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], meta: ModelMeta) -> None:
+    what = (f"a {meta.model_name} with L={meta.seq_len}, H={meta.horizon}, {meta.n_vars} columns and {meta.n_marks} "
+            "time features")
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and tuple(expected[k].shape) != tuple(state[k].shape)]
+    if missing or extra:
+        name = (missing or extra)[0]
+        raise ForecastError(f"the saved weights do not fit {what}: '{name}' is "
+                            f"{'missing from' if missing else 'unexpected in'} the state dict; the artifact was made "
+                            "by an incompatible forecast version, or its files were edited.")
+    if wrong:
+        k = wrong[0]
+        raise ForecastError(f"the saved weights do not fit {what}: '{k}' is {list(state[k].shape)} in the state dict "
+                            f"but {list(expected[k].shape)} for that description; the artifact's files disagree.")
+
+
+def _load_state(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict, safely (``weights_only``), every tensor finite; anything else is one line."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 (a cut-short zip, a pickle that weights_only refuses, ...)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ForecastError(f"{path} is not a readable state dict ({first}); the model artifact is cut short or "
+                            "damaged, log it again.") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ForecastError(f"{path} is not a state dict of named tensors; the model artifact is damaged.")
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ForecastError(f"{path}: the weights '{key}' hold NaN or inf values; the model diverged or the "
+                                "file was damaged, so it cannot forecast.")
+    return state
 
 
 def load(paths: dict[str, Path], source: str = "") -> LoadedModel:
@@ -145,8 +235,14 @@ def load(paths: dict[str, Path], source: str = "") -> LoadedModel:
         if key not in paths or not paths[key].is_file():
             raise ForecastError(f"the model artifact {source or paths['meta'].parent} has no {key} file; "
                                 "it is incomplete.")
-    config = yaml.safe_load(paths["config"].read_text()) or {}
-    state = torch.load(paths["state"], map_location="cpu", weights_only=True)
+    try:
+        config = yaml.safe_load(paths["config"].read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ForecastError(f"{paths['config']} could not be read ({first}); the model artifact is damaged.") from None
+    if not isinstance(config, dict):
+        raise ForecastError(f"{paths['config']} is not a mapping of config sections; the model artifact is damaged.")
+    state = _load_state(paths["state"])
     return LoadedModel(meta, build_model(meta, config, state), config, source)
 
 

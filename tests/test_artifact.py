@@ -3,6 +3,7 @@ round trip train -> log -> `forecast predict` and the pyfunc, on synthetic data 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +113,60 @@ def test_every_model_round_trips_through_predict_and_the_pyfunc(name: str, tmp_p
     local = Path(client.download_artifacts(run_id, "model", str(tmp_path / "model")))
     assert not list(local.rglob("*.npz")) and not list(local.rglob("*.npy"))
     assert len(list(local.rglob("model_state.pt"))) == 1
+
+
+def _edit_meta(model_dir: Path, **fields: object) -> None:
+    import json
+
+    path = model_dir / "artifacts" / "forecast_model.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+
+
+def _halve_state(model_dir: Path) -> None:
+    path = model_dir / "artifacts" / "model_state.pt"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _nan_state(model_dir: Path) -> None:
+    path = model_dir / "artifacts" / "model_state.pt"
+    state = torch.load(path, weights_only=True)
+    key = next(iter(state))
+    state[key] = torch.full_like(state[key], float("nan"))
+    torch.save(state, path)
+
+
+DAMAGED = {
+    "huge horizon": (lambda d: _edit_meta(d, horizon=10_000_000), r"horizon must be an integer in 1\.\.100000"),
+    "negative sizes": (lambda d: _edit_meta(d, seq_len=-5, horizon=0), r"seq_len must be an integer in 1\.\."),
+    "text size": (lambda d: _edit_meta(d, seq_len="ninety-six"), r"seq_len must be an integer .* 'ninety-six'"),
+    "horizon that the weights lack": (lambda d: _edit_meta(d, horizon=20_000),
+                                      r"do not fit a dlinear with L=48, H=20000, .* is \[24, 48\] in the state dict"),
+    "state dict cut in half": (_halve_state, r"model_state\.pt is not a readable state dict"),
+    "no state dict": (lambda d: (d / "artifacts" / "model_state.pt").unlink(), r"has no state file"),
+    "NaN weights": (_nan_state, r"hold NaN or inf values"),
+    "a column too few": (lambda d: _edit_meta(d, columns=["HUFL", "HULL"]), r"mean must be 2 finite numbers"),
+    "duplicated columns": (lambda d: _edit_meta(d, columns=["OT"] * 7), r"columns must be distinct names"),
+    "a newer format": (lambda d: _edit_meta(d, format=99), r"has format 99, newer than this forecast understands"),
+    "a bad frequency": (lambda d: _edit_meta(d, freq="fortnightly-ish"), r"freq must be a pandas frequency"),
+    "std of zero": (lambda d: _edit_meta(d, std=[0.0] * 7), r"std must be positive"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED))
+def test_a_damaged_or_edited_artifact_is_one_line(case: str, tmp_path: Path, capsys) -> None:
+    """Every field of the description is checked against its type and range, and against the weights' shapes on a
+    skeleton that allocates nothing, before the model is built: one line that names the field, exit 2, no file."""
+    import shutil
+
+    damage, message = DAMAGED[case]
+    model_dir = tmp_path / "model"
+    shutil.copytree(FIXTURES / "dlinear", model_dir)
+    damage(model_dir)
+    out = tmp_path / "fc.csv"
+    code, stdout, err = run_cli(["predict", "-m", str(model_dir), "-i", str(FIXTURES / "history.csv"), "-o", str(out)],
+                                capsys)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert re.search(message, lines[0]), lines[0]
+    assert "Traceback" not in stdout + err and not out.exists()
