@@ -79,12 +79,13 @@ class ModelMeta:
     def n_vars(self) -> int:
         return len(self.columns)
 
-    def check_horizon(self, horizon: int | None) -> int:
-        """The steps to keep: ``horizon`` (the user's ``--horizon``), at most H; None means H."""
+    def check_horizon(self, horizon: int | None, name: str = "--horizon") -> int:
+        """The steps to keep: ``horizon`` (``name``: the flag, or the pyfunc's ``params.horizon``), at most H; None
+        means H."""
         if horizon is None:
             return self.horizon
         if not 1 <= horizon <= self.horizon:
-            raise ForecastError(f"--horizon {horizon} is outside 1..{self.horizon}; the model forecasts "
+            raise ForecastError(f"{name} {horizon} is outside 1..{self.horizon}; the model forecasts "
                                 f"H={self.horizon} steps, so ask for at most that many.")
         return horizon
 

@@ -306,6 +306,21 @@ def test_mlflow_models_serve_answers_the_same_forecast(store, tmp_path) -> None:
         status, body = _post(f"http://127.0.0.1:{port}/invocations",
                              {"dataframe_split": {"columns": hist.columns, "data": hist.rows()[:50]}})
         assert status == 400 and "has 50 rows but the model reads the last L=96" in body.get("message", ""), body
+        # Bad requests: HTTP 400 with our one line alone (no echo of the payload), as `forecast predict` says it.
+        rows = hist.rows()
+        bad = {"an extra column": ({"columns": [*hist.columns, "extra"], "data": [[*r, 1.0] for r in rows]}, None,
+                                   "column 'extra'"),
+               "a missing column": ({"columns": hist.columns[:-1], "data": [r[:-1] for r in rows]}, None, "OT"),
+               "too long a horizon": ({"columns": hist.columns, "data": rows}, {"horizon": 1000},
+                                      "params.horizon 1000 is outside 1..24"),
+               "an unknown fill": ({"columns": hist.columns, "data": rows}, {"fill": "magic"},
+                                   "unknown params.fill 'magic'")}
+        for case, (split, params, needle) in bad.items():
+            status, body = _post(f"http://127.0.0.1:{port}/invocations",
+                                 {"dataframe_split": split, **({"params": params} if params else {})})
+            message = body.get("message", "")
+            assert status == 400 and needle in message, (case, body)
+            assert "\n" not in message and "Failed to predict" not in message and len(message) < 400, (case, message)
 
 
 def test_itransformer_with_time_marks(store, tmp_path, monkeypatch, capsys) -> None:

@@ -21,9 +21,10 @@ OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 LAYOUTS = ("wide", "long")
 
 
-def check_fill(fill: str | None) -> None:
+def check_fill(fill: str | None, name: str = "--fill") -> None:
+    """``name`` is what the user typed: the flag, or the pyfunc's ``params.fill``."""
     if fill is not None and fill not in FILL_METHODS:
-        raise ForecastError(f"unknown --fill '{fill}'; use ffill or interpolate.")
+        raise ForecastError(f"unknown {name} '{fill}'; use ffill or interpolate.")
 
 
 @dataclass

@@ -31,17 +31,37 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
-from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
 from forecast import artifact, tracking
 from forecast.artifact import LoadedModel, ModelMeta
 from forecast.errors import ForecastError
-from forecast.inference.io import forecast_frame, prepare_history
+from forecast.inference.io import check_fill, forecast_frame, prepare_history
 from forecast.inference.predict import forecast_next
 
 MODEL_CODE = Path(__file__).resolve().parents[1] / "pyfunc_model.py"
 ARTIFACT_PATH = "model"
 DEFAULT_ALIAS = "champion"
+
+
+class RequestError(MlflowException):
+    """A bad request: HTTP 400 whose JSON ``message`` is our one line alone.
+
+    MLflow's scoring server prefixes an error's message with the whole request (``Failed to predict data
+    '<DataFrame>'. Error: ...``) by assigning ``message``; that assignment is ignored here, so the caller gets the
+    line that says what to fix and never an echo of the payload."""
+
+    def __init__(self, line: str) -> None:
+        self._line = line
+        super().__init__(line, error_code=INVALID_PARAMETER_VALUE)
+
+    @property
+    def message(self) -> str:
+        return self._line
+
+    @message.setter
+    def message(self, value: str) -> None:
+        pass
 
 
 class ForecastPyfunc(PythonModel):
@@ -67,12 +87,15 @@ class ForecastPyfunc(PythonModel):
             if not isinstance(model_input, pd.DataFrame):
                 raise ForecastError("the input must be a table (DataFrame) with a date column and the model's "
                                     f"columns, got {type(model_input).__name__}.")
-            h = self.model.meta.check_horizon(None if horizon is None else int(horizon))
+            if horizon is not None and (isinstance(horizon, bool) or not str(horizon).lstrip("-").isdigit()):
+                raise ForecastError(f"params.horizon must be an integer, got {horizon!r}.")
+            h = self.model.meta.check_horizon(None if horizon is None else int(horizon), "params.horizon")
+            check_fill(fill, "params.fill")
             frame = _to_polars(model_input)
             table = prepare_history(frame, self.model.meta, "input", fill)
             fc = forecast_next(self.model, table, h)
         except ForecastError as err:
-            raise MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE) from None
+            raise RequestError(str(err)) from None
         return forecast_frame(fc).to_pandas()
 
 
@@ -89,14 +112,18 @@ def _to_polars(df: pd.DataFrame) -> pl.DataFrame:
 
 
 def signature(meta: ModelMeta) -> ModelSignature:
-    """Input: ``date`` (any: strings or datetimes) + the variates (double). Output: ``date`` (datetime) + the
-    variates. Params: ``horizon`` (default H) and ``fill`` (none | ffill | interpolate)."""
+    """Output: ``date`` (datetime) + the variates. Params: ``horizon`` (default H) and ``fill`` (none | ffill |
+    interpolate).
+
+    No input schema: MLflow would drop a column it does not name and convert values before the model sees them,
+    so an extra column would pass the server while ``forecast predict`` rejects it. The pyfunc checks the input
+    itself, exactly as predict does (``date`` + the model's columns, in any order; the input example shows them).
+    """
     # The date is "any": JSON and CSV bring strings, Python callers datetimes; prepare_history parses both.
     values = [ColSpec("double", c) for c in meta.columns]
-    inputs = Schema([ColSpec(AnyType(), meta.date_column), *values])
     outputs = Schema([ColSpec("datetime", meta.date_column), *values])
     params = ParamSchema([ParamSpec("horizon", "long", meta.horizon), ParamSpec("fill", "string", "none")])
-    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+    return ModelSignature(inputs=None, outputs=outputs, params=params)
 
 
 def requirements() -> list[str]:
