@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from forecast.errors import ForecastError, check_switches, unknown_key
+from forecast.errors import ForecastError, check_values, unknown_key
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 SECTIONS = ("data", "model", "train")
@@ -183,7 +183,7 @@ def build_section(cls: type, values: dict[str, Any], section: str) -> Any:
         if key not in allowed:
             raise unknown_key("config key", key, allowed, f"Valid {section} keys: {', '.join(sorted(allowed))}.",
                               prefix=f"{section}.", synonyms=SYNONYMS)
-    check_switches(cls, values, section)
+    check_values(cls, values, section)
     try:
         return cls(**values)
     except TypeError as err:

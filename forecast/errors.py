@@ -11,12 +11,25 @@ class ForecastError(Exception):
     exit_code = 2
 
 
-def check_switches(cls: type, values: dict, section: str) -> None:
-    """A config dataclass field whose default is true or false takes only true or false (no truthy strings)."""
-    switches = {f.name for f in dataclasses.fields(cls) if isinstance(f.default, bool)}
+def check_values(cls: type, values: dict, section: str) -> None:
+    """Each value has the kind of its config field's default: true or false for a switch (no truthy strings), an
+    integer for an integer, a number for a float, text for a string; a field that defaults to None takes anything
+    its dataclass accepts. One line that names the key, before the dataclass (or anything else) compares it."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
     for key, value in values.items():
-        if key in switches and not isinstance(value, bool):
-            raise ForecastError(f"{section}.{key} must be true or false, got {value!r}.")
+        default = defaults.get(key)
+        if isinstance(default, bool):
+            ok, kind = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        elif isinstance(default, float):
+            ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        elif isinstance(default, str):
+            ok, kind = isinstance(value, str), "text"
+        else:
+            continue
+        if not ok:
+            raise ForecastError(f"{section}.{key} must be {kind}, got {value!r}.")
 
 
 def unknown_key(what: str, key: str, known: Iterable[str], rest: str, *, prefix: str = "", where: str = "",

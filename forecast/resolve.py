@@ -10,13 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from forecast.config import CONFIG_DIR, SECTIONS, DataConfig, RunConfig, TrainConfig, build_section
 from forecast.data.catalogue import CATALOGUE, dataset_name, is_file_dataset
+from forecast.data.orthobasis import extra_shape
 from forecast.data.timefeatures import freq_family
 from forecast.errors import ForecastError
-from forecast.models import build_config, get_spec
+from forecast.models import ModelContext, build_config, create_model, get_spec
 
 
 def _merge(dst: dict[str, dict[str, Any]], layer: dict[str, Any] | None, where: str) -> None:
@@ -93,13 +95,30 @@ def resolve(
         layers[section][name] = value
     layers["data"]["dataset"] = dataset
     _drop_native_mark_freq(layers["data"], dataset)
-    return RunConfig(
+    cfg = RunConfig(
         model_name=spec.name,
         data=build_section(DataConfig, layers["data"], "data"),
         model=build_config(spec.name, layers["model"]),
         train=build_section(TrainConfig, layers["train"], "train"),
         search_space=search_space,
     )
+    _check_buildable(cfg)
+    return cfg
+
+
+def _check_buildable(cfg: RunConfig) -> None:
+    """Build the model once on the meta device (nothing is allocated) at the run's L and H, so a value that only
+    its constructor rejects (DLinear's ``kernel_size=0``) is one line now, before any data is loaded."""
+    L, H = cfg.data.seq_len, cfg.data.horizon
+    names = get_spec(cfg.model_name).extras(cfg.model)
+    extras = {n: torch.empty(extra_shape(n, L, H), device="meta") for n in names}
+    try:
+        with torch.device("meta"):
+            create_model(cfg.model_name, cfg.model, ModelContext(seq_len=L, horizon=H, n_vars=2, n_marks=4,
+                                                                 extras=extras))
+    except (ValueError, TypeError, RuntimeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ForecastError(f"invalid model config for '{cfg.model_name}': {first}.") from None
 
 
 def _drop_native_mark_freq(data: dict[str, Any], dataset: str) -> None:

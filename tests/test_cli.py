@@ -90,6 +90,15 @@ def test_train_end_to_end_records_the_run(data_dir: Path, tmp_path: Path, monkey
         (["train", "--dataset", "ETTh1", "--model", "dlinear", "--set", "train.shuffle=random"],
          "train.shuffle must be one of seed, reference, got 'random'"),
         (["train", "--dataset", "no/such/file.csv", "--model", "dlinear"], "not found"),
+        # Found as a new user would (issue 26): each was a traceback or a comparison error before.
+        (["train", "--dataset", "ETTh1", "--model", "dlinear", "--set", "model.kernel_size=0"],
+         "invalid model config for 'dlinear': kernel_size must be odd and positive, got 0."),
+        (["train", "--dataset", "ETTh1", "--model", "dlinear", "--set", "train.lr=abc"],
+         "train.lr must be a number, got 'abc'."),
+        (["train", "--dataset", "ETTh1", "--model", "dlinear", "--set", "train.batch_size=abc"],
+         "train.batch_size must be an integer, got 'abc'."),
+        (["train", "--dataset", "ETTh1", "--model", "itransformer", "--set", "model.revin=bogus"],
+         "model.revin must be one of none, plain, affine, got 'bogus'."),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(argv, message, data_dir, tmp_path, monkeypatch, capsys) -> None:

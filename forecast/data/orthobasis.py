@@ -33,6 +33,11 @@ _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 PROVIDES = ("q_in", "q_out")
 
 
+def extra_shape(name: str, seq_len: int, horizon: int) -> tuple[int, int]:
+    """The shape of the data-derived tensor ``name``: ``q_in`` is [L, L], ``q_out`` [H, H]."""
+    return {"q_in": (seq_len, seq_len), "q_out": (horizon, horizon)}[name]
+
+
 def data_extras(names: tuple[str, ...], series: Series, seq_len: int, horizon: int) -> dict[str, torch.Tensor]:
     """The data-derived tensors ``names`` (what the model's registry entry asks for) from ``series``' train split.
 

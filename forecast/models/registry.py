@@ -25,7 +25,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from forecast.errors import ForecastError, check_switches, unknown_key
+from forecast.errors import ForecastError, check_values, unknown_key
 from forecast.layers.revin import REVIN_MODES, Forecaster
 
 
@@ -101,7 +101,7 @@ def build_config(name: str, params: dict[str, Any] | None = None) -> Any:
     if unknown:
         raise unknown_key("config key", unknown[0], allowed, f"Valid model keys: {', '.join(sorted(allowed))}.",
                           prefix="model.", where=f" for model '{spec.name}'")
-    check_switches(spec.config_cls, params, "model")
+    check_values(spec.config_cls, params, "model")
     # RevIN is applied by create_model for every model that has the key, so it is checked here, for all of them.
     if "revin" in params and params["revin"] not in REVIN_MODES:
         raise ForecastError(f"model.revin must be one of {', '.join(REVIN_MODES)}, got {params['revin']!r}.")
