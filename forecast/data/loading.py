@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from forecast.data.timefeatures import infer_freq
 from forecast.errors import ForecastError
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -21,8 +23,11 @@ class Table:
     columns: list[str]  # N variate names, in order
 
 
-def read_frame(source: Path | bytes, name: str, has_header: bool = True) -> pl.DataFrame:
-    """A polars frame from CSV or parquet bytes/path; an unreadable or empty file is a ForecastError."""
+def read_frame(source: Path | bytes, name: str, has_header: bool = True, benchmark: bool = False) -> pl.DataFrame:
+    """A polars frame from CSV or parquet bytes/path; an unreadable or empty file is a ForecastError.
+
+    A user's header is checked (:func:`check_header`); a checksummed ``benchmark`` is read as published (Weather's
+    header has a latin-1 ``W/m²``)."""
     try:
         if isinstance(source, Path) and source.suffix.lower() in (".parquet", ".pq"):
             df = pl.read_parquet(source)
@@ -38,9 +43,28 @@ def read_frame(source: Path | bytes, name: str, has_header: bool = True) -> pl.D
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ForecastError(f"{name} could not be read as CSV or parquet ({first}); "
                             "give a CSV/parquet file with a header row.") from None
+    df = df.filter(~pl.all_horizontal(pl.all().is_null()))  # blank lines (at the end of a file, typically)
     if df.height == 0 or df.width == 0:
         raise ForecastError(f"{name} has no data rows; give a CSV with a date column and numeric columns.")
+    if not benchmark:
+        check_header(df.columns, name)
     return df
+
+
+def check_header(columns: list[str], name: str) -> None:
+    """Column names as written, never silently changed: no spaces around a name, no name twice (polars would make
+    the second ``OT_duplicated_0``), and UTF-8 text (a latin-1 ``ÖT`` would read as ``\ufffdT``)."""
+    for i, c in enumerate(columns):
+        if not c.strip():
+            raise ForecastError(f"{name}: column {i + 1} of the header has no name; name every column.")
+        if c != c.strip():
+            raise ForecastError(f"{name}: column {c!r} has spaces around its name; write it as '{c.strip()}'.")
+        if "\ufffd" in c:
+            raise ForecastError(f"{name}: column {c!r} is not UTF-8 text; save the file as UTF-8.")
+        base, sep, _ = c.rpartition("_duplicated_")
+        if sep and base in columns:
+            raise ForecastError(f"{name}: column '{base}' appears more than once in the header; keep one column "
+                                "per variate.")
 
 
 def read_bytes(path: Path) -> bytes:
@@ -51,27 +75,42 @@ def read_bytes(path: Path) -> bytes:
         return raw
     try:
         return gzip.decompress(raw)
-    except (OSError, EOFError) as err:
+    except EOFError:
+        raise ForecastError(f"{path} is cut short (the gzip stream ends early); copy or download it again.") from None
+    except OSError as err:
         raise ForecastError(f"{path} is not a gzip file ({err}); give a .csv, .csv.gz or .parquet file.") from None
 
 
-def _ts(value: np.datetime64) -> str:
+def ts(value: np.datetime64) -> str:
     """A timestamp as people write it: ``2018-06-26 19:00:00`` (no ``T``, no nanoseconds)."""
     return str(np.datetime_as_string(np.datetime64(value, "s"), unit="s")).replace("T", " ")
 
 
 def parse_dates(col: pl.Series, name: str) -> np.ndarray:
-    """datetime64[ns] from a string/date column; unparseable values are a ForecastError naming the row."""
+    """datetime64[ns] from a string/date column; unparseable values are a ForecastError naming the row.
+
+    Numbers are not taken for dates (epoch seconds or milliseconds cannot be told apart from a row index), and
+    dates with a time zone are refused rather than silently moved to UTC (the forecast's timestamps would then be
+    hours off the input's)."""
+    if col.dtype.is_numeric():
+        raise ForecastError(f"{name}: column '{col.name}' holds numbers ({col[0]} at data row 1), not dates; write "
+                            "ISO dates like 2016-07-01 00:00:00 (convert Unix times to dates first).")
+    if isinstance(col.dtype, pl.Datetime) and col.dtype.time_zone is not None:
+        _zoned(name, col.name, f"zone {col.dtype.time_zone}")
     if col.dtype in (pl.Date, pl.Datetime) or isinstance(col.dtype, pl.Datetime):
         parsed = col.cast(pl.Datetime("ns"))
     else:
         text = col.cast(pl.Utf8)
-        parsed = text.str.to_datetime(strict=False, time_unit="ns")
+        zoned = text.str.contains(r"(Z|[+-]\d\d:?\d\d)$")
+        if zoned.any():
+            row = int(zoned.arg_true()[0])
+            _zoned(name, col.name, f"'{text[row]}' at data row {row + 1}")
+        try:
+            parsed = text.str.to_datetime(strict=False, time_unit="ns")
+        except pl.exceptions.ComputeError:  # no format polars can infer from the first values: let pandas try
+            parsed = pl.Series([None] * len(text), dtype=pl.Datetime("ns"))
         if parsed.null_count() > text.null_count():
-            import pandas as pd
-
-            converted = pd.to_datetime(text.to_pandas(), errors="coerce", format="mixed")
-            parsed = pl.Series(converted.to_numpy().astype("datetime64[ns]"))
+            parsed = _pandas_dates(text)
     nulls = parsed.is_null()
     if nulls.any():
         row = int(nulls.arg_true()[0])
@@ -80,6 +119,29 @@ def parse_dates(col: pl.Series, name: str) -> np.ndarray:
             "use ISO dates like 2016-07-01 00:00:00."
         )
     return parsed.to_numpy().astype("datetime64[ns]")
+
+
+def _zoned(name: str, col: str, where: str) -> None:
+    raise ForecastError(f"{name}: column '{col}' has dates with a time zone ({where}); write local times without an "
+                        "offset, in one zone for the whole file.")
+
+
+def _pandas_dates(text: pl.Series) -> pl.Series:
+    """pandas' mixed-format parser for what polars cannot infer; a value it cannot take at all becomes null."""
+    import pandas as pd
+
+    values = text.to_pandas()
+    try:
+        converted = pd.to_datetime(values, errors="coerce", format="mixed")
+    except (ValueError, TypeError, OverflowError):  # one odd value spoils the vectorized parse: go value by value
+        def one(v: object) -> object:
+            try:
+                return pd.to_datetime(v, errors="coerce", format="mixed")
+            except (ValueError, TypeError, OverflowError):
+                return pd.NaT
+
+        converted = pd.Series([one(v) for v in values], dtype="datetime64[ns]")
+    return pl.Series(converted.to_numpy().astype("datetime64[ns]"))
 
 
 def to_table(
@@ -115,9 +177,17 @@ def to_table(
                     f"{name}: column '{c}' has a non-numeric value '{s[row]}' at data row {row + 1}; "
                     "every column except the date must be numeric."
                 )
-    values = df.select([pl.col(c).cast(pl.Float64, strict=False) for c in value_cols]).to_numpy().astype(np.float32)
+    wide = df.select([pl.col(c).cast(pl.Float64, strict=False) for c in value_cols]).to_numpy()  # float64
+    huge = np.abs(np.nan_to_num(wide, nan=0.0, posinf=0.0, neginf=0.0)) > FLOAT32_MAX
+    infinite = np.isinf(wide)
+    for bad, what in ((huge, f"is beyond float32's range (±{FLOAT32_MAX:.4g})"), (infinite, "is infinite")):
+        if bad.any():
+            row, col = (int(i) for i in np.argwhere(bad)[0])
+            raise ForecastError(f"{name}: column '{value_cols[col]}' value {wide[row, col]:g} at data row {row + 1} "
+                                f"{what}; the models compute in float32, so rescale the column or fix the value.")
+    values = wide.astype(np.float32)
     if not allow_nan:
-        missing = ~np.isfinite(values)
+        missing = np.isnan(values)
         if missing.any():
             row, col = (int(i) for i in np.argwhere(missing)[0])
             raise ForecastError(
@@ -127,12 +197,12 @@ def to_table(
     steps = np.diff(dates.astype("int64")) if check_order else np.ones(1, dtype=np.int64)
     if (steps == 0).any():
         row = int(np.argmax(steps == 0)) + 1
-        raise ForecastError(f"{name}: duplicated timestamp {_ts(dates[row])} at data row {row + 1}; "
+        raise ForecastError(f"{name}: duplicated timestamp {ts(dates[row])} at data row {row + 1}; "
                             "keep one row per timestamp.")
     if (steps < 0).any():
         row = int(np.argmax(steps < 0)) + 1
-        raise ForecastError(f"{name}: timestamps are not sorted (data row {row + 1}, {_ts(dates[row])}, comes after "
-                            f"{_ts(dates[row - 1])}); sort the file by its date column.")
+        raise ForecastError(f"{name}: timestamps are not sorted (data row {row + 1}, {ts(dates[row])}, comes after "
+                            f"{ts(dates[row - 1])}); sort the file by its date column.")
     return Table(dates=dates, values=values, columns=value_cols)
 
 
@@ -184,66 +254,3 @@ def _names(columns: list[str], limit: int = 8) -> str:
     if len(columns) <= limit:
         return ", ".join(columns)
     return f"{', '.join(columns[: limit - 1])}, ..., {columns[-1]} ({len(columns)} columns)"
-
-
-FILL_METHODS = ("ffill", "interpolate")
-
-
-def fill_missing(values: np.ndarray, columns: list[str], method: str, name: str) -> np.ndarray:
-    """``values [T, N]`` with NaN/inf cells filled column-wise by ``ffill`` or linear ``interpolate``.
-
-    ``ffill`` cannot fill a gap at the start of a column (an error naming it); ``interpolate`` fills the
-    edges with the nearest value. A column with no value at all is an error.
-    """
-    import pandas as pd
-
-    if method not in FILL_METHODS:
-        raise ForecastError(f"unknown fill method '{method}'; use --fill ffill or --fill interpolate.")
-    frame = pd.DataFrame(np.where(np.isfinite(values), values, np.nan).astype(np.float64), columns=columns)
-    empty = frame.isna().all()
-    if empty.any():
-        raise ForecastError(f"{name}: column '{empty[empty].index[0]}' has no values at all; nothing to fill from.")
-    if method == "ffill":
-        filled = frame.ffill()
-        lead = filled.isna().to_numpy()
-        if lead.any():
-            row, col = (int(i) for i in np.argwhere(lead)[0])
-            raise ForecastError(
-                f"{name}: column '{columns[col]}' is empty at data row {row + 1} with no earlier value to carry "
-                "forward; use --fill interpolate or drop the leading rows."
-            )
-    else:
-        filled = frame.interpolate(method="linear", limit_direction="both")
-    return filled.to_numpy().astype(np.float32)
-
-
-def check_frequency(dates: np.ndarray, freq: str, name: str) -> None:
-    """Every timestamp one ``freq`` step after the previous one; else a ForecastError naming the row.
-
-    A different regular step names both frequencies; a gap or an irregular step names the first bad row.
-    """
-    import pandas as pd
-
-    try:
-        expected = pd.date_range(pd.Timestamp(dates[0]), periods=len(dates), freq=freq).to_numpy()
-    except (ValueError, TypeError) as err:
-        raise ForecastError(f"{name}: cannot build timestamps at the model's frequency '{freq}' ({err}).") from None
-    bad = np.flatnonzero(expected.astype("datetime64[ns]") != dates.astype("datetime64[ns]"))
-    if bad.size == 0:
-        return
-    found = infer_freq(dates)
-    if found is not None and pd.tseries.frequencies.to_offset(found) != pd.tseries.frequencies.to_offset(freq):
-        raise ForecastError(
-            f"{name}: the timestamps are {found} apart but the model was trained on '{freq}' data; "
-            f"resample the input to '{freq}'."
-        )
-    row = int(bad[0])
-    if row == 0:
-        raise ForecastError(
-            f"{name}: the first timestamp {_ts(dates[0])} is not on the model's '{freq}' frequency; "
-            f"start the input on a '{freq}' step."
-        )
-    raise ForecastError(
-        f"{name}: timestamp {_ts(dates[row])} at data row {row + 1} breaks the '{freq}' frequency "
-        f"(expected {_ts(expected[row])} after {_ts(dates[row - 1])}); fill the gap or resample the input to '{freq}'."
-    )

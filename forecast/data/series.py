@@ -95,7 +95,7 @@ def _load_table(cfg: DataConfig, progress: bool) -> tuple[Table, str, str, str, 
         return table, catalogue.dataset_name(cfg.dataset), "ratio", freq, store.sha256_bytes(data), True
     info = catalogue.lookup(cfg.dataset)
     data, digest, source = store.fetch(info, cfg.data_dir, progress=progress)
-    df = read_frame(data, str(source), has_header=info.has_header)
+    df = read_frame(data, str(source), has_header=info.has_header, benchmark=True)
     if not info.has_header:
         # Solar: no header, no dates. Give it a regular 10-minute index (the 2006 Alabama PV data).
         import polars as pl

@@ -34,6 +34,10 @@ def cache_dir() -> Path:
 
 
 def search_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Where benchmark files are looked for: ``--data-dir`` (which must exist), $FORECAST_DATA_DIR, the cache."""
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        raise ForecastError(f"--data-dir '{data_dir}' is not a folder; give the folder that holds the benchmark "
+                            "files, or leave it out.")
     dirs = [Path(d).expanduser() for d in (data_dir, os.environ.get("FORECAST_DATA_DIR")) if d]
     return [*dirs, cache_dir()]
 

@@ -13,7 +13,8 @@ import numpy as np
 import polars as pl
 
 from forecast.artifact import DATE_COL, ModelMeta
-from forecast.data.loading import FILL_METHODS, Table, check_frequency, fill_missing, read_bytes, read_frame, to_table
+from forecast.data.gaps import FILL_METHODS, check_frequency, fill_missing
+from forecast.data.loading import Table, read_bytes, read_frame, to_table
 from forecast.errors import ForecastError
 
 INPUT_SUFFIXES = (".csv", ".csv.gz", ".txt", ".parquet", ".pq")

@@ -1,0 +1,70 @@
+"""Gaps and steps in a table's time axis: filling empty cells on request, and checking every step is the model's
+frequency (``forecast predict``'s input)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from forecast.data.loading import ts
+from forecast.data.timefeatures import infer_freq
+from forecast.errors import ForecastError
+
+
+FILL_METHODS = ("ffill", "interpolate")
+
+
+def fill_missing(values: np.ndarray, columns: list[str], method: str, name: str) -> np.ndarray:
+    """``values [T, N]`` with NaN/inf cells filled column-wise by ``ffill`` or linear ``interpolate``.
+
+    ``ffill`` cannot fill a gap at the start of a column (an error naming it); ``interpolate`` fills the
+    edges with the nearest value. A column with no value at all is an error.
+    """
+    if method not in FILL_METHODS:
+        raise ForecastError(f"unknown fill method '{method}'; use --fill ffill or --fill interpolate.")
+    frame = pd.DataFrame(np.where(np.isfinite(values), values, np.nan).astype(np.float64), columns=columns)
+    empty = frame.isna().all()
+    if empty.any():
+        raise ForecastError(f"{name}: column '{empty[empty].index[0]}' has no values at all; nothing to fill from.")
+    if method == "ffill":
+        filled = frame.ffill()
+        lead = filled.isna().to_numpy()
+        if lead.any():
+            row, col = (int(i) for i in np.argwhere(lead)[0])
+            raise ForecastError(
+                f"{name}: column '{columns[col]}' is empty at data row {row + 1} with no earlier value to carry "
+                "forward; use --fill interpolate or drop the leading rows."
+            )
+    else:
+        filled = frame.interpolate(method="linear", limit_direction="both")
+    return filled.to_numpy().astype(np.float32)
+
+
+def check_frequency(dates: np.ndarray, freq: str, name: str) -> None:
+    """Every timestamp one ``freq`` step after the previous one; else a ForecastError naming the row.
+
+    A different regular step names both frequencies; a gap or an irregular step names the first bad row.
+    """
+    try:
+        expected = pd.date_range(pd.Timestamp(dates[0]), periods=len(dates), freq=freq).to_numpy()
+    except (ValueError, TypeError) as err:
+        raise ForecastError(f"{name}: cannot build timestamps at the model's frequency '{freq}' ({err}).") from None
+    bad = np.flatnonzero(expected.astype("datetime64[ns]") != dates.astype("datetime64[ns]"))
+    if bad.size == 0:
+        return
+    found = infer_freq(dates)
+    if found is not None and pd.tseries.frequencies.to_offset(found) != pd.tseries.frequencies.to_offset(freq):
+        raise ForecastError(
+            f"{name}: the timestamps are {found} apart but the model was trained on '{freq}' data; "
+            f"resample the input to '{freq}'."
+        )
+    row = int(bad[0])
+    if row == 0:
+        raise ForecastError(
+            f"{name}: the first timestamp {ts(dates[0])} is not on the model's '{freq}' frequency; "
+            f"start the input on a '{freq}' step."
+        )
+    raise ForecastError(
+        f"{name}: timestamp {ts(dates[row])} at data row {row + 1} breaks the '{freq}' frequency "
+        f"(expected {ts(expected[row])} after {ts(dates[row - 1])}); fill the gap or resample the input to '{freq}'."
+    )

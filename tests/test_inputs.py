@@ -1,0 +1,152 @@
+"""Users' files that once gave a traceback or a misleading line: each is one `error:` line with exit 2 now, in
+train and in predict; and a property-based fuzz of the reader, which accepts a file or says in one line why not."""
+
+from __future__ import annotations
+
+import gzip
+import io
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from forecast.data.loading import read_frame, to_table
+from forecast.errors import ForecastError
+from tests.helpers import run_cli
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "artifact_v0_1"
+HOURS = [f"2018-06-{1 + h // 24:02d} {h % 24:02d}:00:00" for h in range(200)]
+
+
+def _csv(header: list[str], rows: list[list[object]], tail: str = "") -> bytes:
+    lines = [",".join(header)] + [",".join(str(v) for v in row) for row in rows]
+    return ("\n".join(lines) + "\n" + tail).encode()
+
+
+def _etth1_like(n: int = 200) -> tuple[list[str], list[list[object]]]:
+    cols = ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"]
+    return ["date", *cols], [[HOURS[i], *(round(1 + 0.1 * j + np.sin(i / 5), 4) for j in range(7))] for i in range(n)]
+
+
+def _with(rows: list[list[object]], row: int, col: int, value: object) -> list[list[object]]:
+    out = [list(r) for r in rows]
+    out[row][col] = value
+    return out
+
+
+HEADER, ROWS = _etth1_like()
+BAD = {
+    "integer epoch dates": (_csv(HEADER, [[1529884800 + 3600 * i, *r[1:]] for i, r in enumerate(ROWS)]),
+                            "column 'date' holds numbers (1529884800 at data row 1), not dates"),
+    "a value too large for float32": (_csv(HEADER, _with(ROWS, 3, 7, "1e200")),
+                                      "column 'OT' value 1e+200 at data row 4 is beyond float32's range"),
+    "an infinite value": (_csv(HEADER, _with(ROWS, 5, 2, "inf")), "column 'HULL' value inf at data row 6 is infinite"),
+    "spaces around a name": (_csv([*HEADER[:-1], " OT "], ROWS), "column ' OT ' has spaces around its name"),
+    "a duplicated name": (_csv([*HEADER[:-2], "OT", "OT"], ROWS), "column 'OT' appears more than once in the header"),
+    "a latin-1 name": (_csv(HEADER[:-1], [r[:-1] for r in ROWS]).replace(b"LULL", "LÜLL".encode("latin-1")),
+                       "is not UTF-8 text"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_values_and_headers_are_one_line_in_train_and_predict(case: str, tmp_path: Path, monkeypatch,
+                                                                  capsys) -> None:
+    content, message = BAD[case]
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "mine.csv"
+    path.write_bytes(content)
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    for argv in (["train", "-d", str(path), "-m", "dlinear", "-L", "24", "-H", "8", "--tracking-uri", uri, "-q"],
+                 ["predict", "-m", str(FIXTURES / "dlinear"), "-i", str(path), "-o", str(tmp_path / "fc.csv")]):
+        code, out, err = run_cli(argv, capsys)
+        assert code == 2, (argv[0], err)
+        assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, (argv[0], err)
+        assert message in err, (argv[0], err)
+        assert "Traceback" not in out + err and "Warning" not in err
+    assert not (tmp_path / "fc.csv").exists() and not (tmp_path / "m.db").exists()
+
+
+def test_blank_lines_at_the_end_are_ignored(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "history.csv"
+    path.write_bytes(_csv(HEADER, ROWS, tail="\n\n,,,,,,,\n"))
+    out = tmp_path / "fc.csv"
+    code, _, err = run_cli(["predict", "-m", str(FIXTURES / "dlinear"), "-i", str(path), "-o", str(out), "-q"], capsys)
+    assert code == 0, err
+    assert pl.read_csv(out)["date"][0] == "2018-06-09 08:00:00"  # the hour after the last real row
+
+
+def test_a_truncated_gzip_and_a_missing_data_dir_are_one_line(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "mine.csv.gz"
+    path.write_bytes(gzip.compress(_csv(HEADER, ROWS))[:300])
+    code, _, err = run_cli(["train", "-d", str(path), "-m", "dlinear", "-q"], capsys)
+    assert code == 2 and "is cut short (the gzip stream ends early)" in err and "aborted" not in err, err
+    code, _, err = run_cli(["train", "-d", "ETTh1", "-m", "dlinear", "--data-dir", str(tmp_path / "nope"), "-q"],
+                           capsys)
+    assert code == 2 and f"--data-dir '{tmp_path / 'nope'}' is not a folder" in err, err
+
+
+# -- the fuzz ----------------------------------------------------------------------------------------------------
+NAMES = st.one_of(st.sampled_from(["date", "OT", "a", " b", "c ", "a_duplicated_0", "HUFL"]),
+                  st.text(min_size=0, max_size=6))
+CELLS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**12, 10**12), st.sampled_from(
+        ["", "nan", "inf", "-inf", "1e308", "1e-320", "abc", "2018-06-01 00:00:00", "2018-06-01T01:00:00+02:00",
+         "null", " 3 ", "1,5"]))
+DATES = st.one_of(st.sampled_from(HOURS), st.integers(0, 2 * 10**9), st.sampled_from(["", "tomorrow", "2018-13-01"]))
+
+
+@st.composite
+def csv_files(draw: st.DrawFn) -> bytes:
+    n_cols = draw(st.integers(1, 4))
+    header = ["date", *(draw(NAMES) for _ in range(n_cols))] if draw(st.booleans()) else [
+        draw(NAMES) for _ in range(n_cols + 1)]
+    n_rows = draw(st.integers(0, 12))
+    sorted_dates = draw(st.booleans())
+    rows = [[HOURS[i] if sorted_dates else draw(DATES), *(draw(CELLS) for _ in range(n_cols))] for i in range(n_rows)]
+    return _csv(header, rows, tail=draw(st.sampled_from(["", "\n", "\n\n", ",,\n"])))
+
+
+@st.composite
+def parquet_files(draw: st.DrawFn) -> bytes:
+    n = draw(st.integers(1, 10))
+    kind = draw(st.sampled_from(["datetime", "string", "int", "float", "date"]))
+    start = np.datetime64("2018-06-01T00:00:00.000")  # ms: a resolution polars takes
+    dates = {"datetime": pl.Series("date", start + np.arange(n) * np.timedelta64(1, "h")),
+             "string": pl.Series("date", HOURS[:n]), "int": pl.Series("date", np.arange(n) * 3600),
+             "float": pl.Series("date", np.arange(n) * 1.5),
+             "date": pl.Series("date", start + np.arange(n) * np.timedelta64(1, "D")).cast(pl.Date)}[kind]
+    values = draw(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), min_size=n, max_size=n))
+    frame = pl.DataFrame([dates, pl.Series(draw(st.sampled_from(["OT", "x", " y"])), values, dtype=pl.Float64)])
+    buf = io.BytesIO()
+    frame.write_parquet(buf)
+    return buf.getvalue()
+
+
+def _read(source: Path | bytes, name: str) -> None:
+    """The reader's property: a Table of finite float32 values, or one ForecastError line; nothing else escapes."""
+    try:
+        table = to_table(read_frame(source, name), name)
+    except ForecastError as err:
+        assert str(err) and "\n" not in str(err), str(err)
+        return
+    assert table.values.dtype == np.float32 and np.isfinite(table.values).all()
+    assert len(table.dates) == table.values.shape[0] >= 1 and table.values.shape[1] == len(table.columns) >= 1
+    assert all(c == c.strip() and c for c in table.columns) and len(set(table.columns)) == len(table.columns)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(csv_files())
+def test_fuzz_the_csv_reader(content: bytes) -> None:
+    _read(content, "fuzz.csv")
+
+
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(parquet_files())
+def test_fuzz_the_parquet_reader(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "fuzz.parquet"
+    path.write_bytes(content)
+    _read(path, "fuzz.parquet")
