@@ -10,6 +10,7 @@ model folder reads store URIs through it and never pays for importing MLflow.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import subprocess
@@ -91,11 +92,41 @@ def quiet_logs() -> None:
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # "View run at" lines, tracking servers
 
 
+@contextlib.contextmanager
+def creation_lock(uri: str) -> Iterator[None]:
+    """While held, no other process opens the local sqlite database of ``uri`` for the first time.
+
+    MLflow and Optuna create and migrate a new database's tables when it is first opened; two processes doing that
+    at once on one file collide (``duplicate column name: step``). An exclusive ``flock`` on ``<db>.lock`` beside
+    it serializes the first open; other URIs (servers, PostgreSQL) need no lock and get none."""
+    db = sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    db = db.expanduser().resolve()
+    if not db.parent.is_dir():  # nothing can be created there: the store's own open fails and says so
+        yield
+        return
+    with open(db.with_name(db.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def client(uri: str) -> MlflowClient:
+    """A client of the store at ``uri``; a new local database is created (tables and migrations) by one process at
+    a time, so any number of workers can start together on a file that does not exist yet."""
     quiet_logs()
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    if sqlite_path(uri) is None:
+        return MlflowClient(tracking_uri=uri)
+    with creation_lock(uri):
+        mlf = MlflowClient(tracking_uri=uri)
+        mlf.search_experiments(max_results=1)  # opens the store: creates or migrates its tables under the lock
+    return mlf
 
 
 @contextlib.contextmanager

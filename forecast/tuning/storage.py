@@ -10,7 +10,7 @@ from typing import Any, Callable
 import optuna
 
 from forecast.errors import ForecastError
-from forecast.tracking import safe_url, sqlite_url
+from forecast.tracking import creation_lock, safe_url, sqlite_url
 from forecast.tuning.options import DEFAULT_STORAGE, PRUNERS, SAMPLERS
 
 
@@ -29,24 +29,19 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         kwargs["connect_args"] = {"timeout": 60}
     else:
         kwargs["pool_pre_ping"] = True
-    for attempt in range(5):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # heartbeat is "experimental" in some Optuna versions
-                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=60,
-                                                  grace_period=180)
-        except Exception as err:  # driver missing, server down, directory missing, not a database, bad URL
-            text = str(err)
-            # Workers that create a new database at the same moment race on its tables: the loser retries.
-            if attempt < 4 and any(s in text for s in ("UNIQUE constraint", "already exists", "locked")):
-                time.sleep(0.5 * (attempt + 1))
-                continue
-            first = (text.strip().splitlines() or [type(err).__name__])[0]
-            raise ForecastError(
-                f"cannot open the Optuna storage '{safe_url(url)}': {first[:200]}. Pass --storage with a writable "
-                "sqlite path (sqlite:///path/optuna.db) or a reachable database URL."
-            ) from None
-    raise AssertionError("unreachable")
+    try:
+        # Workers that open a new sqlite file together would race on creating its tables: one at a time.
+        with creation_lock(url), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # heartbeat is "experimental" in some Optuna versions
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=60, grace_period=180)
+    except ForecastError:
+        raise
+    except Exception as err:  # driver missing, server down, not a database, bad URL
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ForecastError(
+            f"cannot open the Optuna storage '{safe_url(url)}': {first[:200]}. Pass --storage with a writable "
+            "sqlite path (sqlite:///path/optuna.db) or a reachable database URL."
+        ) from None
 
 
 def n_trials(storage: optuna.storages.BaseStorage, study_name: str) -> int:

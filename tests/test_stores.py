@@ -1,0 +1,44 @@
+"""Several processes starting together on a store that does not exist yet: each gets it, none races on its tables."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKERS = 5
+
+MLFLOW_WORKER = """
+import sys
+from forecast import tracking
+uri, n = sys.argv[1], sys.argv[2]
+mlf = tracking.client(uri)
+run = mlf.create_run(tracking.experiment_id(mlf, f"exp{n}", uri))
+mlf.set_terminated(run.info.run_id)
+print("ok")
+"""
+OPTUNA_WORKER = """
+import sys
+import optuna
+from forecast.tuning.storage import open_storage
+storage = open_storage(sys.argv[1])
+study = optuna.create_study(storage=storage, study_name=f"s{sys.argv[2]}")
+study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+print("ok")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("worker", [MLFLOW_WORKER, OPTUNA_WORKER], ids=["mlflow", "optuna"])
+def test_workers_on_a_new_sqlite_file_all_succeed(worker: str, tmp_path: Path) -> None:
+    """Without the creation lock two of five MLflow workers died with `duplicate column name: step` or `table ...
+    already exists` (MLflow's migrations running twice at once)."""
+    uri = f"sqlite:///{tmp_path / 'new.db'}"
+    procs = [subprocess.Popen([sys.executable, "-c", worker, uri, str(i)], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(WORKERS)]
+    results = [p.communicate(timeout=300) for p in procs]
+    for proc, (out, err) in zip(procs, results):
+        assert proc.returncode == 0 and out.strip().endswith("ok"), err[-2000:]
