@@ -94,16 +94,20 @@ def train(
     experiment: Experiment = None,
     register: Annotated[Optional[str], typer.Option("--register", help="Register the model under this name.")] = None,
     alias: Annotated[str, typer.Option("--alias", help="Alias set on the registered version.")] = "champion",
+    fresh: Annotated[bool, typer.Option("--fresh", help="Start over instead of resuming an interrupted run of the "
+                                        "same config.")] = False,
     tracking_uri: TrackingUri = None,
     quiet: Quiet = False,
 ) -> None:
-    """Train a model on a dataset with the paper protocol and record the run in MLflow."""
+    """Train a model on a dataset with the paper protocol and record the run in MLflow.
+
+    An interrupted or killed run of the same config goes on from its last finished epoch (--fresh starts over)."""
     from forecast.commands.train import train as run
 
     overrides = _overrides(sets, horizon=horizon, seq_len=seq_len, epochs=epochs, batch_size=batch_size, lr=lr,
                            seed=seed, devices=devices, precision=precision, accelerator=accelerator, data_dir=data_dir,
                            num_nodes=num_nodes, strategy=strategy, compile=compile)
-    run(dataset, model, overrides, config, tracking_uri, experiment, quiet, register, alias)
+    run(dataset, model, overrides, config, tracking_uri, experiment, quiet, register, alias, fresh)
 
 
 @app.command()

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import signal
-import threading
 import time
-from collections.abc import Iterator
 
 from mlflow.entities import Metric, Param
 
@@ -19,30 +16,13 @@ from forecast.benchmark.store import (
     cell_checkpoint_dir,
     finished_runs,
     log_tables,
-    mark_killed,
     n_params,
     version_tags,
 )
 from forecast.pipeline import TrainOptions, run_name, train
+from forecast.pipeline.run import sigterm_as_interrupt
 from forecast.published import load_published
 from forecast.train import EpochPrinter, saved_epochs
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """While the grid runs, SIGTERM behaves like Ctrl-C, so the running cell's run ends KILLED, not RUNNING."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def _run_cell(cell: Cell, uri: str, experiment: str, parent_id: str, name: str,
@@ -58,19 +38,9 @@ def _run_cell(cell: Cell, uri: str, experiment: str, parent_id: str, name: str,
     t0 = time.perf_counter()
     try:
         res = train(cell.cfg, opts)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # the pipeline has ended the cell's run KILLED
         cell.seconds = time.perf_counter() - t0
         raise
-    except SystemExit as exc:
-        # Lightning turns Ctrl-C inside fit into sys.exit(1) after ignoring SIGINT (the run ends FAILED):
-        # restore Ctrl-C, mark the cell's run KILLED and hand a KeyboardInterrupt back to the grid.
-        if not isinstance(exc.__context__, KeyboardInterrupt):
-            raise
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-        mark_killed(uri, parent_id, cell.config_hash)
-        cell.seconds = time.perf_counter() - t0
-        raise KeyboardInterrupt from None
     except Exception as err:  # one broken cell does not stop the grid; its run is FAILED
         cell.status, cell.error = "failed", (str(err).splitlines() or [type(err).__name__])[0][:400]
     else:
@@ -112,7 +82,7 @@ def run(opts: BenchmarkOptions) -> BenchmarkResult:
                   "benchmark.cells": len(cells),
                   **{f"set.{k}": v for k, v in opts.overrides.items()}}
         mlf.log_batch(parent_id, params=[Param(k, v) for k, v in tracking.params_of(params).items()])
-        with _sigterm_as_interrupt(), GridProgress(cells, opts.quiet or opts.collect) as progress:
+        with sigterm_as_interrupt(), GridProgress(cells, opts.quiet or opts.collect) as progress:
             progress.skipped([c for c in cells if c.status == "skipped"])
             for cell in cells:
                 if cell.status != "pending" or opts.collect:

@@ -37,18 +37,6 @@ def cell_checkpoint_dir(uri: str, name: str, config_hash: str) -> Path:
     return tracking.checkpoint_root(uri) / name / config_hash
 
 
-def mark_killed(uri: str, parent_id: str, config_hash: str) -> None:
-    """End the interrupted cell's run (nested under ``parent_id``) as KILLED; best effort."""
-    with contextlib.suppress(Exception):
-        mlf = tracking.client(uri)
-        parent = mlf.get_run(parent_id)
-        runs = mlf.search_runs([parent.info.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
-                               filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and "
-                                             f"tags.config_hash = '{config_hash}'")
-        if runs and runs[0].info.status != "FINISHED":
-            mlf.set_terminated(runs[0].info.run_id, "KILLED")
-
-
 def version_tags() -> dict[str, str]:
     tags = {"forecast_version": forecast.__version__}
     commit = tracking.git_commit()

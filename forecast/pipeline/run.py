@@ -5,7 +5,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -95,11 +99,39 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
     except KeyboardInterrupt:
         status = "KILLED"
         raise
+    except SystemExit as exc:
+        # Lightning turns a Ctrl-C (or a SIGTERM, see sigterm_as_interrupt) inside fit into sys.exit(1) after it
+        # has set SIGINT to be ignored: restore Ctrl-C, end the run KILLED and hand the interrupt back, so every
+        # caller (train, a tuning trial, a benchmark cell) sees a KeyboardInterrupt.
+        if not isinstance(exc.__context__, KeyboardInterrupt):
+            raise
+        status = "KILLED"
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt from None
     except opts.stopped_by:  # e.g. a tuning trial stopped early by its pruner: killed, not failed
         status = "KILLED"
         raise
     finally:
         run.end(status)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While it is held, SIGTERM behaves like Ctrl-C (the running run ends KILLED, not RUNNING or FAILED, and the
+    command exits 130). Only the main thread can install it; elsewhere it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _check_checkpoint(path: Path, module: ForecastModule) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import signal
 import threading
 import time
 from pathlib import Path
@@ -101,15 +100,7 @@ class Objective:
             last = callback.last if callback is not None else None
             self._record(trial, "PRUNED", sampled, note=str(exc), last=last)
             raise
-        except SystemExit as exc:
-            # Lightning turns Ctrl-C inside fit into sys.exit(1) after ignoring SIGINT; give Optuna the
-            # KeyboardInterrupt back, so it marks this trial FAILED and stops, and restore Ctrl-C.
-            if not isinstance(exc.__context__, KeyboardInterrupt):
-                raise
-            self._restore_sigint()
-            self._record(trial, "FAILED", sampled, note="interrupted (Ctrl-C)", quiet_errors=True)
-            raise KeyboardInterrupt from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Optuna marks the trial FAILED and stops; the pipeline ended its run KILLED
             self._record(trial, "FAILED", sampled, note="interrupted (Ctrl-C)", quiet_errors=True)
             raise
         except Exception as exc:
@@ -122,11 +113,6 @@ class Objective:
         finally:
             with self._lock:
                 self.running.discard(trial.number)
-
-    @staticmethod
-    def _restore_sigint() -> None:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def _child_run_id(self, mlf: MlflowClient, number: int) -> str | None:
         found = mlf.search_runs(
