@@ -28,6 +28,7 @@ def _runs(uri: str) -> list:
                               order_by=["attributes.start_time ASC"])
 
 
+@pytest.mark.slow
 def test_ctrl_c_then_the_same_command_resumes_with_the_same_result(data_dir: Path, tmp_path: Path, monkeypatch,
                                                                   capsys) -> None:
     from forecast.train import ForecastModule
@@ -66,6 +67,7 @@ def test_ctrl_c_then_the_same_command_resumes_with_the_same_result(data_dir: Pat
         assert resumed.data.metrics[key] == straight.data.metrics[key], key
 
 
+@pytest.mark.slow
 def test_fresh_starts_over(data_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     from forecast.commands.train import checkpoint_dir
     from forecast.resolve import resolve
