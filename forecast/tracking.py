@@ -52,12 +52,21 @@ def safe_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
+# The store schemes MLflow serves as tracking and registry stores (its own list; a plugin's scheme would go here).
+SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
+
+
 def resolve_uri(uri: str | None = None) -> str:
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         return f"{SQLITE}{Path.cwd() / DEFAULT_DB}"
     if "://" not in uri:  # a bare path to a sqlite file
         return sqlite_url(uri)
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower()
+    if scheme not in SCHEMES:
+        raise ForecastError(f"--tracking-uri '{safe_url(uri)}' has the scheme '{scheme}', which MLflow does not store "
+                            "runs in; use a sqlite file path, sqlite:///path.db, http(s)://host:port or "
+                            "postgresql://user@host/db.")
     return uri
 
 

@@ -150,3 +150,41 @@ def test_fuzz_the_parquet_reader(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "fuzz.parquet"
     path.write_bytes(content)
     _read(path, "fuzz.parquet")
+
+
+def _runs_in(db: Path) -> list[str]:
+    from mlflow.tracking import MlflowClient
+
+    if not db.exists():
+        return []
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    return [r.info.status for r in client.search_runs([e.experiment_id for e in client.search_experiments()])]
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--tracking-uri", "bogus://nowhere"], "--tracking-uri 'bogus://nowhere' has the scheme 'bogus'"),
+    (["--batch-size", "100000"], "train.drop_last leaves no train batch"),
+    pytest.param(["--accelerator", "gpu"], "train.accelerator 'gpu' / train.devices 1: No supported gpu backend",
+                 marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")),
+])
+def test_flags_found_by_a_new_user_are_one_line_and_leave_no_run(extra: list[str], message: str, data_dir: Path,
+                                                                  tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "m.db"
+    argv = ["train", "-d", "ETTh1", "-m", "dlinear", "--epochs", "1", "-q"]
+    if "--tracking-uri" not in extra:
+        argv += ["--tracking-uri", f"sqlite:///{db}"]
+    code, out, err = run_cli([*argv, *extra], capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in out + err
+    assert _runs_in(db) == []  # refused before any run was created
+
+
+def test_train_checks_the_frequency_as_predict_does(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    rows = [r for i, r in enumerate(ROWS) if i not in (100, 101, 102)]  # three hours missing
+    path = tmp_path / "gappy.csv"
+    path.write_bytes(_csv(HEADER, rows))
+    code, _, err = run_cli(["train", "-d", str(path), "-m", "dlinear", "-L", "24", "-H", "8", "-q",
+                            "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"], capsys)
+    assert code == 2 and "timestamp 2018-06-05 07:00:00 at data row 101 breaks the 'h' frequency" in err, err

@@ -79,15 +79,21 @@ class ForecastDataModule(pl.LightningDataModule):
         trainer = self.trainer
         return (0, 1) if trainer is None else (int(trainer.global_rank), int(trainer.world_size))
 
+    def check_train_batches(self, world: int) -> None:
+        """With ``train.drop_last``, every one of ``world`` processes must draw at least one full train batch."""
+        n = len(self.dataset("train"))
+        per_rank = -(-n // world)  # what each process draws (DistributedSampler pads to equal shares)
+        if self.drop_last and per_rank < self.batch_size:
+            share = f", {per_rank} per process of {world}" if world > 1 else ""
+            raise ForecastError(f"train.drop_last leaves no train batch: the train split has {n} windows"
+                                f"{share}, fewer than a batch of {self.batch_size}; lower --batch-size or set "
+                                "train.drop_last=false.")
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.dataset(split)
         rank, world = self._rank()
-        per_rank = -(-len(ds) // world)  # what each process draws (DistributedSampler pads to equal shares)
-        if shuffle and self.drop_last and per_rank < self.batch_size:
-            share = f", {per_rank} per process of {world}" if world > 1 else ""
-            raise ForecastError(f"train.drop_last leaves no train batch: the train split has {len(ds)} windows"
-                                f"{share}, fewer than a batch of {self.batch_size}; lower --batch-size or set "
-                                "train.drop_last=false.")
+        if shuffle:
+            self.check_train_batches(world)
         if world == 1:
             gen = None
             if shuffle:  # the shuffling RNG starts from exactly one of: a resumed run's, the model init's, the seed

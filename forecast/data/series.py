@@ -9,6 +9,7 @@ import numpy as np
 
 from forecast.config import DataConfig
 from forecast.data import catalogue, store
+from forecast.data.gaps import check_frequency
 from forecast.data.loading import Table, read_bytes, read_frame, to_table
 from forecast.data.timefeatures import infer_freq, time_features
 from forecast.data.windows import window_count
@@ -92,6 +93,7 @@ def _load_table(cfg: DataConfig, progress: bool) -> tuple[Table, str, str, str, 
         if freq is None:
             raise ForecastError(f"{path}: the timestamps are not regularly spaced, so no frequency can be inferred; "
                                 "resample the data to a fixed step first.")
+        check_frequency(table.dates, freq, str(path))  # what predict checks: a gap would shift every later mark
         return table, catalogue.dataset_name(cfg.dataset), "ratio", freq, store.sha256_bytes(data), True
     info = catalogue.lookup(cfg.dataset)
     data, digest, source = store.fetch(info, cfg.data_dir, progress=progress)

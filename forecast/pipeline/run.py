@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import lightning.pytorch as pl
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 import torch
 
 from forecast import tracking
@@ -61,6 +62,7 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
     uri = tracking.resolve_uri(opts.tracking_uri)
     tracking.quiet_logs()  # before the Trainer exists: no Lightning banner
     dm, module = build(cfg, progress=not opts.quiet, series=series)
+    dm.check_train_batches(cfg.train.world_size)  # before a run exists: a config error leaves no FAILED run
     name = opts.run_name or run_name(cfg, dm.series.name)
     n_params = sum(p.numel() for p in module.model.parameters())
     run = RunRecorder(uri, name, opts, cfg, dm, n_params)
@@ -77,7 +79,13 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
             if resume is not None:
                 _check_checkpoint(resume, module)
             callbacks.append(ckpt)
-        trainer = make_trainer(cfg.train, callbacks, quiet=opts.quiet)
+        try:
+            trainer = make_trainer(cfg.train, callbacks, quiet=opts.quiet)
+        except MisconfigurationException as err:  # e.g. --accelerator gpu on a machine without one
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ForecastError(f"train.accelerator '{cfg.train.accelerator}' / train.devices {cfg.train.devices}: "
+                                f"{first} Use --accelerator auto (a GPU when there is one, else the CPU) or cpu."
+                                ) from None
         t0 = time.perf_counter()
         trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
         train_seconds = ckpt.elapsed() if ckpt is not None else time.perf_counter() - (run.fit_started or t0)
