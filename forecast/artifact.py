@@ -155,11 +155,22 @@ def artifact_paths(model_dir: Path) -> dict[str, Path]:
     """``{name: path}`` of a model's files: an MLflow model directory (MLmodel) or a plain folder of them."""
     mlmodel = model_dir / "MLmodel"
     if mlmodel.is_file():
-        doc = yaml.safe_load(mlmodel.read_text()) or {}
-        arts = ((doc.get("flavors") or {}).get("python_function") or {}).get("artifacts") or {}
-        paths = {name: model_dir / spec["path"] for name, spec in arts.items() if isinstance(spec, dict)}
-        if "meta" in paths:
-            return paths
+        try:
+            doc = yaml.safe_load(mlmodel.read_text()) or {}
+        except yaml.YAMLError:
+            doc = {}
+        flavor = ((doc.get("flavors") or {}).get("python_function") or {}) if isinstance(doc, dict) else {}
+        if isinstance(flavor.get("data"), str):  # a loader-module model: the files in its data folder
+            data = (model_dir / flavor["data"]).resolve()
+            if not data.is_relative_to(model_dir.resolve()):
+                raise ForecastError(f"{mlmodel}: its data folder '{flavor['data']}' lies outside the model; the "
+                                    "artifact was edited, log it again.")
+            model_dir = data
+        else:  # 0.1.0 ("models from code"): the files are its named artifacts
+            arts = flavor.get("artifacts") or {}
+            paths = {name: model_dir / spec["path"] for name, spec in arts.items() if isinstance(spec, dict)}
+            if "meta" in paths:
+                return paths
     if (model_dir / META_FILE).is_file():
         names = {"meta": META_FILE, "state": STATE_FILE, "config": CONFIG_FILE}
         return {k: model_dir / v for k, v in names.items() if (model_dir / v).is_file()}

@@ -113,6 +113,9 @@ def test_every_model_round_trips_through_predict_and_the_pyfunc(name: str, tmp_p
     local = Path(client.download_artifacts(run_id, "model", str(tmp_path / "model")))
     assert not list(local.rglob("*.npz")) and not list(local.rglob("*.npy"))
     assert len(list(local.rglob("model_state.pt"))) == 1
+    # A model holds data only: MLflow loads it with the installed package's loader, no code file travels in it.
+    assert not list(local.rglob("*.py")) and not list(local.rglob("*.pkl"))
+    assert "loader_module: forecast.inference.serving" in (local / "MLmodel").read_text()
 
 
 def _edit_meta(model_dir: Path, **fields: object) -> None:

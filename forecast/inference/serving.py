@@ -1,10 +1,10 @@
 """The MLflow pyfunc model of a run: logged by every ``forecast train``, served by ``mlflow models serve``.
 
-The model is logged as MLflow "models from code": ``python_model`` is the path of
-``forecast/pyfunc_model.py``, a file that calls ``mlflow.models.set_model(ForecastPyfunc())``, so nothing is
-cloudpickled. The weights and everything else travel as plain artifacts, written and read by
-:mod:`forecast.artifact`. Loading needs the ``forecast`` package installed (serve with ``--env-manager local``),
-never the training data.
+The model is logged with a loader module (this one): MLflow imports the installed ``forecast`` package and calls
+:func:`_load_pyfunc` on the model's data folder, which holds only the files of :mod:`forecast.artifact`
+(``model_state.pt`` loaded with ``weights_only=True``, ``config.yaml``, ``forecast_model.json``). Nothing is
+cloudpickled and no code travels in the model, so editing a downloaded model cannot make a server run anything.
+Loading needs the ``forecast`` package installed (serve with ``--env-manager local``), never the training data.
 
 **Input** of ``predict``: a DataFrame with a ``date`` column (datetimes or ISO strings) and the model's
 variate columns (any order), at least L rows at the model's frequency, sorted, no duplicates, no gaps in the
@@ -39,7 +39,8 @@ from forecast.errors import ForecastError
 from forecast.inference.io import check_fill, forecast_frame, prepare_history
 from forecast.inference.predict import forecast_next
 
-MODEL_CODE = Path(__file__).resolve().parents[1] / "pyfunc_model.py"
+LOADER = __name__  # MLflow imports this installed module and calls _load_pyfunc: the model folder holds no code
+DATA_DIR = "forecast"  # the folder of the model's files inside the MLflow model
 ARTIFACT_PATH = "model"
 DEFAULT_ALIAS = "champion"
 
@@ -64,21 +65,14 @@ class RequestError(MlflowException):
         pass
 
 
-class ForecastPyfunc(PythonModel):
-    """A forecaster as an MLflow ``PythonModel``: history DataFrame in, forecast DataFrame out."""
+class Forecaster:
+    """What MLflow serves: history DataFrame in, forecast DataFrame out (``predict(model_input, params)``)."""
 
-    def __init__(self) -> None:
-        self.model: LoadedModel | None = None
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
 
-    def load_context(self, context: Any) -> None:
-        """Rebuild the network from the logged artifacts (state dict, config, metadata)."""
-        self.model = artifact.load({k: Path(v) for k, v in context.artifacts.items()}, "pyfunc model")
-
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(self, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """The next H (or ``params["horizon"]``) steps after ``model_input``'s last row, in original units."""
-        if self.model is None:
-            self.load_context(context)
-        assert self.model is not None
         params = params or {}
         fill = params.get("fill") or None
         fill = None if fill in (None, "", "none") else str(fill)
@@ -97,6 +91,30 @@ class ForecastPyfunc(PythonModel):
         except ForecastError as err:
             raise RequestError(str(err)) from None
         return forecast_frame(fc).to_pandas()
+
+
+def _load_pyfunc(data_path: str) -> Forecaster:
+    """MLflow's loader-module entry point: the forecaster from the model's data folder (weights, JSON, YAML), with
+    the code of the installed package; nothing in the model folder is run."""
+    return Forecaster(artifact.load(artifact.artifact_paths(Path(data_path)), "pyfunc model"))
+
+
+class ForecastPyfunc(PythonModel):
+    """The pyfunc of models logged by 0.1.0 ("models from code": their folder carries a code file that builds this
+    class). New models use the loader module above and carry no code."""
+
+    def __init__(self) -> None:
+        self.forecaster: Forecaster | None = None
+
+    def load_context(self, context: Any) -> None:
+        paths = {k: Path(v) for k, v in context.artifacts.items()}
+        self.forecaster = Forecaster(artifact.load(paths, "pyfunc model"))
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        if self.forecaster is None:
+            self.load_context(context)
+        assert self.forecaster is not None
+        return self.forecaster.predict(model_input, params)
 
 
 def _to_polars(df: pd.DataFrame) -> pl.DataFrame:
@@ -150,12 +168,13 @@ def log_model(uri: str, run_id: str, meta: ModelMeta, config: dict[str, Any], st
     mlflow_log = logging.getLogger("mlflow")
     level = mlflow_log.level
     with tempfile.TemporaryDirectory(prefix="forecast-pyfunc-") as tmp:
-        artifacts = artifact.write(Path(tmp), meta, config, state)
+        data = Path(tmp) / DATA_DIR
+        artifact.write(data, meta, config, state)
         active = mlflow.active_run() is not None
         mlflow_log.setLevel(logging.WARNING)  # no "Validating input example" chatter during training
         try:
             with tracking.fluent_store(uri), mlflow.start_run(run_id=run_id, nested=active):
-                mlflow.pyfunc.log_model(name=ARTIFACT_PATH, python_model=str(MODEL_CODE), artifacts=artifacts,
+                mlflow.pyfunc.log_model(name=ARTIFACT_PATH, loader_module=LOADER, data_path=str(data),
                                         signature=signature(meta), input_example=example,
                                         pip_requirements=requirements())
         finally:
