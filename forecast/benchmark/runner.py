@@ -20,7 +20,7 @@ from forecast.benchmark.store import (
     version_tags,
 )
 from forecast.pipeline import TrainOptions, run_name, train
-from forecast.pipeline.run import sigterm_as_interrupt
+from forecast.process import sigterm_as_interrupt
 from forecast.published import load_published
 from forecast.train import EpochPrinter, saved_epochs
 

@@ -7,12 +7,14 @@ from pathlib import Path
 
 from forecast.console import console, frame_table, metric_table
 from forecast.inference.predict import run_predict
+from forecast.process import sigterm_as_interrupt
 
 
 def predict(model: str, input_path: Path, output: Path | None, horizon: int | None, layout: str, fill: str | None,
             rolling: bool, tracking_uri: str | None, quiet: bool) -> None:
     """``forecast predict``: run it (:func:`run_predict`), then say what was written or print the forecast."""
-    result = run_predict(model, input_path, output, horizon, layout, fill, rolling, tracking_uri)
+    with sigterm_as_interrupt():  # a SIGTERM removes the temp output file like Ctrl-C does (exit 130)
+        result = run_predict(model, input_path, output, horizon, layout, fill, rolling, tracking_uri)
     for line in result.warnings:
         print(f"warning: {line}", file=sys.stderr)
     if quiet:

@@ -13,7 +13,7 @@ from forecast.config import RunConfig
 from forecast.console import console, metric_table
 from forecast.inference.serving import check_alias, register as register_model
 from forecast.pipeline import TrainOptions, train as run_train
-from forecast.pipeline.run import sigterm_as_interrupt
+from forecast.process import sigterm_as_interrupt
 from forecast.resolve import resolve
 from forecast.train import saved_epochs
 

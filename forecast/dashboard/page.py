@@ -15,6 +15,7 @@ from forecast.benchmark.results import TABLE_HEADER, Row, csv_table, table_cells
 from forecast.dashboard.collect import Record, best_flags, build_rows, collect, select
 from forecast.dashboard.html import cost_html, forecasts_html, leaderboard_html, matrix_html, steps_html
 from forecast.errors import ForecastError
+from forecast.process import write_text
 from forecast.published import load_published
 
 
@@ -68,7 +69,6 @@ def build(tracking_uri: str | None = None, name: str | None = None, output: str 
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     paths = out / "leaderboard.html", out / "leaderboard.md", out / "leaderboard.csv"
-    paths[0].write_text(page, encoding="utf-8")
-    paths[1].write_text(markdown(rows, title, meta))
-    paths[2].write_text(csv_table(rows))
+    for path, text in zip(paths, (page, markdown(rows, title, meta), csv_table(rows))):
+        write_text(path, text)  # killed while writing, the previous page stays whole
     return Dashboard(*paths, rows=rows, n_runs=len(records), selected=selected)

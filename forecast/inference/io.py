@@ -3,9 +3,6 @@ atomic writes. Every check is one line (a :class:`~forecast.errors.ForecastError
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +13,7 @@ from forecast.artifact import DATE_COL, ModelMeta
 from forecast.data.gaps import FILL_METHODS, check_frequency, fill_missing
 from forecast.data.loading import Table, read_bytes, read_frame, to_table
 from forecast.errors import ForecastError
+from forecast.process import atomic_path
 
 INPUT_SUFFIXES = (".csv", ".csv.gz", ".txt", ".parquet", ".pq")
 OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -127,15 +125,8 @@ def output_format(path: Path) -> str:
 def write_atomic(frame: pl.DataFrame, path: Path) -> None:
     """Write CSV or parquet to a temp file beside ``path`` and rename it into place: never a partial file."""
     fmt = output_format(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         if fmt == "csv":
             frame.write_csv(tmp, datetime_format="%Y-%m-%d %H:%M:%S", float_precision=None)
         else:
             frame.write_parquet(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

@@ -5,11 +5,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -122,24 +120,6 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
         raise
     finally:
         run.end(status)
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """While it is held, SIGTERM behaves like Ctrl-C (the running run ends KILLED, not RUNNING or FAILED, and the
-    command exits 130). Only the main thread can install it; elsewhere it does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def _check_checkpoint(path: Path, module: ForecastModule) -> None:

@@ -1,0 +1,76 @@
+"""What a process leaves behind when it stops: files written whole or not at all, and signals that end work cleanly.
+
+- :func:`atomic_path`: write to ``.<name>.<pid>.tmp`` beside the target, rename it into place when done; on an
+  error or an interrupt the temp file is removed, and one left by a killed process (its pid no longer alive) is
+  removed the next time the same file is written.
+- :func:`sigterm_as_interrupt`: while held, SIGTERM behaves like Ctrl-C, so the code that ends runs KILLED and
+  removes temp files on a KeyboardInterrupt runs for a SIGTERM too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temp(path: Path) -> None:
+    """Temp files of ``path`` left by processes that were killed while writing it."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:-len(".tmp")]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temp path beside ``path`` to write to; renamed onto ``path`` when the block ends without an error, removed
+    otherwise. Readers see the old file or the new one, never a partial one."""
+    path = Path(path)
+    remove_stale_temp(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    """``path.write_text(text)`` (UTF-8), atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While it is held, SIGTERM behaves like Ctrl-C (the running run ends KILLED, temp files are removed, and the
+    command exits 130). Only the main thread can install it; elsewhere it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
