@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine is running."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -31,7 +32,7 @@ def remove_stale_temp(path: Path) -> None:
     """Temp files of ``path`` left by processes that were killed while writing it."""
     for tmp in path.parent.glob(f".{path.name}.*.tmp"):
         pid = tmp.name[len(path.name) + 2:-len(".tmp")]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not alive(int(pid)):
             with contextlib.suppress(OSError):
                 tmp.unlink()
 

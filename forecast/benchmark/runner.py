@@ -7,7 +7,7 @@ import time
 
 from mlflow.entities import Metric, Param
 
-from forecast import tracking
+from forecast import runguard, tracking
 from forecast.data.catalogue import dataset_name
 from forecast.benchmark.grid import BenchmarkOptions, Cell, plan
 from forecast.benchmark.progress import GridProgress
@@ -73,6 +73,7 @@ def run(opts: BenchmarkOptions) -> BenchmarkResult:
             "mlflow.runName": f"benchmark_{opts.name}"}
     parent = mlf.create_run(exp_id, run_name=f"benchmark_{opts.name}", tags=tags)
     parent_id = parent.info.run_id
+    guard = runguard.watch(uri, parent_id)  # kill -9: the parent and its running cell end FAILED, not RUNNING
     status, interrupted = "FAILED", False
     try:
         params = {"benchmark.name": opts.name, "benchmark.models": ",".join(dict.fromkeys(c.model for c in cells)),
@@ -109,4 +110,7 @@ def run(opts: BenchmarkOptions) -> BenchmarkResult:
         status = "KILLED"
         raise
     finally:
-        mlf.set_terminated(parent_id, status)
+        try:
+            mlf.set_terminated(parent_id, status)
+        finally:
+            guard.release()

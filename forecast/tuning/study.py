@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
 import warnings
 from pathlib import Path
@@ -24,6 +25,7 @@ from forecast.tuning.options import PRUNERS, SAMPLERS, TOP_TRIALS, TuneOptions, 
 from forecast.tuning.progress import TrialProgress
 from forecast.tuning.report import log_parent_params, log_parent_summary, write_report
 from forecast.tuning.space import tune_space, validate_space
+from forecast.process import alive
 from forecast.tracking import safe_url
 from forecast.tuning.storage import make_pruner, make_sampler, n_trials, open_storage, retry, storage_url
 
@@ -86,6 +88,7 @@ def _run_study(model: str, dataset: str, overrides: dict[str, Any], user_yaml: s
         raise ForecastError(f"cannot create or load study '{study_name}' in '{safe_url(url)}': "
                             f"{str(err).splitlines()[0][:200]}") from None
     _check_study_matches(study, cfg, series.name)
+    _fail_orphans(study)
 
     uri = tracking.resolve_uri(opts.tracking_uri)
     mlf = retry(lambda: tracking.client(uri))  # workers starting together on a new store race on its tables
@@ -140,6 +143,20 @@ def _run_study(model: str, dataset: str, overrides: dict[str, Any], user_yaml: s
 def _experiment_id(mlf: MlflowClient, name: str, uri: str) -> str:
     """The experiment's id, created if needed (retried: see :func:`_retry`)."""
     return retry(lambda: tracking.experiment_id(mlf, name, uri), attempts=5)
+
+
+def _fail_orphans(study: optuna.Study) -> list[int]:
+    """Trials left RUNNING by a worker of this machine that has died (kill -9, OOM) are FAILED now, whatever the
+    time; Optuna's heartbeat would wait 180 s and need another trial to start. Other machines' trials are left to
+    the heartbeat, as their workers cannot be seen from here."""
+    host = socket.gethostname()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        who_host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
+        if who_host == host and pid.isdigit() and not alive(int(pid)):
+            study.tell(trial.number, state=TrialState.FAIL)
+            failed.append(trial.number)
+    return failed
 
 
 def _check_study_matches(study: optuna.Study, cfg: RunConfig, dataset: str) -> None:

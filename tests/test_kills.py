@@ -1,0 +1,80 @@
+"""kill -9 of a tuning worker or a benchmark: nothing stays RUNNING, and the next start closes what was left."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SLOW_CELL = ["--set", "train.epochs=3", "--set", "train.limit_train_batches=60", "--set", "model.d_model=16",
+             "--set", "model.d_ff=16", "--set", "model.e_layers=1", "--set", "model.n_heads=2"]
+pytestmark = pytest.mark.slow  # subprocesses killed mid-work
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "FORECAST_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
+
+
+def _until(check, proc: subprocess.Popen, what: str, timeout: float = 240) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"{what} never happened"
+        time.sleep(0.1)
+
+
+def test_a_killed_tuning_worker_leaves_no_running_trial(real_data_dir: Path, tmp_path: Path) -> None:
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    argv = [sys.executable, "-m", "cli", "tune", "-d", "ETTh1", "-m", "itransformer", "-L", "48", "-H", "24",
+            "--trials", "2", "--study-name", "k", "--storage", storage, "--tracking-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}", "-q", *SLOW_CELL]
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=_env(real_data_dir), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+    def running() -> bool:
+        try:
+            study = optuna.load_study(study_name="k", storage=storage)
+        except KeyError:
+            return False
+        return any(t.state == TrialState.RUNNING and "worker" in t.user_attrs for t in study.trials)
+
+    _until(running, proc, "a running trial")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    study = optuna.load_study(study_name="k", storage=storage)
+    assert [t.state for t in study.trials] == [TrialState.RUNNING]  # what a kill -9 leaves
+    again = subprocess.run([*argv[:argv.index("--trials") + 1], "0", *argv[argv.index("--trials") + 2:]],
+                           cwd=tmp_path, env=_env(real_data_dir), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    study = optuna.load_study(study_name="k", storage=storage)
+    assert [t.state for t in study.trials] == [TrialState.FAIL]  # at once, not after the 180 s heartbeat
+
+
+def test_a_killed_benchmark_leaves_no_running_run(real_data_dir: Path, tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    argv = [sys.executable, "-m", "cli", "benchmark", "--models", "itransformer", "--datasets", "ETTh1",
+            "--horizons", "24", "--name", "k", "--tracking-uri", uri, "-q", *SLOW_CELL]
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=_env(real_data_dir), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _until(lambda: bool(list((tmp_path / "checkpoints" / "k").glob("*/last.json"))), proc, "epoch 1 of the cell")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("benchmark-k")
+    deadline = time.monotonic() + 60
+    while any(r.info.status == "RUNNING" for r in client.search_runs([exp.experiment_id])):
+        assert time.monotonic() < deadline, "a run of the killed benchmark stayed RUNNING"
+        time.sleep(0.2)
+    statuses = sorted((r.data.tags["benchmark_role"], r.info.status) for r in client.search_runs([exp.experiment_id]))
+    assert statuses == [("cell", "FAILED"), ("parent", "FAILED")]
