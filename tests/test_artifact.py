@@ -173,3 +173,21 @@ def test_a_damaged_or_edited_artifact_is_one_line(case: str, tmp_path: Path, cap
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert re.search(message, lines[0]), lines[0]
     assert "Traceback" not in stdout + err and not out.exists()
+
+
+def test_the_pyfunc_reads_only_the_rows_it_needs_and_bounds_a_request() -> None:
+    """A long history costs what a short one does (only the last L rows are converted and checked), and a
+    request past MAX_ROWS is one line (HTTP 400 when served) instead of a worker spending its memory on it."""
+    from forecast import artifact
+    from forecast.inference.serving import MAX_ROWS, Forecaster, RequestError
+
+    model = Forecaster(artifact.load(artifact.artifact_paths(FIXTURES / "dlinear")))
+    short = pd.read_csv(FIXTURES / "history.csv")
+    n = 50_000
+    dates = pd.date_range(end=pd.Timestamp(short["date"].iloc[-1]), periods=n, freq="h")
+    values = {c: np.concatenate([np.zeros(n - len(short)), short[c].to_numpy()]) for c in short.columns[1:]}
+    long = pd.DataFrame({"date": dates.strftime("%Y-%m-%d %H:%M:%S"), **values})
+    pd.testing.assert_frame_equal(model.predict(long), model.predict(short))
+    too_long = pd.concat([long] * (MAX_ROWS // n + 1), ignore_index=True)
+    with pytest.raises(RequestError, match=rf"^the request has {len(too_long):,} rows; send at most {MAX_ROWS:,} "):
+        model.predict(too_long)

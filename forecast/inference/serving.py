@@ -43,6 +43,7 @@ LOADER = __name__  # MLflow imports this installed module and calls _load_pyfunc
 DATA_DIR = "forecast"  # the folder of the model's files inside the MLflow model
 ARTIFACT_PATH = "model"
 DEFAULT_ALIAS = "champion"
+MAX_ROWS = 100_000  # rows a request may carry: far more than any L, far less than exhausts a worker
 
 
 class RequestError(MlflowException):
@@ -85,7 +86,12 @@ class Forecaster:
                 raise ForecastError(f"params.horizon must be an integer, got {horizon!r}.")
             h = self.model.meta.check_horizon(None if horizon is None else int(horizon), "params.horizon")
             check_fill(fill, "params.fill")
-            frame = _to_polars(model_input)
+            if len(model_input) > MAX_ROWS:
+                raise ForecastError(f"the request has {len(model_input):,} rows; send at most {MAX_ROWS:,} (the "
+                                    f"model reads the last L={self.model.meta.seq_len}).")
+            # Only the rows a forecast reads are converted and checked, so a long history costs what a short one does
+            # (a gap or a disorder further back cannot change this forecast).
+            frame = _to_polars(model_input.tail(self.model.meta.seq_len))
             table = prepare_history(frame, self.model.meta, "input", fill)
             fc = forecast_next(self.model, table, h)
         except ForecastError as err:
