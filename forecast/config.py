@@ -90,8 +90,9 @@ class TrainConfig:
     seed: int = 2021
     partial_variates: int = 0  # >0: train each batch on a random subset of this many variates
     accelerator: str = "auto"  # auto uses one GPU when present, else the CPU
-    devices: int = 1  # per node; never "all" (a positive integer, 1 by default)
-    num_nodes: int = 1
+    # per node; never "all" (a positive integer, 1 by default). Checked, with its own hint, in __post_init__.
+    devices: int = field(default=1, metadata={"checked_by_post_init": True})
+    num_nodes: int = field(default=1, metadata={"checked_by_post_init": True})
     strategy: str = "auto"  # auto: one process unless devices x num_nodes > 1, then DDP | ddp
     precision: str = "32-true"  # Lightning's names, e.g. bf16-mixed
     compile: bool = False  # torch.compile the network's forward

@@ -15,7 +15,7 @@ def check_values(cls: type, values: dict, section: str) -> None:
     """Each value has the kind of its config field's default: true or false for a switch (no truthy strings), an
     integer for an integer, a number for a float, text for a string; a field that defaults to None takes anything
     its dataclass accepts. One line that names the key, before the dataclass (or anything else) compares it."""
-    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    defaults = {f.name: f.default for f in dataclasses.fields(cls) if not f.metadata.get("checked_by_post_init")}
     for key, value in values.items():
         default = defaults.get(key)
         if isinstance(default, bool):
