@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 from forecast import tracking
 
@@ -40,6 +41,16 @@ class Guard:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             pass
+
+
+def end_run(mlf: Any, run_id: str | None, status: str, guard: Guard | None) -> None:
+    """End ``run_id`` (when there is one) with ``status``, then release its guard, even if ending it failed."""
+    try:
+        if run_id is not None:
+            mlf.set_terminated(run_id, status)
+    finally:
+        if guard is not None:
+            guard.release()
 
 
 def watch(tracking_uri: str, run_id: str) -> Guard:

@@ -110,7 +110,4 @@ def run(opts: BenchmarkOptions) -> BenchmarkResult:
         status = "KILLED"
         raise
     finally:
-        try:
-            mlf.set_terminated(parent_id, status)
-        finally:
-            guard.release()
+        runguard.end_run(mlf, parent_id, status, guard)

@@ -88,12 +88,7 @@ class RunRecorder(pl.Callback):
 
     def end(self, status: str) -> None:
         """End the run (rank 0; a no-op elsewhere or before it exists), then release the guard."""
-        try:
-            if self.run_id is not None:
-                self.mlf.set_terminated(self.run_id, status)
-        finally:
-            if self._guard is not None:
-                self._guard.release()
+        runguard.end_run(self.mlf, self.run_id, status, self._guard)
 
 
 def log_outputs(mlf: MlflowClient, run_id: str, cfg: RunConfig, dm: ForecastDataModule, module: ForecastModule,

@@ -134,10 +134,7 @@ def _run_study(model: str, dataset: str, overrides: dict[str, Any], user_yaml: s
         status = "KILLED"
         raise
     finally:
-        try:
-            mlf.set_terminated(parent_id, status)
-        finally:
-            guard.release()
+        runguard.end_run(mlf, parent_id, status, guard)
 
 
 def _experiment_id(mlf: MlflowClient, name: str, uri: str) -> str:
