@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 DEFAULT_DB = "mlflow.db"
+_OPENED: set[str] = set()  # local stores this process has opened (created or migrated) already
 SQLITE = "sqlite:///"
 
 
@@ -130,11 +131,12 @@ def client(uri: str) -> MlflowClient:
     quiet_logs()
     from mlflow.tracking import MlflowClient
 
-    if sqlite_path(uri) is None:
+    if sqlite_path(uri) is None or uri in _OPENED:
         return MlflowClient(tracking_uri=uri)
     with creation_lock(uri):
         mlf = MlflowClient(tracking_uri=uri)
         mlf.search_experiments(max_results=1)  # opens the store: creates or migrates its tables under the lock
+    _OPENED.add(uri)  # once per process: later clients need neither the lock nor the query
     return mlf
 
 

@@ -14,9 +14,7 @@ Entry points: :func:`data_extras` (the tensors a model asks for through the regi
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from forecast.data.series import Series
 from forecast.data.store import cache_dir as default_cache_dir
+from forecast.process import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -139,19 +138,6 @@ def q_cache_key(data_sha256: str, train_rows: int, T: int) -> str:
     return f"orthoq-{CACHE_VERSION}-{data_sha256[:16]}-train{train_rows}-T{T}"
 
 
-def _atomic_save(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def load_or_compute_q(train_values: np.ndarray, T: int, cache_dir: Path, key: str) -> tuple[np.ndarray, bool]:
     """``(Q [T, T], was_cached)``: Q from ``cache_dir/<key>.npy``, else :func:`compute_q` and save it atomically.
 
@@ -172,7 +158,8 @@ def load_or_compute_q(train_values: np.ndarray, T: int, cache_dir: Path, key: st
             log.warning("OrthoTrans cache %s is unreadable (%s); recomputing", path, err)
     q = compute_q(train_values, T)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_save(path, q)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # np.save on a name would append .npy
+        np.save(fh, q, allow_pickle=False)
     return q, False
 
 

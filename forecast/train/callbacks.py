@@ -14,6 +14,8 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Checkpoint
 
+from forecast.process import atomic_path, write_text
+
 CHECKPOINT_META = "last.json"  # beside a cell's last.ckpt: {"epochs_done": k, "saved": unix time}
 
 
@@ -109,12 +111,9 @@ class EpochCheckpoint(Checkpoint):
             return
         self.history.append({"epoch": trainer.current_epoch, **epoch_metrics(trainer)})
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / f".{self.FILE}.{os.getpid()}.tmp"
-        trainer.save_checkpoint(tmp, weights_only=False)  # the whole state, not only the weights
-        os.replace(tmp, self.path)
-        meta_tmp = self.dir / f".{self.META}.{os.getpid()}.tmp"
-        meta_tmp.write_text(json.dumps({"epochs_done": trainer.current_epoch + 1, "saved": time.time()}))
-        os.replace(meta_tmp, self.dir / self.META)
+        with atomic_path(self.path) as tmp:
+            trainer.save_checkpoint(tmp, weights_only=False)  # the whole state, not only the weights
+        write_text(self.dir / self.META, json.dumps({"epochs_done": trainer.current_epoch + 1, "saved": time.time()}))
 
     def state_dict(self) -> dict[str, Any]:
         stopped = bool(self._trainer.should_stop) if self._trainer is not None else False
