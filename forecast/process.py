@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,19 @@ def alive(pid: int) -> bool:
     except PermissionError:  # another user's live process
         return True
     return True
+
+
+def owner() -> str:
+    """``host:pid`` of this process: who owns a run, a trial or a temp file, so a later process can tell whether the
+    owner is still alive (on the same host)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def dead_owner(who: str) -> bool:
+    """Whether ``who`` (an :func:`owner` string) is a process of this host that is no longer running; False for
+    another host's process, this process, or a malformed string."""
+    host, _, pid = who.rpartition(":")
+    return host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid() and not alive(int(pid))
 
 
 def remove_stale_temp(path: Path) -> None:

@@ -6,17 +6,23 @@ killed mid-trial. :func:`watch` starts ``python -m forecast.runguard URI RUN_ID`
 pipe on its stdin. The owner writes ``done`` before it exits normally (:meth:`Guard.release`); when the pipe
 closes without it, the guard ends the run and any of its nested runs that are still RUNNING as FAILED, tagged
 ``failure=owner process died``. Waiting costs nothing (a blocking read); MLflow is imported only in that case.
+
+When the guard dies too (the whole group killed, a container stopped), the runs stay RUNNING until the next run in
+the same experiment starts: every run is tagged ``owner=host:pid``, and :func:`close_orphans` ends the ones whose
+process on this host is gone.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Any
 
 from forecast import tracking
+from forecast.process import dead_owner
 
 DONE = b"done\n"
 
@@ -67,9 +73,22 @@ def watch(tracking_uri: str, run_id: str) -> Guard:
     return Guard(proc)
 
 
-def end_if_running(tracking_uri: str, run_id: str) -> list[str]:
-    """End ``run_id`` and its RUNNING nested runs as FAILED; returns the ids it ended."""
-    mlf = tracking.client(tracking_uri)
+def close_orphans(mlf: Any, experiment_id: str) -> list[str]:
+    """End the runs of ``experiment_id`` left RUNNING by a process of this host that is gone, and their nested
+    runs, as FAILED: the rerun of a command whose process and guard were both killed (a whole process group, a
+    container, a reboot) closes what they left open. Returns the ids it ended."""
+    host = socket.gethostname().replace("'", "''")
+    found = mlf.search_runs([experiment_id], max_results=1000,
+                            filter_string=f"attributes.status = 'RUNNING' and tags.{tracking.OWNER_TAG} LIKE '{host}:%'")
+    ended: list[str] = []
+    for run in found:
+        if run.info.run_id not in ended and dead_owner(run.data.tags.get(tracking.OWNER_TAG, "")):
+            ended += end_if_running(mlf, run.info.run_id, "owner process died; closed by a later run")
+    return ended
+
+
+def end_if_running(mlf: Any, run_id: str, why: str = "owner process died") -> list[str]:
+    """End ``run_id`` and its RUNNING nested runs as FAILED, tagged ``failure=why``; returns the ids it ended."""
     run = mlf.get_run(run_id)
     ended: list[str] = []
     children = mlf.search_runs([run.info.experiment_id], max_results=1000,
@@ -78,11 +97,11 @@ def end_if_running(tracking_uri: str, run_id: str) -> list[str]:
     for child in children:
         if child.data.tags.get("trial_state") == "RUNNING":
             mlf.set_tag(child.info.run_id, "trial_state", "FAILED")
-        mlf.set_tag(child.info.run_id, "failure", "owner process died")
+        mlf.set_tag(child.info.run_id, "failure", why)
         mlf.set_terminated(child.info.run_id, "FAILED")
         ended.append(child.info.run_id)
     if run.info.status == "RUNNING":
-        mlf.set_tag(run_id, "failure", "owner process died")
+        mlf.set_tag(run_id, "failure", why)
         mlf.set_terminated(run_id, "FAILED")
         ended.append(run_id)
     return ended
@@ -99,7 +118,7 @@ def main(argv: list[str]) -> int:
         pass
     if data.startswith(DONE):
         return 0
-    end_if_running(uri, run_id)
+    end_if_running(tracking.client(uri), run_id)
     return 0
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import forecast
 from forecast.errors import ForecastError
+from forecast.process import owner
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -176,8 +177,12 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+OWNER_TAG = "owner"  # host:pid of the process that created a run: a later run closes it if that process is gone
+
+
 def base_tags(dataset: str, model: str, data_sha256: str) -> dict[str, str]:
-    tags = {"dataset": dataset, "model": model, "data_sha256": data_sha256, "forecast_version": forecast.__version__}
+    tags = {"dataset": dataset, "model": model, "data_sha256": data_sha256, "forecast_version": forecast.__version__,
+            OWNER_TAG: owner()}
     commit = git_commit()
     if commit:
         tags["git_commit"] = commit

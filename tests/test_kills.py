@@ -78,3 +78,37 @@ def test_a_killed_benchmark_leaves_no_running_run(real_data_dir: Path, tmp_path:
         time.sleep(0.2)
     statuses = sorted((r.data.tags["benchmark_role"], r.info.status) for r in client.search_runs([exp.experiment_id]))
     assert statuses == [("cell", "FAILED"), ("parent", "FAILED")]
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+
+
+def test_a_benchmark_killed_with_its_guard_is_closed_by_the_rerun(real_data_dir: Path, tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    argv = [sys.executable, "-m", "cli", "benchmark", "--models", "itransformer", "--datasets", "ETTh1",
+            "--horizons", "24", "--name", "g", "--tracking-uri", uri, "-q", *SLOW_CELL]
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=_env(real_data_dir), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _until(lambda: bool(list((tmp_path / "checkpoints" / "g").glob("*/last.json"))), proc, "epoch 1 of the cell")
+    guards = [c for c in _children(proc.pid) if b"forecast.runguard" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    assert len(guards) == 1
+    os.kill(guards[0], signal.SIGKILL)  # the guard first, as when a whole container or process tree goes
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("benchmark-g")
+    left = {r.info.run_id: r.data.tags["benchmark_role"] for r in client.search_runs([exp.experiment_id])}
+    time.sleep(1)
+    assert sorted(left.values()) == ["cell", "parent"]
+    assert all(client.get_run(i).info.status == "RUNNING" for i in left)  # nothing else will ever end them
+    again = subprocess.run(argv, cwd=tmp_path, env=_env(real_data_dir), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    for run_id in left:
+        run = client.get_run(run_id)
+        assert run.info.status == "FAILED" and run.data.tags["failure"] == "owner process died; closed by a later run"
+    roles = sorted((r.data.tags["benchmark_role"], r.info.status) for r in client.search_runs([exp.experiment_id])
+                   if r.info.run_id not in left)
+    assert roles == [("cell", "FINISHED"), ("parent", "FINISHED")]

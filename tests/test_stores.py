@@ -42,3 +42,39 @@ def test_workers_on_a_new_sqlite_file_all_succeed(worker: str, tmp_path: Path) -
     results = [p.communicate(timeout=300) for p in procs]
     for proc, (out, err) in zip(procs, results):
         assert proc.returncode == 0 and out.strip().endswith("ok"), err[-2000:]
+
+
+def test_a_later_run_closes_the_runs_of_dead_owners_on_this_host(tmp_path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from forecast import runguard, tracking
+    from forecast.process import owner
+
+    uri = tracking.sqlite_url(tmp_path / "mlflow.db")
+    mlf = tracking.client(uri)
+    exp = mlf.create_experiment("e")
+    host = socket.gethostname()
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(done.stdout)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        owners = {"dead": f"{host}:{dead}", "alive": f"{host}:{sleeper.pid}", "other host": "elsewhere:1",
+                  "this process": owner(), "no owner": None}
+        ids = {}
+        for name, who in owners.items():
+            tags = {tracking.OWNER_TAG: who} if who else {}
+            ids[name] = mlf.create_run(exp, tags=tags).info.run_id
+        child = mlf.create_run(exp, tags={"mlflow.parentRunId": ids["dead"]}).info.run_id
+        ended = runguard.close_orphans(mlf, exp)
+        assert sorted(ended) == sorted([ids["dead"], child])
+        for name, run_id in ids.items():
+            run = mlf.get_run(run_id)
+            assert run.info.status == ("FAILED" if name == "dead" else "RUNNING"), name
+        assert mlf.get_run(child).info.status == "FAILED"
+        assert mlf.get_run(ids["dead"]).data.tags["failure"] == "owner process died; closed by a later run"
+        assert runguard.close_orphans(mlf, exp) == []
+    finally:
+        sleeper.kill()
+        sleeper.wait()

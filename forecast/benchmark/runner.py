@@ -20,7 +20,7 @@ from forecast.benchmark.store import (
     version_tags,
 )
 from forecast.pipeline import TrainOptions, run_name, train
-from forecast.process import sigterm_as_interrupt
+from forecast.process import owner, sigterm_as_interrupt
 from forecast.published import load_published
 from forecast.train import EpochPrinter, saved_epochs
 
@@ -61,6 +61,7 @@ def run(opts: BenchmarkOptions) -> BenchmarkResult:
     mlf = tracking.client(uri)
     experiment = opts.experiment or f"benchmark-{opts.name}"
     exp_id = tracking.experiment_id(mlf, experiment, uri)
+    runguard.close_orphans(mlf, exp_id)  # what a predecessor killed with its guard left RUNNING
     done = finished_runs(mlf, opts.name)
     for cell in cells:
         prev = done.get(cell.config_hash)
@@ -69,7 +70,7 @@ def run(opts: BenchmarkOptions) -> BenchmarkResult:
             cell.metrics, cell.n_params = dict(prev.data.metrics), n_params(prev.data.params)
         else:
             cell.saved_epochs = saved_epochs(cell_checkpoint_dir(uri, opts.name, cell.config_hash))
-    tags = {**version_tags(), "benchmark": opts.name, "benchmark_role": "parent",
+    tags = {**version_tags(), "benchmark": opts.name, "benchmark_role": "parent", tracking.OWNER_TAG: owner(),
             "mlflow.runName": f"benchmark_{opts.name}"}
     parent = mlf.create_run(exp_id, run_name=f"benchmark_{opts.name}", tags=tags)
     parent_id = parent.info.run_id

@@ -53,6 +53,8 @@ class RunRecorder(pl.Callback):
         cfg, dm, opts = self.cfg, self.dm, self.opts
         self.mlf = mlf = tracking.client(self.uri)
         self.experiment_id = tracking.experiment_id(mlf, opts.experiment or dm.series.name, self.uri)
+        if not opts.parent_run_id:  # a nested run's parent (benchmark, tune) has closed them already
+            runguard.close_orphans(mlf, self.experiment_id)
         tags = {**tracking.base_tags(dm.series.name, cfg.model_name, dm.series.sha256), **opts.tags,
                 "mlflow.runName": self.name}
         if opts.parent_run_id:

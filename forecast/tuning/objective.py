@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import socket
 import math
 import threading
 import time
@@ -21,13 +19,9 @@ from forecast import tracking
 from forecast.config import DataConfig
 from forecast.data.series import Series, load_series
 from forecast.pipeline import TrainOptions, train
+from forecast.process import owner
 from forecast.resolve import resolve
 from forecast.tuning.space import suggest
-
-
-def worker_id() -> str:
-    """``host:pid`` of this process, recorded on each trial it runs."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class PruningCallback(PyTorchLightningPruningCallback):
@@ -83,7 +77,7 @@ class Objective:
         with self._lock:
             self.running.add(trial.number)
             self.started.append(trial.number)
-        trial.set_user_attr("worker", worker_id())  # who runs it: a later start fails it if this process died
+        trial.set_user_attr("worker", owner())  # who runs it: a later start fails it if this process died
         sampled: dict[str, Any] = {}
         callback = None
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
 import warnings
 from pathlib import Path
@@ -25,7 +24,7 @@ from forecast.tuning.options import PRUNERS, SAMPLERS, TOP_TRIALS, TuneOptions, 
 from forecast.tuning.progress import TrialProgress
 from forecast.tuning.report import log_parent_params, log_parent_summary, write_report
 from forecast.tuning.space import tune_space, validate_space
-from forecast.process import alive
+from forecast.process import dead_owner
 from forecast.tracking import safe_url
 from forecast.tuning.storage import make_pruner, make_sampler, n_trials, open_storage, retry, storage_url
 
@@ -94,6 +93,7 @@ def _run_study(model: str, dataset: str, overrides: dict[str, Any], user_yaml: s
     mlf = retry(lambda: tracking.client(uri))  # workers starting together on a new store race on its tables
     experiment = opts.experiment or series.name
     exp_id = _experiment_id(mlf, experiment, uri)
+    runguard.close_orphans(mlf, exp_id)  # runs of workers killed with their guards
     parent = mlf.create_run(exp_id, run_name=f"tune_{study_name}", tags={
         **tracking.base_tags(series.name, cfg.model_name, series.sha256), "mlflow.runName": f"tune_{study_name}",
         "study": study_name, "tune_role": "study", "optuna_storage": safe_url(url), "sampler": opts.sampler,
@@ -146,11 +146,9 @@ def _fail_orphans(study: optuna.Study) -> list[int]:
     """Trials left RUNNING by a worker of this machine that has died (kill -9, OOM) are FAILED now, whatever the
     time; Optuna's heartbeat would wait 180 s and need another trial to start. Other machines' trials are left to
     the heartbeat, as their workers cannot be seen from here."""
-    host = socket.gethostname()
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        who_host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
-        if who_host == host and pid.isdigit() and not alive(int(pid)):
+        if dead_owner(str(trial.user_attrs.get("worker", ""))):
             study.tell(trial.number, state=TrialState.FAIL)
             failed.append(trial.number)
     return failed
