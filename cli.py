@@ -180,6 +180,23 @@ def predict(
 
 
 @app.command()
+def serve(
+    model: Annotated[str, typer.Option("--model", "-m", help="runs:/RUN_ID/model, models:/NAME@ALIAS or a logged "
+                                       "model's folder.")],
+    host: Annotated[str, typer.Option("--host", "-h", help="Bind address; 127.0.0.1 unless you ask.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p")] = 5001,
+    workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes.")] = 1,
+    max_request_mb: Annotated[float, typer.Option("--max-request-mb", help="Larger request bodies get HTTP 413.")] = 32,
+    tracking_uri: TrackingUri = None,
+    quiet: Quiet = False,
+) -> None:
+    """Serve a logged model over HTTP (MLflow's /invocations protocol), with bounded requests and one-line errors."""
+    from forecast.commands.serve import serve as run
+
+    run(model, host, port, workers, max_request_mb, tracking_uri, quiet)
+
+
+@app.command()
 def benchmark(
     models: Annotated[str, typer.Option("--models", help="Comma-separated, e.g. dlinear,itransformer.")],
     datasets: Annotated[str, typer.Option("--datasets", help="Comma-separated, e.g. ETTh1,Weather.")],

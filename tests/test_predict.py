@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import signal
 import sys
 import urllib.error
 import urllib.request
@@ -321,6 +322,54 @@ def test_mlflow_models_serve_answers_the_same_forecast(store, tmp_path) -> None:
             message = body.get("message", "")
             assert status == 400 and needle in message, (case, body)
             assert "\n" not in message and "Failed to predict" not in message and len(message) < 400, (case, message)
+
+
+def _post_raw(url: str, body: bytes, timeout: float = 60) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+@pytest.mark.slow
+def test_forecast_serve_bounds_requests_and_answers_in_one_line(store, tmp_path) -> None:
+    """`forecast serve`: the same forecast as predict; malformed JSON and an oversized body get one line (400,
+    413) and the worker goes on answering; a long history is cut to the last L rows before it is parsed."""
+    from forecast.inference.io import prepare_history, read_input
+    from forecast.inference.predict import forecast_next, load_model
+
+    hist_path = store["root"] / "history.csv"
+    lm = load_model(f"runs:/{store['run_id']}/model", store["uri"])
+    expected = forecast_next(lm, prepare_history(read_input(hist_path), lm.meta, "history"))
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    argv = [sys.executable, "-m", "cli", "serve", "-m", "models:/etth1-dlinear@champion", "--tracking-uri",
+            store["uri"], "-p", str(port), "--max-request-mb", "1"]
+    url = f"http://127.0.0.1:{port}/invocations"
+    with server_process(argv, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log", env, tmp_path,
+                        timeout=150) as proc:
+        hist = pl.read_csv(hist_path)
+        good = json.dumps({"dataframe_split": {"columns": hist.columns, "data": hist.rows()}}).encode()
+        status, body = _post_raw(url, good)
+        assert status == 200, body
+        np.testing.assert_allclose(pl.DataFrame(body["predictions"]).drop("date").to_numpy(), expected.values,
+                                   rtol=1e-6)
+        status, body = _post_raw(url, b'{"dataframe_split": {"columns": ["date"')
+        assert status == 400 and body["message"].startswith("the request body is not valid JSON"), body
+        rows = hist.rows() * 40  # 20,000 rows, about 1.5 MB: over the 1 MB limit
+        big = json.dumps({"dataframe_split": {"columns": hist.columns, "data": rows}}).encode()
+        assert len(big) > 2**20
+        status, body = _post_raw(url, big)
+        assert status == 413 and "larger than the server's limit of 1 MB" in body["message"], body
+        assert "\n" not in body["message"]
+        status, body = _post_raw(url, good)
+        assert status == 200 and len(body["predictions"]) == H
+        assert proc.poll() is None
+        proc.terminate()  # SIGTERM: uvicorn shuts down gracefully, then re-raises the signal (exit by SIGTERM)
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert "Finished server process" in (tmp_path / "serve.log").read_text()
 
 
 def test_itransformer_with_time_marks(store, tmp_path, monkeypatch, capsys) -> None:

@@ -45,11 +45,11 @@ def is_remote_uri(model_uri: str) -> bool:
 
 
 @contextlib.contextmanager
-def model_files(model_uri: str, tracking_uri: str | None = None) -> Iterator[dict[str, Path]]:
-    """Yields the artifact's ``{name: path}``: a local folder as is, an MLflow URI downloaded to a temp dir."""
+def model_dir(model_uri: str, tracking_uri: str | None = None) -> Iterator[Path]:
+    """Yields the model's local folder: a local folder as is, an MLflow URI downloaded to a temp dir."""
     path = Path(model_uri).expanduser()
     if path.exists():
-        yield artifact.artifact_paths(path)
+        yield path
         return
     if not is_remote_uri(model_uri):
         raise ForecastError(f"model '{model_uri}' not found; give runs:/RUN_ID/model, models:/NAME@ALIAS "
@@ -69,7 +69,14 @@ def model_files(model_uri: str, tracking_uri: str | None = None) -> Iterator[dic
             first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
             raise ForecastError(f"model '{model_uri}' could not be fetched from {uri} ({first}); check the run id "
                                 "or name@alias with `forecast runs`, and --tracking-uri.") from None
-        yield artifact.artifact_paths(Path(local))
+        yield Path(local)
+
+
+@contextlib.contextmanager
+def model_files(model_uri: str, tracking_uri: str | None = None) -> Iterator[dict[str, Path]]:
+    """Yields the artifact's ``{name: path}`` (see :func:`model_dir`)."""
+    with model_dir(model_uri, tracking_uri) as local:
+        yield artifact.artifact_paths(local)
 
 
 def load_model(model_uri: str, tracking_uri: str | None = None) -> LoadedModel:

@@ -43,6 +43,7 @@ LOADER = __name__  # MLflow imports this installed module and calls _load_pyfunc
 DATA_DIR = "forecast"  # the folder of the model's files inside the MLflow model
 ARTIFACT_PATH = "model"
 DEFAULT_ALIAS = "champion"
+PARAMS = ("horizon", "fill")  # the params of predict (and of the signature)
 MAX_ROWS = 100_000  # rows a request may carry: far more than any L, far less than exhausts a worker
 
 
@@ -146,7 +147,8 @@ def signature(meta: ModelMeta) -> ModelSignature:
     # The date is "any": JSON and CSV bring strings, Python callers datetimes; prepare_history parses both.
     values = [ColSpec("double", c) for c in meta.columns]
     outputs = Schema([ColSpec("datetime", meta.date_column), *values])
-    params = ParamSchema([ParamSpec("horizon", "long", meta.horizon), ParamSpec("fill", "string", "none")])
+    horizon, fill = PARAMS
+    params = ParamSchema([ParamSpec(horizon, "long", meta.horizon), ParamSpec(fill, "string", "none")])
     return ModelSignature(inputs=None, outputs=outputs, params=params)
 
 

@@ -1,0 +1,54 @@
+"""``forecast serve``: a logged model behind MLflow's scoring server and the request guard of
+:mod:`forecast.inference.server`, on 127.0.0.1 unless asked."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+
+from forecast import artifact
+from forecast.console import console
+from forecast.errors import ForecastError
+from forecast.inference import server
+from forecast.inference.predict import model_dir
+
+
+def _check_port(host: str, port: int) -> None:
+    """One line now rather than uvicorn's error after the model has loaded in every worker."""
+    if not 0 < port < 65536:
+        raise ForecastError(f"--port {port} is not a TCP port; give 1..65535 (e.g. --port 5001).")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            why = "is in use" if err.errno == errno.EADDRINUSE else f"cannot be bound ({err.strerror})"
+            raise ForecastError(f"port {port} on {host} {why}; pick another with --port, or --host.") from None
+
+
+def serve(model: str, host: str, port: int, workers: int, max_request_mb: float, tracking_uri: str | None,
+          quiet: bool) -> None:
+    """Check the model and the address, then run uvicorn with ``workers`` processes until Ctrl-C or SIGTERM."""
+    if workers < 1:
+        raise ForecastError(f"--workers {workers} must be at least 1.")
+    if not max_request_mb > 0:
+        raise ForecastError(f"--max-request-mb {max_request_mb:g} must be above 0 (default {server.DEFAULT_MAX_MB}).")
+    _check_port(host, port)
+    with model_dir(model, tracking_uri) as local:
+        if not (local / "MLmodel").is_file():
+            raise ForecastError(f"'{model}' is a model folder without MLflow's MLmodel file; serve a logged model "
+                                "(runs:/RUN_ID/model or models:/NAME@ALIAS), or use `forecast predict` on it.")
+        meta = artifact.load(artifact.artifact_paths(local), model).meta  # one line now for a damaged model
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ.update({server.MODEL_ENV: str(local), server.MAX_BYTES_ENV: str(int(max_request_mb * 2**20)),
+                           server.THREADS_ENV: str(threads)})
+        if not quiet:
+            console().print(f"serving {meta.model_name} (L={meta.seq_len}, H={meta.horizon}, {meta.n_vars} columns) "
+                            f"from {model}\n  POST http://{host}:{port}/invocations  ({workers} worker(s), "
+                            f"{threads} thread(s) each, requests up to {max_request_mb:g} MB); Ctrl-C stops")
+        import uvicorn
+
+        uvicorn.run("forecast.inference.server:create_app", factory=True, host=host, port=port, workers=workers,
+                    log_level="warning" if quiet else "info", access_log=False)
