@@ -83,16 +83,20 @@ def download(
                 digest.update(chunk)
                 advance(len(chunk))
         got = digest.hexdigest()
-        if info.sha256 and got != info.sha256:
+        if not info.accepts(got):
             raise ForecastError(
                 f"checksum mismatch for {info.filename} downloaded from {info.url}: expected sha256 "
-                f"{info.sha256[:12]}…, got {got[:12]}…; nothing was saved. Retry later, or place a verified copy "
+                f"{_expected(info)}, got {got[:12]}…; nothing was saved. Retry later, or place a verified copy "
                 f"in {dest_dir}."
             )
         os.replace(tmp, dest)
         return dest
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _expected(info: DatasetInfo) -> str:
+    return " or ".join(f"{d[:12]}…" for d in info.sha256)
 
 
 class _progress:
@@ -121,9 +125,9 @@ def fetch(info: DatasetInfo, data_dir: str | os.PathLike | None = None, progress
     path = find_local(info, data_dir) or download(info, cache_dir(), progress=progress)
     data = read_bytes(path)
     digest = sha256_bytes(data)
-    if info.sha256 and digest != info.sha256:
+    if not info.accepts(digest):
         raise ForecastError(
-            f"checksum mismatch for {path}: expected sha256 {info.sha256[:12]}…, got {digest[:12]}…; "
+            f"checksum mismatch for {path}: expected sha256 {_expected(info)}, got {digest[:12]}…; "
             f"delete it so it is downloaded again, or train on it as your own file with --dataset {path}."
         )
     return data, digest, path
