@@ -30,10 +30,12 @@ Sets = Annotated[
 ]
 # The options `train` and `tune` share (their keys: forecast.config.FLAGS).
 Dataset = Annotated[str, typer.Option("--dataset", "-d", help="Benchmark name or path to your CSV/parquet.")]
-Model = Annotated[str, typer.Option("--model", "-m", help="Model name (see `forecast models`).")]
+DEFAULT_MODEL = "dlinear"  # the fastest model that reaches the papers' numbers
+Model = Annotated[str, typer.Option("--model", "-m", help="Model name (see `forecast models`); default dlinear.")]
 Horizon = Annotated[Optional[int], typer.Option("--horizon", "-H", help="Forecast horizon H.")]
 SeqLen = Annotated[Optional[int], typer.Option("--seq-len", "-L", help="Lookback L.")]
-Seed = Annotated[Optional[int], typer.Option("--seed")]
+Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed; default: the config's (2021 for the "
+                                                       "linear models, 2023 otherwise).")]
 Precision = Annotated[Optional[str], typer.Option("--precision", help="e.g. 32-true, bf16-mixed.")]
 Accelerator = Annotated[Optional[str], typer.Option("--accelerator", help="auto, cpu, gpu.")]
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Look for benchmark files here first.")]
@@ -73,12 +75,14 @@ def models() -> None:
 @app.command()
 def train(
     dataset: Dataset,
-    model: Model,
+    model: Model = DEFAULT_MODEL,
     horizon: Horizon = None,
     seq_len: SeqLen = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Most epochs (early stopping may end sooner); "
+                                                  "default: the config's.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Train batch size; default: the "
+                                                      "config's.")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate; default: the config's.")] = None,
     seed: Seed = None,
     devices: Annotated[Optional[int], typer.Option("--devices", help="Devices per node (default 1; >1: DDP).")] = None,
     num_nodes: Annotated[Optional[int], typer.Option("--num-nodes", help="Nodes (default 1; see README).")] = None,
@@ -113,7 +117,7 @@ def train(
 @app.command()
 def tune(
     dataset: Dataset,
-    model: Model,
+    model: Model = DEFAULT_MODEL,
     horizon: Horizon = None,
     trials: Annotated[Optional[int], typer.Option("--trials", "-n", help="Trials to run now (default 20, or "
                                                   "unlimited with --timeout; 0: only report or retrain).")] = None,
@@ -274,7 +278,8 @@ def main() -> None:
     from forecast.errors import ForecastError
 
     try:
-        code = app(standalone_mode=False)  # click returns typer.Exit's code here instead of exiting
+        # click returns typer.Exit's code here instead of exiting; the name is `forecast` however it was started
+        code = app(standalone_mode=False, prog_name="forecast")
         if isinstance(code, int) and code:
             sys.exit(code)
     except ForecastError as err:
@@ -289,9 +294,13 @@ def main() -> None:
         typer.echo("interrupted", err=True)
         sys.exit(130)
     except Exception as exc:
-        # Usage errors (unknown option, bad value): typer ships its own copy of click, so match by shape.
-        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
-            exc.show()
+        # Usage errors (a missing or unknown option, a bad value): one line instead of click's usage block. typer
+        # ships its own copy of click, so match by shape.
+        if callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int):
+            ctx = getattr(exc, "ctx", None)
+            where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            message = " ".join(str(exc.format_message()).split())
+            typer.echo(f"error: {message}{where}", err=True)
             sys.exit(exc.exit_code)
         raise
 

@@ -143,7 +143,18 @@ def test_set_values_get_their_types() -> None:
         "train.lr": 1e-5, "model.individual": True, "data.seq_len": 96, "model.revin": "plain"}
 
 
-def test_usage_error_has_no_traceback(capsys) -> None:
-    code, out, err = run_cli(["runs", "--no-such-option"], capsys)
-    assert code == 2
-    assert "No such option" in err and "Traceback" not in err + out
+def test_usage_errors_are_one_line(capsys) -> None:
+    cases = {("runs", "--no-such-option"): "error: No such option: --no-such-option (see `forecast runs --help`)",
+             ("predict", "-i", "x.csv"): "error: Missing option '--model' / '-m'. (see `forecast predict --help`)",
+             ("train", "--epochs", "abc"): "error: Invalid value for '--epochs'",
+             ("trian",): "error: No such command 'trian'. Did you mean 'train'?"}
+    for argv, line in cases.items():
+        code, out, err = run_cli(list(argv), capsys)
+        assert code == 2 and err.startswith(line) and len(err.strip().splitlines()) == 1, (argv, err)
+        assert "Usage:" not in err + out and "Traceback" not in err + out
+
+
+def test_train_defaults_to_dlinear(capsys) -> None:
+    """`forecast train --dataset ETTh1`, as the card shows it: the model is DLinear (its own key is checked)."""
+    code, _, err = run_cli(["train", "--dataset", "ETTh1", "--set", "model.kernel_size=0"], capsys)
+    assert code == 2 and "invalid model config for 'dlinear': kernel_size must be odd" in err
