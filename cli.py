@@ -1,7 +1,8 @@
 """The `forecast` command line: thin Typer commands that call into the forecast package.
 
 Heavy imports (torch, lightning, mlflow) happen inside the commands, so `forecast --help` stays fast: each command
-imports its own module of ``forecast.commands`` and nothing else of the package is loaded before that.
+imports its own module of ``forecast.commands`` and nothing else of the package is loaded before that (the shared
+options come from ``forecast.commands.flags``, which imports typer alone).
 """
 
 from __future__ import annotations
@@ -12,35 +13,17 @@ from typing import Annotated, Optional
 
 import typer
 
+from forecast.commands.flags import (
+    DEFAULT_MODEL, Accelerator, DataDir, Dataset, Experiment, Horizon, Model, Precision, Quiet, Seed, SeqLen, Sets,
+    Split, TrackingUri,
+)
+
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     help="Long-term time-series forecasting: train, tune, predict and compare, tracked in MLflow.",
 )
-
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary tables.")]
-TrackingUri = Annotated[
-    Optional[str],
-    typer.Option("--tracking-uri", help="MLflow store; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db here."),
-]
-Sets = Annotated[
-    Optional[list[str]],
-    typer.Option("--set", help="Override a config key, e.g. --set model.individual=true (repeatable)."),
-]
-# The options `train` and `tune` share (their keys: forecast.config.FLAGS).
-Dataset = Annotated[str, typer.Option("--dataset", "-d", help="Benchmark name or path to your CSV/parquet.")]
-DEFAULT_MODEL = "dlinear"  # the fastest model that reaches the papers' numbers
-Model = Annotated[str, typer.Option("--model", "-m", help="Model name (see `forecast models`); default dlinear.")]
-Horizon = Annotated[Optional[int], typer.Option("--horizon", "-H", help="Forecast horizon H.")]
-SeqLen = Annotated[Optional[int], typer.Option("--seq-len", "-L", help="Lookback L.")]
-Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed; default: the config's (2021 for the "
-                                                       "linear models, 2023 otherwise).")]
-Precision = Annotated[Optional[str], typer.Option("--precision", help="e.g. 32-true, bf16-mixed.")]
-Accelerator = Annotated[Optional[str], typer.Option("--accelerator", help="auto, cpu, gpu.")]
-DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Look for benchmark files here first.")]
-Experiment = Annotated[Optional[str], typer.Option("--experiment", help="MLflow experiment (default: dataset).")]
-
 
 def _overrides(sets: list[str] | None, **flags: object) -> dict:
     """``section.key`` overrides: the named flags that were given (``seq_len`` for ``--seq-len``; the keys are
@@ -84,6 +67,7 @@ def train(
                                                       "config's.")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate; default: the config's.")] = None,
     seed: Seed = None,
+    split: Split = None,
     devices: Annotated[Optional[int], typer.Option("--devices", help="Devices per node (default 1; >1: DDP).")] = None,
     num_nodes: Annotated[Optional[int], typer.Option("--num-nodes", help="Nodes (default 1; see README).")] = None,
     strategy: Annotated[Optional[str], typer.Option("--strategy", help="auto (DDP only when asked for more than "
@@ -110,7 +94,7 @@ def train(
 
     overrides = _overrides(sets, horizon=horizon, seq_len=seq_len, epochs=epochs, batch_size=batch_size, lr=lr,
                            seed=seed, devices=devices, precision=precision, accelerator=accelerator, data_dir=data_dir,
-                           num_nodes=num_nodes, strategy=strategy, compile=compile)
+                           num_nodes=num_nodes, strategy=strategy, compile=compile, split=split)
     run(dataset, model, overrides, config, tracking_uri, experiment, quiet, register, alias, fresh)
 
 
@@ -147,6 +131,7 @@ def tune(
                                                    "search_space.")] = None,
     sets: Sets = None,
     data_dir: DataDir = None,
+    split: Split = None,
     experiment: Experiment = None,
     tracking_uri: TrackingUri = None,
     quiet: Quiet = False,
@@ -156,7 +141,8 @@ def tune(
     from forecast.tuning import TuneOptions
 
     overrides = _overrides(sets, horizon=horizon, seq_len=seq_len, epochs=epochs, batch_size=batch_size, lr=lr,
-                           seed=seed, devices=devices, precision=precision, accelerator=accelerator, data_dir=data_dir)
+                           seed=seed, devices=devices, precision=precision, accelerator=accelerator, data_dir=data_dir,
+                           split=split)
     n_trials = trials if trials is not None else (None if timeout else 20)
     opts = TuneOptions(n_trials=n_trials, timeout=timeout, study_name=study_name, storage=storage, sampler=sampler,
                        sampler_seed=sampler_seed, pruner=pruner, pruner_startup=pruner_startup,

@@ -25,7 +25,8 @@ SECTIONS = ("data", "model", "train")
 # and the commands `forecast tune` prints to retrain the best are written back with them.
 FLAGS = {"data.horizon": "--horizon", "data.seq_len": "--seq-len", "train.epochs": "--epochs",
          "train.batch_size": "--batch-size", "train.lr": "--lr", "train.seed": "--seed", "train.devices": "--devices",
-         "train.precision": "--precision", "train.accelerator": "--accelerator", "data.data_dir": "--data-dir"}
+         "train.precision": "--precision", "train.accelerator": "--accelerator", "data.data_dir": "--data-dir",
+         "data.split": "--split"}
 TRAIN_FLAGS = {"train.num_nodes": "--num-nodes", "train.strategy": "--strategy", "train.compile": "--compile"}
 # Keys that say where the data is read from and how, never what the numbers are: no part of a config's identity.
 LOCATION_KEYS = ("data.data_dir", "data.num_workers")
@@ -53,11 +54,17 @@ class DataConfig:
     # (15 min) get the 4 hourly features there, not 5 with the minute.
     mark_freq: str | None = None
     num_workers: int = 0
+    # Where train and val end. None: the dataset's rule (the papers' borders for a benchmark, 70/10/20 for a file).
+    # "0.6,0.2" or "0.6,0.2,0.2": fractions of the rows (train, val, and test the rest); "2018-01-01,2018-03-01": the
+    # first val row and the first test row are the first ones at or after those dates.
+    split: str | None = None
 
     def __post_init__(self) -> None:
         for key in ("seq_len", "horizon"):
             if getattr(self, key) < 1:
                 raise ForecastError(f"data.{key} must be a positive integer, got {getattr(self, key)}.")
+        if self.split is not None:
+            parse_split(self.split)
         if self.mark_freq is not None:
             import pandas as pd
 
@@ -66,6 +73,31 @@ class DataConfig:
             except ValueError:
                 raise ForecastError(f"data.mark_freq '{self.mark_freq}' is not a pandas frequency; use e.g. h, "
                                     "10min, D, or leave it unset for the data's own step.") from None
+
+
+def parse_split(text: Any) -> tuple[str, tuple]:
+    """``("ratio", (train, val, test))`` or ``("date", (val_start, test_start))`` of a ``data.split`` value."""
+    parts = [p.strip() for p in str(text).split(",")]
+    hint = "give two dates (train end, val end) like 2018-01-01,2018-03-01, or fractions like 0.7,0.1"
+    try:
+        numbers = [float(p) for p in parts]
+    except ValueError:
+        numbers = None
+    if numbers is not None:
+        if len(numbers) == 2:
+            numbers.append(1.0 - sum(numbers))
+        if len(numbers) != 3 or min(numbers) <= 0 or abs(sum(numbers) - 1.0) > 1e-6:
+            raise ForecastError(f"data.split '{text}' is not train,val[,test] fractions above 0 that sum to 1; {hint}.")
+        return "ratio", tuple(numbers)
+    import numpy as np
+
+    try:
+        dates = tuple(np.datetime64(p, "ns") for p in parts)
+    except ValueError:
+        raise ForecastError(f"data.split '{text}' is neither dates nor fractions; {hint}.") from None
+    if len(dates) != 2 or not dates[0] < dates[1]:
+        raise ForecastError(f"data.split '{text}' needs two dates, the train end before the val end; {hint}.")
+    return "date", dates
 
 
 @dataclass(frozen=True)

@@ -212,7 +212,7 @@ def test_thuml_family_configs_use_hourly_marks_and_keep_the_hashes_of_hourly_dat
     import json
 
     doc = etth1.to_dict()
-    for key in ("data_dir", "num_workers", "mark_freq"):
+    for key in ("data_dir", "num_workers", "mark_freq", "split"):
         doc["data"].pop(key)
     for key in ("drop_last", "shuffle"):
         doc["train"].pop(key)
@@ -258,5 +258,36 @@ def test_custom_csv_validation(tmp_path: Path) -> None:
 
 
 def test_seq_len_plus_horizon_longer_than_a_split(data_dir: Path) -> None:
-    with pytest.raises(ForecastError, match="longer than the val split"):
+    with pytest.raises(ForecastError, match=r"the val split of ETTh1 leaves no window of seq_len 96 \+ horizon 2900 "
+                                            r"\(train 8,640 rows \(5,645 windows\), val 2,880 rows \(0 windows\)"):
         load_series(DataConfig("ETTh1", seq_len=96, horizon=2900))
+
+
+def test_split_by_dates_and_by_fractions(data_dir: Path) -> None:
+    from forecast.data.series import custom_borders
+
+    s = load_series(DataConfig("ETTh1", seq_len=96, horizon=24, split="2017-07-01,2017-10-01 06:00"))
+    val0, test0 = s.borders["val"][0] + 96, s.borders["test"][0] + 96
+    assert str(s.dates[val0])[:19] == "2017-07-01T00:00:00" and s.dates[val0 - 1] < np.datetime64("2017-07-01")
+    assert str(s.dates[test0])[:19] == "2017-10-01T06:00:00" and s.borders["test"][1] == len(s.dates)
+    assert s.borders["train"] == (0, val0)
+    # the scaler sees the train rows only, which the split moved
+    np.testing.assert_allclose(s.mean, s.raw[:val0].astype(np.float64).mean(axis=0), rtol=1e-6)
+    dates = s.dates
+    assert custom_borders("0.7,0.1,0.2", dates, 96) == split_borders("ratio", len(dates), 96)
+    assert custom_borders("0.7,0.1", dates, 96) == split_borders("ratio", len(dates), 96)
+    b = custom_borders("0.5,0.25", dates, 10)
+    assert b["train"] == (0, 8710) and b["val"] == (8700, 13065) and b["test"] == (13055, 17420)
+
+
+@pytest.mark.parametrize(("split", "message"), [
+    ("2019-01-01,2020-01-01", r"--split date 2019-01-01 00:00:00 is outside the data \(2016-07-01 00:00:00 to "
+                              r"2018-06-26 19:00:00\)"),
+    ("2017-06-01,2017-01-01", "the train end before the val end"),
+    ("0.5,0.6", "fractions above 0 that sum to 1"),
+    ("0.5,abc", "neither dates nor fractions"),
+    ("2018-06-20,2018-06-26 10:00", r"the test split of ETTh1 leaves no window .* test 10 rows \(0 windows\)"),
+])
+def test_bad_splits_are_one_line(split, message, data_dir: Path) -> None:
+    with pytest.raises(ForecastError, match=message):
+        load_series(DataConfig("ETTh1", seq_len=96, horizon=24, split=split))

@@ -58,7 +58,8 @@ def to_record(run: Run) -> Record | None:
     dataset = t.get("dataset") or p.get("data.dataset")
     if not model or not dataset or horizon is None or lookback is None or "test_mae" not in m:
         return None
-    cfg = {k: v for k, v in p.items() if k.split(".")[0] in SECTIONS and k not in GROUP_EXCLUDE}
+    # An unset key (logged as "") is left out, so runs from before a key existed group with those after it.
+    cfg = {k: v for k, v in p.items() if k.split(".")[0] in SECTIONS and k not in GROUP_EXCLUDE and v != ""}
     cfg["model.name"] = model
     group = digest(cfg)
     return Record(run.info.run_id, run.info.experiment_id, run.info.run_name or "", run.info.start_time or 0, model,

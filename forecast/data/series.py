@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from forecast.config import DataConfig
+from forecast.config import DataConfig, parse_split
 from forecast.data import catalogue, store
 from forecast.data.gaps import check_frequency
 from forecast.data.loading import Table, read_bytes, read_frame, to_table
@@ -29,14 +29,34 @@ def split_borders(rule: str, n_rows: int, seq_len: int) -> dict[str, tuple[int, 
         b_train, b_val, b_test = 12 * month, 16 * month, 20 * month
         if n_rows < b_test:
             raise ForecastError(f"an ETT file needs {b_test} rows for the 12/4/4-month split, it has {n_rows}.")
-        return {"train": (0, b_train), "val": (b_train - seq_len, b_val), "test": (b_val - seq_len, b_test)}
-    n_train, n_test = int(n_rows * 0.7), int(n_rows * 0.2)
-    n_val = n_rows - n_train - n_test
-    return {
-        "train": (0, n_train),
-        "val": (n_train - seq_len, n_train + n_val),
-        "test": (n_rows - n_test - seq_len, n_rows),
-    }
+        return _borders(b_train, b_val, b_test, seq_len)
+    return ratio_borders((0.7, 0.1, 0.2), n_rows, seq_len)
+
+
+def _borders(train_end: int, val_end: int, test_end: int, seq_len: int) -> dict[str, tuple[int, int]]:
+    return {"train": (0, train_end), "val": (train_end - seq_len, val_end), "test": (val_end - seq_len, test_end)}
+
+
+def ratio_borders(fractions: tuple[float, float, float], n_rows: int, seq_len: int) -> dict[str, tuple[int, int]]:
+    """TSLib's rule for any fractions: train ``int(a n)`` rows, test ``int(c n)``, val the rest."""
+    n_train, n_test = int(n_rows * fractions[0]), int(n_rows * fractions[2])
+    return _borders(n_train, n_rows - n_test, n_rows, seq_len)
+
+
+def custom_borders(split: str, dates: np.ndarray, seq_len: int) -> dict[str, tuple[int, int]]:
+    """The borders ``data.split`` asks for (see :func:`forecast.config.parse_split`): fractions, or two dates whose
+    first rows at or after them start val and test."""
+    kind, values = parse_split(split)
+    if kind == "ratio":
+        return ratio_borders(values, len(dates), seq_len)
+    first, last = dates[0], dates[-1]
+    show = lambda d: str(d)[:19].replace("T", " ")  # noqa: E731
+    for when in values:
+        if not first < when <= last:
+            raise ForecastError(f"--split date {show(when)} is outside the data ({show(first)} to {show(last)}); "
+                                "give dates after its first row and at most its last.")
+    val_start, test_start = (int(np.searchsorted(dates, when, side="left")) for when in values)
+    return _borders(val_start, test_start, len(dates), seq_len)
 
 
 @dataclass
@@ -114,12 +134,16 @@ def _load_table(cfg: DataConfig, progress: bool) -> tuple[Table, str, str, str, 
 def load_series(cfg: DataConfig, progress: bool = True) -> Series:
     table, name, rule, freq, digest, with_marks = _load_table(cfg, progress)
     n = len(table.dates)
-    borders = split_borders(rule, n, cfg.seq_len)
+    borders = (custom_borders(cfg.split, table.dates, cfg.seq_len) if cfg.split is not None
+               else split_borders(rule, n, cfg.seq_len))
+    windows = {k: window_count(max(a, 0), b, cfg.seq_len, cfg.horizon) for k, (a, b) in borders.items()}
     for split, (start, end) in borders.items():
-        if start < 0 or window_count(start, end, cfg.seq_len, cfg.horizon) < 1:
+        if start < 0 or windows[split] < 1:
+            counts = ", ".join(f"{k} {max(b - max(a, 0) - (cfg.seq_len if k != 'train' else 0), 0):,} rows "
+                               f"({max(windows[k], 0):,} windows)" for k, (a, b) in borders.items())
             raise ForecastError(
-                f"seq_len {cfg.seq_len} + horizon {cfg.horizon} is longer than the {split} split of {name} "
-                f"({end - max(start, 0)} rows); use a shorter --seq-len or --horizon."
+                f"the {split} split of {name} leaves no window of seq_len {cfg.seq_len} + horizon {cfg.horizon} "
+                f"({counts}); use a shorter --seq-len or --horizon, or move the --split borders."
             )
     mean, std = fit_scaler(table.values[borders["train"][0]:borders["train"][1]])
     marks = time_features(table.dates, cfg.mark_freq or freq) if (with_marks and cfg.time_features) else None

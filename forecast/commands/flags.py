@@ -1,0 +1,34 @@
+"""The options that several commands share, as Typer annotations (cli.py's vocabulary; typer only, no heavy
+imports, so `forecast --help` stays fast)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary tables.")]
+TrackingUri = Annotated[
+    Optional[str],
+    typer.Option("--tracking-uri", help="MLflow store; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db here."),
+]
+Sets = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", help="Override a config key, e.g. --set model.individual=true (repeatable)."),
+]
+# The options `train` and `tune` share (their keys: forecast.config.FLAGS).
+Dataset = Annotated[str, typer.Option("--dataset", "-d", help="Benchmark name or path to your CSV/parquet.")]
+DEFAULT_MODEL = "dlinear"  # the fastest model that reaches the papers' numbers
+Model = Annotated[str, typer.Option("--model", "-m", help="Model name (see `forecast models`); default dlinear.")]
+Horizon = Annotated[Optional[int], typer.Option("--horizon", "-H", help="Forecast horizon H.")]
+SeqLen = Annotated[Optional[int], typer.Option("--seq-len", "-L", help="Lookback L.")]
+Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed; default: the config's (2021 for the "
+                                                       "linear models, 2023 otherwise).")]
+Precision = Annotated[Optional[str], typer.Option("--precision", help="e.g. 32-true, bf16-mixed.")]
+Accelerator = Annotated[Optional[str], typer.Option("--accelerator", help="auto, cpu, gpu.")]
+DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Look for benchmark files here first.")]
+Split = Annotated[Optional[str], typer.Option("--split", help="Train end and val end: two dates "
+                                              "(2018-01-01,2018-03-01) or fractions (0.7,0.1); default: the "
+                                              "papers' borders, 70/10/20 for a file.")]
+Experiment = Annotated[Optional[str], typer.Option("--experiment", help="MLflow experiment (default: dataset).")]
