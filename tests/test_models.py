@@ -7,7 +7,8 @@ from forecast.models import ModelContext, build_config, create_model, model_name
 
 
 def _ctx(L: int, H: int, N: int, C: int) -> ModelContext:
-    extras = {"q_in": torch.linalg.qr(torch.randn(L, L))[0], "q_out": torch.linalg.qr(torch.randn(H, H))[0]}
+    extras = {"q_in": torch.linalg.qr(torch.randn(L, L))[0], "q_out": torch.linalg.qr(torch.randn(H, H))[0],
+              "season": torch.tensor(5)}
     return ModelContext(seq_len=L, horizon=H, n_vars=N, n_marks=C, extras=extras)
 
 
@@ -23,6 +24,9 @@ def test_shape_contract_and_gradients(name: str, with_marks: bool) -> None:
     y = model(x, x_mark, y_mark)
     assert y.shape == (B, H, N)
     assert torch.isfinite(y).all()
+    if not any(True for _ in model.parameters()):  # a baseline (naive, seasonal_naive): nothing to learn
+        assert name in ("naive", "seasonal_naive")
+        return
     y.pow(2).mean().backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
     assert not missing, f"parameters without gradient: {missing}"
@@ -34,3 +38,16 @@ def test_unknown_model_key_is_an_error(name: str) -> None:
 
     with pytest.raises(ForecastError, match="unknown config key 'model.no_such_key'"):
         build_config(name, {"no_such_key": 1})
+
+
+def test_the_baselines_repeat_the_last_value_and_the_last_season() -> None:
+    L, H, N = 12, 7, 2
+    x = torch.arange(L * N, dtype=torch.float32).reshape(1, L, N)
+    naive = create_model("naive", build_config("naive", {}), _ctx(L, H, N, 0))
+    assert torch.equal(naive(x), x[:, -1:, :].expand(1, H, N))
+    seasonal = create_model("seasonal_naive", build_config("seasonal_naive", {}), _ctx(L, H, N, 0))  # season 5
+    want = x[:, [7, 8, 9, 10, 11, 7, 8], :]
+    assert torch.equal(seasonal(x), want)
+    fixed = create_model("seasonal_naive", build_config("seasonal_naive", {"season": 3}), _ctx(L, H, N, 0))
+    assert torch.equal(fixed(x), x[:, [9, 10, 11, 9, 10, 11, 9], :])
+    assert "season" in "".join(seasonal.state_dict())  # kept with the model, for predict

@@ -167,3 +167,34 @@ def test_no_dataloader_worker_advice_on_a_many_core_machine(data_dir: Path, tmp_
         train(_quick_cfg(**{"train.epochs": 1}),
               TrainOptions(tracking_uri=f"sqlite:///{tmp_path}/m.db", quiet=True, log_artifacts=False))
     assert not [w for w in seen if "many workers" in str(w.message)]
+
+
+@pytest.mark.parametrize("name", ["naive", "seasonal_naive"])
+def test_baselines_log_like_any_model_and_their_mase_is_computed_from_the_train_split(
+        name: str, data_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """No fit (no parameters): validated and tested once; MSE, MAE and MASE equal a direct numpy computation over
+    every test window (MASE: each variate's MAE over the seasonal naive's in-sample MAE on the train rows, m=24)."""
+    from forecast.data.series import load_series
+
+    monkeypatch.chdir(tmp_path)
+    cfg = resolve(name, "ETTh1", {"data.horizon": 24, "data.seq_len": 48})
+    res = train(cfg, TrainOptions(tracking_uri=f"sqlite:///{tmp_path}/m.db", quiet=True, log_artifacts=False))
+    assert res.n_params == 0 and res.epochs_run == 0 and res.train_seconds == 0.0
+    s = load_series(cfg.data, progress=False)
+    start, end = s.borders["test"]
+    L, H, m = 48, 24, 24
+    test = s.scaled[start:end].astype(np.float64)
+    origins = np.arange(L, len(test) - H + 1)
+    y = np.stack([test[o:o + H] for o in origins])  # [W, H, N]
+    if name == "naive":
+        pred = np.repeat(test[origins - 1][:, None, :], H, axis=1)
+    else:
+        pred = np.stack([test[o - m + np.arange(H) % m] for o in origins])
+    err = pred - y
+    assert res.metrics["test_windows"] == len(origins)
+    assert res.metrics["test_mse"] == pytest.approx((err ** 2).mean(), rel=1e-6)
+    assert res.metrics["test_mae"] == pytest.approx(np.abs(err).mean(), rel=1e-6)
+    train_rows = s.scaled[:s.borders["train"][1]].astype(np.float64)
+    scale = np.abs(train_rows[m:] - train_rows[:-m]).mean(axis=0)
+    assert res.metrics["test_mase"] == pytest.approx((np.abs(err).mean(axis=(0, 1)) / scale).mean(), rel=1e-6)
+    assert np.isfinite(res.best_val_loss)

@@ -209,5 +209,13 @@ def test_every_model_search_space_is_valid(name: str) -> None:
 
     cfg = resolve(name, "ETTh1")
     space = normalize_space(cfg.search_space, name)
+    if name in ("naive", "seasonal_naive"):  # baselines: nothing to tune, and tune says so in one line
+        from forecast.errors import ForecastError
+        from forecast.tuning.space import tune_space
+
+        assert space == {}
+        with pytest.raises(ForecastError, match=f"{name} has no search space .*nothing to tune"):
+            tune_space(cfg, {})
+        return
     assert space, name
     validate_space(space, name, "ETTh1", {}, None)

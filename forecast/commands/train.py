@@ -65,12 +65,16 @@ def train(dataset: str, model: str, overrides: dict, config: Path | None, tracki
     m = result.metrics
     table = metric_table([("test MSE", m["test_mse"], m["test_mse_orig"]),
                           ("test MAE", m["test_mae"], m["test_mae_orig"]),
+                          *([("test MASE", m["test_mase"], "")] if "test_mase" in m else []),
                           ("best val loss", result.best_val_loss, "")],
                          title=f"{result.run_name}: {int(m.get('test_windows', 0)):,} test windows")
     out = console()
     out.print(table)
-    out.print(f"epochs {result.epochs_run} (best {result.best_epoch + 1}), {result.train_seconds:.1f} s, "
+    if result.n_params:
+        out.print(f"epochs {result.epochs_run} (best {result.best_epoch + 1}), {result.train_seconds:.1f} s, "
                   f"{result.n_params:,} parameters")
+    else:
+        out.print("a baseline with no parameters: nothing trained, validated and tested once")
     out.print(f"run id  {result.run_id}")
     out.print(f"store   {result.tracking_uri}")
     where = (f"{result.tracking_uri.rstrip('/')}/#/experiments/{result.experiment_id}/runs/{result.run_id}"

@@ -23,18 +23,19 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from forecast.data.series import Series
 from forecast.data.store import cache_dir as default_cache_dir
+from forecast.errors import ForecastError
 from forecast.process import atomic_path
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = "v1"  # bump when the recipe in compute_q changes, so stale cache files are not reused
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-PROVIDES = ("q_in", "q_out")
+PROVIDES = ("q_in", "q_out", "season")
 
 
-def extra_shape(name: str, seq_len: int, horizon: int) -> tuple[int, int]:
-    """The shape of the data-derived tensor ``name``: ``q_in`` is [L, L], ``q_out`` [H, H]."""
-    return {"q_in": (seq_len, seq_len), "q_out": (horizon, horizon)}[name]
+def extra_shape(name: str, seq_len: int, horizon: int) -> tuple[int, ...]:
+    """The shape of the data-derived tensor ``name``: ``q_in`` is [L, L], ``q_out`` [H, H], ``season`` a scalar."""
+    return {"q_in": (seq_len, seq_len), "q_out": (horizon, horizon), "season": ()}[name]
 
 
 def data_extras(names: tuple[str, ...], series: Series, seq_len: int, horizon: int) -> dict[str, torch.Tensor]:
@@ -46,9 +47,17 @@ def data_extras(names: tuple[str, ...], series: Series, seq_len: int, horizon: i
     unknown = sorted(set(names) - set(PROVIDES))
     if unknown:
         raise ValueError(f"no data-derived tensor named {unknown[0]!r}; known: {', '.join(PROVIDES)}")
-    bases = orthotrans_extras(series.raw, series.borders["train"][1], seq_len, horizon,
-                              cache_dir=default_cache_dir() / "orthotrans", data_sha256=series.sha256)
-    return {name: bases[name] for name in names}
+    out: dict[str, torch.Tensor] = {}
+    if "season" in names:  # seasonal_naive: the data's season, which must fit in the lookback
+        if series.season > seq_len:
+            raise ForecastError(f"a season of {series.name} is {series.season} steps, longer than seq_len {seq_len}; "
+                                f"use --seq-len {series.season} or more, or --set model.season=N.")
+        out["season"] = torch.tensor(series.season)
+    if {"q_in", "q_out"} & set(names):
+        bases = orthotrans_extras(series.raw, series.borders["train"][1], seq_len, horizon,
+                                  cache_dir=default_cache_dir() / "orthotrans", data_sha256=series.sha256)
+        out.update({name: bases[name] for name in names if name in bases})
+    return out
 
 
 def _lag_covariance(a: np.ndarray, T: int, band: tuple[np.ndarray, np.ndarray]) -> np.ndarray:

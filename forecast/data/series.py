@@ -80,6 +80,21 @@ class Series:
         self.scaled = ((self.raw - self.mean) / self.std).astype(np.float32)
 
     @property
+    def season(self) -> int:
+        """Steps per season of this series' frequency (:func:`season_of`)."""
+        return season_of(self.freq)
+
+    def mase_scale(self) -> np.ndarray:
+        """``[N]``: the in-sample MAE of the seasonal naive forecast on the train rows (standardized), MASE's
+        denominator per variate (Hyndman and Koehler 2006); NaN for a column that never changes."""
+        start, end = self.borders["train"]
+        train, m = self.scaled[start:end].astype(np.float64), self.season
+        if end - start <= m:
+            m = 1
+        scale = np.abs(train[m:] - train[:-m]).mean(axis=0)
+        return np.where(scale > 0, scale, np.nan)
+
+    @property
     def n_vars(self) -> int:
         return self.raw.shape[1]
 
@@ -90,6 +105,27 @@ class Series:
     def train_rows(self) -> np.ndarray:
         start, end = self.borders["train"]
         return self.raw[start:end]
+
+
+def season_of(freq: str) -> int:
+    """Steps per season, as statsforecast and the M4 competition count them: one day of steps for sub-daily data
+    (24 hourly, 96 for 15 minutes), 7 for daily, 52 for weekly, 12 monthly, 4 quarterly, else 1."""
+    import pandas as pd
+
+    offset = pd.tseries.frequencies.to_offset(freq)
+    name = offset.name.split("-")[0].upper()
+    for prefixes, season in ((("W",), 52), (("M", "ME", "MS", "BM", "BMS"), 12), (("Q", "QE", "QS", "BQ"), 4),
+                             (("A", "Y", "YE", "YS"), 1)):
+        if name in prefixes:
+            return season
+    try:
+        step = pd.Timedelta(offset)
+    except ValueError:
+        return 1
+    day = pd.Timedelta(days=1)
+    if step < day and day % step == pd.Timedelta(0):
+        return int(day / step)
+    return 7 if step == day else 1
 
 
 def fit_scaler(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -5,6 +5,7 @@ from forecast.models import itransformer  # noqa: F401  iTransformer, iFlowforme
 from forecast.models import flowformer  # noqa: F401  Flowformer (vanilla encoder-decoder)
 from forecast.models import olinear  # noqa: F401  OLinear
 from forecast.models import smamba  # noqa: F401  S-Mamba
+from forecast.models import naive  # noqa: F401  naive, seasonal_naive (baselines)
 from forecast.models.registry import (  # noqa: F401
     ModelContext,
     build_config,

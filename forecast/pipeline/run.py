@@ -39,7 +39,7 @@ def build(cfg: RunConfig, progress: bool = True,
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)  # model init independent of data loading
     model = create_model(cfg.model_name, cfg.model, ctx)
     dm.shuffle_origin = torch.get_rng_state()  # train.shuffle=reference goes on from here, as the reference does
-    return dm, ForecastModule(model, cfg.train, dm.series.mean, dm.series.std)
+    return dm, ForecastModule(model, cfg.train, dm.series.mean, dm.series.std, dm.series.mase_scale())
 
 
 def run_name(cfg: RunConfig, series_name: str) -> str:
@@ -85,9 +85,13 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
                                 f"{first} Use --accelerator auto (a GPU when there is one, else the CPU) or cpu."
                                 ) from None
         t0 = time.perf_counter()
-        trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
-        train_seconds = ckpt.elapsed() if ckpt is not None else time.perf_counter() - (run.fit_started or t0)
-        best.restore(module)
+        if n_params:
+            trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
+            train_seconds = ckpt.elapsed() if ckpt is not None else time.perf_counter() - (run.fit_started or t0)
+            best.restore(module)
+        else:  # a baseline with nothing to learn (naive, seasonal_naive): validated once, never fitted
+            trainer.validate(module, datamodule=dm, verbose=False)  # BestWeights records its val_loss
+            train_seconds = 0.0
         metrics: dict[str, float] = {"best_val_loss": best.best, "best_epoch": float(best.best_epoch),
                                      "epochs_run": float(trainer.current_epoch), "train_seconds": train_seconds}
         if opts.evaluate_test:

@@ -48,13 +48,16 @@ class ForecastModule(pl.LightningModule):
     metrics equal the single-process ones.
     """
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, mean: np.ndarray, std: np.ndarray) -> None:
+    def __init__(self, model: nn.Module, cfg: TrainConfig, mean: np.ndarray, std: np.ndarray,
+                 mase_scale: np.ndarray | None = None) -> None:
         super().__init__()
         self.model = model
         self.cfg = cfg
         self.loss_fn = make_loss(cfg.loss, cfg.loss_alpha)
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32), persistent=False)
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32), persistent=False)
+        # [N] seasonal naive's in-sample MAE on the train rows (standardized): test_mase's denominators
+        self.mase_scale = None if mase_scale is None else torch.as_tensor(mase_scale, dtype=torch.float64)
         self._sums: dict[str, torch.Tensor] = {}
         self.test_metrics: dict[str, float] = {}
         self.step_mse: np.ndarray | None = None
@@ -122,6 +125,7 @@ class ForecastModule(pl.LightningModule):
         self._accumulate("sse_orig", err_orig.pow(2).sum())
         self._accumulate("sae_orig", err_orig.abs().sum())
         self._accumulate("sse_step", err.pow(2).sum(dim=(0, 2)))  # [H]
+        self._accumulate("sae_var", err.abs().sum(dim=(0, 1)))  # [N]
         self._accumulate("n", torch.tensor(float(err.numel()), device=err.device))
         self._accumulate("windows", torch.tensor(float(err.shape[0]), device=err.device))
 
@@ -136,6 +140,10 @@ class ForecastModule(pl.LightningModule):
             "test_mae_orig": float(s["sae_orig"] / n),
             "test_windows": float(s["windows"]),
         }
+        if self.mase_scale is not None:  # MASE: each variate's test MAE over its scale, averaged over the variates
+            ratio = (s["sae_var"] / (n / s["sae_var"].numel())).cpu() / self.mase_scale
+            if torch.isfinite(ratio).any():
+                self.test_metrics["test_mase"] = float(ratio[torch.isfinite(ratio)].mean())
         self.step_mse = (s["sse_step"] / per_step_n).cpu().numpy()
         for key, value in self.test_metrics.items():
             self.log(key, value, sync_dist=True)  # the same value on every rank

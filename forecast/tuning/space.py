@@ -148,6 +148,9 @@ def suggest(trial: optuna.trial.Trial, space: dict[str, dict[str, Any]]) -> dict
 def tune_space(cfg: RunConfig, overrides: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """The normalized search space of ``cfg``, without the keys the user fixed with a flag or ``--set``."""
     space = normalize_space(cfg.search_space, cfg.model_name)
+    if not space:
+        raise ForecastError(f"{cfg.model_name} has no search space (configs/{cfg.model_name}.yaml): nothing to tune; "
+                            f"train it once with `forecast train -m {cfg.model_name}`.")
     fixed = [k for k in space if k in overrides]
     for key in fixed:
         del space[key]
