@@ -201,6 +201,8 @@ def benchmark(
     experiment: Annotated[Optional[str], typer.Option("--experiment", help="Default benchmark-<name>.")] = None,
     collect: Annotated[bool, typer.Option("--collect", help="Train nothing: show the cells finished so far and "
                                           "list the others.")] = False,
+    baselines: Annotated[bool, typer.Option("--baselines", help="Add naive and seasonal_naive to every dataset "
+                                            "and horizon (no training; reference lines in the dashboard).")] = False,
     tracking_uri: TrackingUri = None,
     quiet: Quiet = False,
 ) -> None:
@@ -216,7 +218,7 @@ def benchmark(
         horizons=parse_list(horizons, "horizons", as_int=True),
         seeds=parse_list(seeds, "seeds", as_int=True) if seeds is not None else None, name=name,
         overrides=_overrides(sets), tracking_uri=tracking_uri, experiment=experiment, quiet=quiet, markdown=markdown,
-        collect=collect)
+        collect=collect, baselines=baselines)
     run(opts)
 
 

@@ -426,3 +426,30 @@ def test_unreadable_cell_checkpoint_is_one_line(data_dir: Path, tmp_path: Path, 
     (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert f"cannot resume from {ckpt_dir / 'last.ckpt'}" in line and f"delete {ckpt_dir} to start" in line
     assert "Traceback" not in err
+
+
+def test_baselines_join_every_dataset_and_horizon_once() -> None:
+    from forecast.benchmark.grid import BenchmarkOptions, plan
+
+    cells = plan(BenchmarkOptions(["dlinear"], ["ETTh1", "Weather"], [24, 96], seeds=[1, 2], baselines=True,
+                                  overrides={"model.individual": True, "train.epochs": 1}))
+    got = sorted((c.model, c.dataset, c.horizon) for c in cells if c.model != "dlinear")
+    assert got == sorted((m, d, h) for m in ("naive", "seasonal_naive") for d in ("ETTh1", "Weather")
+                         for h in (24, 96))  # one each: a baseline has no seed to vary
+    assert sum(c.model == "dlinear" for c in cells) == 8
+    naive = next(c for c in cells if c.model == "naive")
+    assert naive.cfg.train.epochs == 1  # train and data keys reach them, model keys only their own models
+    assert not plan(BenchmarkOptions(["dlinear"], ["ETTh1"], [24]))[1:]
+
+
+def test_the_cost_chart_draws_baselines_as_reference_lines() -> None:
+    from forecast.benchmark.results import Row
+    from forecast.dashboard.html import cost_html
+
+    def row(model: str, mse: float, seconds: float, params: int) -> Row:
+        return Row("ETTh1", 24, model, 96, 1, mse, 0.0, mse, 0.0, seconds, params, ["r"], [None], None)
+
+    page = cost_html([row("dlinear", 0.33, 0.7, 4656), row("naive", 1.22, 0.0, 0),
+                      row("seasonal_naive", 0.42, 0.0, 0)])
+    assert page.count("naive H24") == 4 and page.count("seasonal_naive H24") == 2  # both panels, as lines
+    assert '"name":"naive"' not in page and '"name":"dlinear"' in page  # no point at 0 s and 0 parameters

@@ -11,7 +11,7 @@ from typing import Any
 from forecast.config import LOCATION_KEYS, RunConfig, digest
 from forecast.data.catalogue import is_file_dataset, lookup
 from forecast.errors import ForecastError
-from forecast.models import get_spec
+from forecast.models import BASELINES, get_spec
 from forecast.resolve import resolve
 
 
@@ -37,6 +37,7 @@ class BenchmarkOptions:
     quiet: bool = False
     markdown: Path | None = None  # also write the result table here, with the command and wall time
     collect: bool = False  # train nothing: the table of the cells finished so far; the others stay pending
+    baselines: bool = False  # add naive and seasonal_naive (once per dataset and horizon: they have no seed)
 
 
 @dataclass
@@ -119,4 +120,11 @@ def plan(opts: BenchmarkOptions) -> list[Cell]:
                     extra = {"data.horizon": horizon, **({"train.seed": seed} if seed is not None else {})}
                     cfg = resolve(model, dataset, {**overrides, **extra})
                     cells.append(Cell(model, dataset, horizon, cfg.train.seed, cfg, config_hash(cfg)))
+            for model in BASELINES if opts.baselines else ():
+                if model in models:
+                    continue
+                # data and train keys apply to every cell; a model key belongs to the models it names
+                shared = {k: v for k, v in overrides.items() if not k.startswith("model.")}
+                cfg = resolve(model, dataset, {**shared, "data.horizon": horizon})
+                cells.append(Cell(model, dataset, horizon, cfg.train.seed, cfg, config_hash(cfg)))
     return cells

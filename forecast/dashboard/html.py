@@ -14,6 +14,7 @@ from plotly.subplots import make_subplots
 
 from forecast.benchmark.results import TABLE_HEADER, Row, fmt, table_cells
 from forecast.dashboard.collect import Record, best_flags, read_step_mse
+from forecast.models import BASELINES
 
 
 PALETTE = ["#1F77B4", "#FF7F0E", "#2CA02C", "#9467BD", "#D62728", "#8C564B", "#E377C2", "#17BECF", "#BCBD22",
@@ -101,7 +102,8 @@ def _fig_html(fig: go.Figure, div_id: str) -> str:
 
 
 def cost_html(rows: list[Row]) -> str:
-    """Test MSE against training time and parameter count, one pair of panels per dataset."""
+    """Test MSE against training time and parameter count, one pair of panels per dataset; the baselines
+    (naive, seasonal_naive) as dotted reference lines."""
     datasets = sorted({r.dataset for r in rows}, key=str.lower)
     colors = _colors([r.model for r in rows])
     fig = make_subplots(rows=len(datasets), cols=2, horizontal_spacing=0.08, vertical_spacing=0.14,
@@ -109,7 +111,7 @@ def cost_html(rows: list[Row]) -> str:
                                                                        f"{d}: MSE vs parameters")])
     shown: set[str] = set()
     for i, d in enumerate(datasets, start=1):
-        for model in sorted({r.model for r in rows if r.dataset == d}):
+        for model in sorted({r.model for r in rows if r.dataset == d and r.model not in BASELINES}):
             sel = [r for r in rows if r.dataset == d and r.model == model]
             text = [f"{model} · {d} · H={r.horizon} · L={r.lookback}<br>MSE {r.mse:.4f}, MAE {r.mae:.4f}<br>"
                     f"{r.train_seconds:.1f} s, {r.n_params or 0:,} params" for r in sel]
@@ -121,6 +123,11 @@ def cost_html(rows: list[Row]) -> str:
                     marker={"color": colors[model], "size": 10, "line": {"width": 1, "color": "white"}}),
                     row=i, col=col)
                 shown.add(model)
+        for r in sorted((r for r in rows if r.dataset == d and r.model in BASELINES), key=lambda r: r.horizon):
+            # no training time and no parameters: a reference line across both panels, not a point
+            fig.add_hline(y=r.mse, line={"dash": "dot", "width": 1, "color": colors[r.model]}, row=i, col="all",
+                          annotation_text=f"{r.model} H{r.horizon}", annotation_font={"size": 9},
+                          annotation_position="top left", exclude_empty_subplots=False)
         mine = [r for r in rows if r.dataset == d]
         fig.update_xaxes(type=_axis_type([r.train_seconds for r in mine]), title_text="training time (s)", row=i,
                          col=1)
@@ -164,7 +171,8 @@ def steps_html(mlf: MlflowClient, selected: dict[tuple[str, int, str], list[Reco
                     continue
                 fig.add_trace(go.Scatter(x=list(range(1, len(values) + 1)), y=values, mode="lines", name=m,
                                          legendgroup=m, showlegend=m not in shown,
-                                         line={"color": colors[m], "width": 1.6}), row=1, col=j)
+                                         line={"color": colors[m], "width": 1.6,
+                                               "dash": "dot" if m in BASELINES else "solid"}), row=1, col=j)
                 shown.add(m)
             fig.update_xaxes(title_text="step", row=1, col=j)
         fig.update_yaxes(title_text="test MSE", row=1, col=1)

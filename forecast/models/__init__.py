@@ -6,6 +6,7 @@ from forecast.models import flowformer  # noqa: F401  Flowformer (vanilla encode
 from forecast.models import olinear  # noqa: F401  OLinear
 from forecast.models import smamba  # noqa: F401  S-Mamba
 from forecast.models import naive  # noqa: F401  naive, seasonal_naive (baselines)
+from forecast.models.naive import BASELINES  # noqa: F401
 from forecast.models.registry import (  # noqa: F401
     ModelContext,
     build_config,

@@ -19,6 +19,9 @@ from forecast.errors import ForecastError
 from forecast.models.registry import ModelContext, register
 
 
+BASELINES = ("naive", "seasonal_naive")  # what `forecast benchmark --baselines` adds and the dashboard draws as lines
+
+
 @dataclass(frozen=True)
 class NaiveConfig:
     pass
