@@ -173,3 +173,15 @@ def test_serve_refuses_a_taken_port_and_bad_options_in_one_line(tmp_path, capsys
     free.close()
     code, _, err = run_cli(["serve", "-m", str(tmp_path), "-p", str(port)], capsys)
     assert code == 2 and "without MLflow's MLmodel file" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_long_panel_is_passed_whole(monkeypatch) -> None:
+    """unique_id, ds, y: the last L rows of the file are one series' tail, so the model picks each series' own."""
+    inner = Inner()
+    rows = [[uid, f"2020-01-{d:02d}", float(d)] for uid in ("a", "b") for d in range(1, 11)]
+    body = json.dumps({"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": rows}}).encode()
+    assert call(RequestGuard(inner, L, 1 << 20), body)[0] == 200
+    assert json.loads(inner.seen[-1][1])["dataframe_split"]["data"] == rows
+    monkeypatch.setattr(server, "MAX_ROWS", 19)
+    status, _, doc = call(RequestGuard(inner, L, 1 << 20), body)
+    assert status == 413 and "the request has 20 rows" in doc["message"]

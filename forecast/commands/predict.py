@@ -32,8 +32,10 @@ def predict(model: str, input_path: Path, output: Path | None, horizon: int | No
                       f"{rl.dates.shape[1]} actuals after it (it needs at least L + h = "
                       f"{meta.seq_len + rl.dates.shape[1]} rows).")
     if result.output is not None and result.frame is not None:
-        out.print(f"wrote {result.frame.height:,} rows ({layout}) to {result.output}")
+        shape = layout if meta.date_column in result.frame.columns or "origin" in result.frame.columns else "long"
+        out.print(f"wrote {result.frame.height:,} rows ({shape}) to {result.output}")
     elif result.frame is not None:
-        steps = result.frame.height if layout == "wide" else result.frame.height // meta.n_vars
+        wide = layout == "wide" and meta.date_column in result.frame.columns  # long input comes back long
+        steps = result.frame.height if wide else result.frame.height // meta.n_vars
         out.print(frame_table(result.frame, f"{meta.model_name}: the next {steps} steps after "
                                              f"{result.rows_in:,} input rows"))

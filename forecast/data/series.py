@@ -11,6 +11,7 @@ from forecast.config import DataConfig, parse_split
 from forecast.data import catalogue, store
 from forecast.data.gaps import check_frequency
 from forecast.data.loading import Table, read_bytes, read_frame, to_table
+from forecast.data.panel import is_long, to_wide
 from forecast.data.timefeatures import infer_freq, time_features
 from forecast.data.windows import window_count
 from forecast.errors import ForecastError
@@ -143,8 +144,10 @@ def _load_table(cfg: DataConfig, progress: bool) -> tuple[Table, str, str, str, 
             raise ForecastError(f"dataset file '{cfg.dataset}' not found; give an existing CSV/parquet path "
                                 "or a benchmark name (see `forecast datasets`).")
         data = read_bytes(path)
-        table = to_table(read_frame(path if path.suffix.lower() in (".parquet", ".pq") else data, str(path)),
-                         str(path))
+        df = read_frame(path if path.suffix.lower() in (".parquet", ".pq") else data, str(path))
+        if is_long(df.columns):  # unique_id, ds, y: one variate per series
+            df = to_wide(df, str(path))
+        table = to_table(df, str(path))
         freq = infer_freq(table.dates)
         if freq is None:
             raise ForecastError(f"{path}: the timestamps are not regularly spaced, so no frequency can be inferred; "

@@ -23,6 +23,7 @@ import forecast
 from forecast import artifact, tracking
 from forecast.artifact import LoadedModel, ModelMeta
 from forecast.data.loading import Table
+from forecast.data.panel import ID, TARGET, TIME, is_long, to_long, to_wide
 from forecast.data.timefeatures import future_dates, time_features
 from forecast.data.windows import WindowDataset, batch_sampler, window_count
 from forecast.errors import ForecastError
@@ -205,6 +206,9 @@ def run_predict(model_uri: str, input_path: Path, output: Path | None = None, ho
         output_format(output)
     t0 = time.perf_counter()
     df = read_input(input_path)
+    long = is_long(df.columns)  # unique_id, ds, y in: the same shape out
+    if long:
+        df = to_wide(df, str(input_path), align=fill is not None)
     t_read = time.perf_counter() - t0
     t1 = time.perf_counter()
     with model_files(model_uri, tracking_uri) as paths:
@@ -224,10 +228,14 @@ def run_predict(model_uri: str, input_path: Path, output: Path | None = None, ho
     rl = None
     if rolling:
         rl = rolling_forecast(lm, table, h, batch_size, keep=output is not None)
-        frame = rolling_frame(rl, layout) if output is not None else None
+        frame = rolling_frame(rl, "long" if long else layout) if output is not None else None
+        if long and frame is not None:
+            frame = frame.rename({"variable": ID, "date": TIME, "value": TARGET})
     else:
         with single_thread():
-            frame = forecast_frame(forecast_next(lm, table, h), layout)
+            frame = forecast_frame(forecast_next(lm, table, h), "wide" if long else layout)
+        if long:
+            frame = to_long(frame)
     if output is not None and frame is not None:
         write_atomic(frame, output)
     t_run = time.perf_counter() - t4

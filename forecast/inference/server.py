@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from forecast.data.panel import is_long
 from forecast.inference.serving import MAX_ROWS, PARAMS
 
 MODEL_ENV = "FORECAST_SERVE_MODEL_DIR"
@@ -84,6 +85,19 @@ def _check_params(params: Any) -> None:
         raise Refused(400, f"params.fill must be a string (none, ffill or interpolate), got {json.dumps(fill)}.")
 
 
+def _is_long(data: Any) -> bool:
+    """Whether a request's data is a long panel (``unique_id``, ``ds``, ``y``; forecast.data.panel)."""
+    if isinstance(data, dict) and isinstance(data.get("columns"), list):
+        names = data["columns"]
+    elif isinstance(data, list) and data and isinstance(data[0], dict):
+        names = list(data[0])
+    elif isinstance(data, dict):
+        names = list(data)
+    else:
+        return False
+    return is_long([str(n) for n in names])
+
+
 def trim_json(body: bytes, keep: int) -> bytes:
     """The JSON request with only its last ``keep`` rows; :class:`Refused` for malformed or oversized ones."""
     try:
@@ -98,6 +112,11 @@ def trim_json(body: bytes, keep: int) -> bytes:
     _check_params(doc.get("params"))
     key = keys[0]
     data = doc[key]
+    if _is_long(data):  # a long panel: the last L rows of every series, not of the file; the model picks them
+        rows = data.get("data") if isinstance(data, dict) and "columns" in data else data
+        if isinstance(rows, list):
+            _tail(rows, len(rows), key)  # still at most MAX_ROWS
+        return body
     if key == "dataframe_split" and isinstance(data, dict) and isinstance(data.get("data"), list):
         data["data"] = _tail(data["data"], keep, "dataframe_split.data")
         if isinstance(data.get("index"), list):

@@ -35,6 +35,7 @@ from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
 from forecast import artifact, tracking
 from forecast.artifact import LoadedModel, ModelMeta
+from forecast.data.panel import is_long, to_long, to_wide
 from forecast.errors import ForecastError
 from forecast.inference.io import check_fill, forecast_frame, prepare_history
 from forecast.inference.predict import forecast_next
@@ -90,14 +91,19 @@ class Forecaster:
             if len(model_input) > MAX_ROWS:
                 raise ForecastError(f"the request has {len(model_input):,} rows; send at most {MAX_ROWS:,} (the "
                                     f"model reads the last L={self.model.meta.seq_len}).")
-            # Only the rows a forecast reads are converted and checked, so a long history costs what a short one does
-            # (a gap or a disorder further back cannot change this forecast).
-            frame = _to_polars(model_input.tail(self.model.meta.seq_len))
+            long = is_long([str(c) for c in model_input.columns])  # unique_id, ds, y: answered in that shape
+            if long:
+                frame = to_wide(_to_polars(model_input), "input", align=fill is not None).tail(self.model.meta.seq_len)
+            else:
+                # Only the rows a forecast reads are converted and checked, so a long history costs what a short one
+                # does (a gap or a disorder further back cannot change this forecast).
+                frame = _to_polars(model_input.tail(self.model.meta.seq_len))
             table = prepare_history(frame, self.model.meta, "input", fill)
             fc = forecast_next(self.model, table, h)
         except ForecastError as err:
             raise RequestError(str(err)) from None
-        return forecast_frame(fc).to_pandas()
+        out = forecast_frame(fc)
+        return (to_long(out) if long else out).to_pandas()
 
 
 def _load_pyfunc(data_path: str) -> Forecaster:
