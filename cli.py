@@ -15,7 +15,7 @@ import typer
 
 from forecast.commands.flags import (
     DEFAULT_MODEL, Accelerator, DataDir, Dataset, Experiment, Horizon, Model, Precision, Quiet, Seed, SeqLen, Sets,
-    Split, TrackingUri,
+    Split, TrackingUri, overrides_of,
 )
 
 app = typer.Typer(
@@ -24,18 +24,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Long-term time-series forecasting: train, tune, predict and compare, tracked in MLflow.",
 )
-
-def _overrides(sets: list[str] | None, **flags: object) -> dict:
-    """``section.key`` overrides: the named flags that were given (``seq_len`` for ``--seq-len``; the keys are
-    forecast.config.FLAGS and TRAIN_FLAGS), then ``--set``."""
-    from forecast.config import FLAGS, TRAIN_FLAGS, parse_sets
-
-    key_of = {flag[2:].replace("-", "_"): key for key, flag in {**FLAGS, **TRAIN_FLAGS}.items()}
-    out = {key_of[name]: str(value) if isinstance(value, Path) else value for name, value in flags.items()
-           if value is not None}
-    out.update(parse_sets(sets or []))
-    return out
-
 
 @app.command()
 def datasets(
@@ -84,6 +72,12 @@ def train(
     alias: Annotated[str, typer.Option("--alias", help="Alias set on the registered version.")] = "champion",
     fresh: Annotated[bool, typer.Option("--fresh", help="Start over instead of resuming an interrupted run of the "
                                         "same config.")] = False,
+    init_from: Annotated[Optional[str], typer.Option("--init-from", help="Fine-tune: start from this logged model "
+                                                     "(models:/NAME@alias, runs:/ID/model or a folder).")] = None,
+    refit_scaler: Annotated[bool, typer.Option("--refit-scaler", help="With --init-from: fit the scaler on the new "
+                                               "train split (default: keep the parent's).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="With --init-from and --register: register even if the "
+                                        "parent's val loss is lower.")] = False,
     tracking_uri: TrackingUri = None,
     quiet: Quiet = False,
 ) -> None:
@@ -92,10 +86,11 @@ def train(
     An interrupted or killed run of the same config goes on from its last finished epoch (--fresh starts over)."""
     from forecast.commands.train import train as run
 
-    overrides = _overrides(sets, horizon=horizon, seq_len=seq_len, epochs=epochs, batch_size=batch_size, lr=lr,
+    overrides = overrides_of(sets, horizon=horizon, seq_len=seq_len, epochs=epochs, batch_size=batch_size, lr=lr,
                            seed=seed, devices=devices, precision=precision, accelerator=accelerator, data_dir=data_dir,
                            num_nodes=num_nodes, strategy=strategy, compile=compile, split=split)
-    run(dataset, model, overrides, config, tracking_uri, experiment, quiet, register, alias, fresh)
+    run(dataset, model, overrides, config, tracking_uri, experiment, quiet, register, alias, fresh, init_from,
+        refit_scaler, force)
 
 
 @app.command()
@@ -140,7 +135,7 @@ def tune(
     from forecast.commands.tune import tune as run
     from forecast.tuning import TuneOptions
 
-    overrides = _overrides(sets, horizon=horizon, seq_len=seq_len, epochs=epochs, batch_size=batch_size, lr=lr,
+    overrides = overrides_of(sets, horizon=horizon, seq_len=seq_len, epochs=epochs, batch_size=batch_size, lr=lr,
                            seed=seed, devices=devices, precision=precision, accelerator=accelerator, data_dir=data_dir,
                            split=split)
     n_trials = trials if trials is not None else (None if timeout else 20)
@@ -217,7 +212,7 @@ def benchmark(
         models=parse_list(models, "models"), datasets=parse_list(datasets, "datasets"),
         horizons=parse_list(horizons, "horizons", as_int=True),
         seeds=parse_list(seeds, "seeds", as_int=True) if seeds is not None else None, name=name,
-        overrides=_overrides(sets), tracking_uri=tracking_uri, experiment=experiment, quiet=quiet, markdown=markdown,
+        overrides=overrides_of(sets), tracking_uri=tracking_uri, experiment=experiment, quiet=quiet, markdown=markdown,
         collect=collect, baselines=baselines)
     run(opts)
 

@@ -1,5 +1,5 @@
-"""The options that several commands share, as Typer annotations (cli.py's vocabulary; typer only, no heavy
-imports, so `forecast --help` stays fast)."""
+"""The options that several commands share, as Typer annotations, and how the named flags become config overrides
+(cli.py's vocabulary; typer only, no heavy imports, so `forecast --help` stays fast)."""
 
 from __future__ import annotations
 
@@ -32,3 +32,15 @@ Split = Annotated[Optional[str], typer.Option("--split", help="Train end and val
                                               "(2018-01-01,2018-03-01) or fractions (0.7,0.1); default: the "
                                               "papers' borders, 70/10/20 for a file.")]
 Experiment = Annotated[Optional[str], typer.Option("--experiment", help="MLflow experiment (default: dataset).")]
+
+
+def overrides_of(sets: list[str] | None, **flags: object) -> dict:
+    """``section.key`` overrides: the named flags that were given (``seq_len`` for ``--seq-len``; the keys are
+    forecast.config.FLAGS and TRAIN_FLAGS), then ``--set``."""
+    from forecast.config import FLAGS, TRAIN_FLAGS, parse_sets
+
+    key_of = {flag[2:].replace("-", "_"): key for key, flag in {**FLAGS, **TRAIN_FLAGS}.items()}
+    out = {key_of[name]: str(value) if isinstance(value, Path) else value for name, value in flags.items()
+           if value is not None}
+    out.update(parse_sets(sets or []))
+    return out

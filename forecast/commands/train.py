@@ -9,32 +9,47 @@ from pathlib import Path
 
 from forecast import tracking
 from forecast.benchmark.grid import config_hash
-from forecast.config import RunConfig
+from forecast.config import RunConfig, digest
 from forecast.console import console, metric_table
 from forecast.inference.serving import check_alias, register as register_model
 from forecast.pipeline import TrainOptions, train as run_train
+from forecast.pipeline.finetune import inherited, load_parent
 from forecast.process import sigterm_as_interrupt
 from forecast.resolve import resolve
 from forecast.train import saved_epochs
 
 
-def checkpoint_dir(uri: str, cfg: RunConfig) -> Path:
+def checkpoint_dir(uri: str, cfg: RunConfig, init_from: str | None = None) -> Path:
     """Where ``forecast train`` keeps the resumable state of a run of ``cfg``: ``checkpoints/_train/<config hash>``
-    beside a local store (``_`` keeps it apart from benchmark names), else under ``~/.cache/forecast``."""
-    return tracking.checkpoint_root(uri) / "_train" / config_hash(cfg)
+    beside a local store (``_`` keeps it apart from benchmark names), else under ``~/.cache/forecast``; a
+    fine-tuning run's folder also names its parent."""
+    key = config_hash(cfg) + (f"-from-{digest(init_from)}" if init_from else "")
+    return tracking.checkpoint_root(uri) / "_train" / key
 
 
 def train(dataset: str, model: str, overrides: dict, config: Path | None, tracking_uri: str | None,
           experiment: str | None, quiet: bool, register: str | None = None, alias: str = "champion",
-          fresh: bool = False) -> None:
+          fresh: bool = False, init_from: str | None = None, refit_scaler: bool = False, force: bool = False) -> None:
     """``forecast train``: resolve the config, train (going on from an interrupted run of the same config unless
-    ``fresh``), register if asked, then print the test metrics and where the run is. Ctrl-C or SIGTERM ends the
-    run KILLED, keeps its last finished epoch and exits 130."""
+    ``fresh``; from a logged model's weights with ``init_from``), register if asked (a fine-tuned model only when
+    it beats its parent on the same validation windows, or ``force``), then print the test metrics and where the
+    run is. Ctrl-C or SIGTERM ends the run KILLED, keeps its last finished epoch and exits 130."""
+    parent = None
+    tags: dict[str, str] = {}
+    if init_from is not None:
+        parent = load_parent(init_from, tracking_uri)
+        model = parent.model.meta.model_name  # the parent's model, config and bases; flags and --set on top
+        overrides = {**inherited(parent), **overrides}
+        tags = {"init_from": init_from, "mlflow.note.content":
+                f"Fine-tuned from {init_from}" + (f" (run {parent.run_id})" if parent.run_id else "") +
+                f" on {dataset}; scaler {'refit on the new train split' if refit_scaler else 'kept'}."}
+        if parent.run_id:
+            tags["parent_model_run_id"] = parent.run_id
     cfg = resolve(model, dataset, overrides, config)
     if register is not None:
         check_alias(alias)  # before any training is spent
     uri = tracking.resolve_uri(tracking_uri)
-    ckpt = checkpoint_dir(uri, cfg) if cfg.train.world_size == 1 else None  # one process resumes; DDP starts over
+    ckpt = checkpoint_dir(uri, cfg, init_from) if cfg.train.world_size == 1 else None  # one process resumes
     if ckpt is not None and fresh:
         shutil.rmtree(ckpt, ignore_errors=True)
     done = saved_epochs(ckpt) if ckpt is not None else None
@@ -42,7 +57,8 @@ def train(dataset: str, model: str, overrides: dict, config: Path | None, tracki
         print(f"resuming after epoch {done} from {ckpt} (--fresh starts over)", file=sys.stderr, flush=True)
     try:
         with sigterm_as_interrupt():
-            result = run_train(cfg, TrainOptions(tracking_uri=uri, quiet=quiet, experiment=experiment,
+            result = run_train(cfg, TrainOptions(tracking_uri=uri, quiet=quiet, experiment=experiment, tags=tags,
+                                                 init=parent, refit_scaler=refit_scaler,
                                                  checkpoint_dir=ckpt))
     except KeyboardInterrupt:
         done = saved_epochs(ckpt) if ckpt is not None else None
@@ -58,9 +74,20 @@ def train(dataset: str, model: str, overrides: dict, config: Path | None, tracki
     if not result.is_global_zero:  # another DDP rank: rank 0 records, registers and reports
         return
     version = None
+    verdict = None
+    if parent is not None:
+        new, old = result.best_val_loss, result.metrics["parent_val_loss"]
+        better = new < old
+        verdict = (f"val loss on the same validation windows: {new:.4f} fine-tuned against {old:.4f} for the parent "
+                   f"({init_from}): " + ("better" if better else "not better"))
+        if register is not None and not (better or force):
+            verdict += f"; not registered as {register}@{alias} (--force registers it anyway)"
+            register = None
     if register is not None:
         version = register_model(result.tracking_uri, result.run_id, register, alias)
     if quiet:
+        if verdict is not None and "not registered" in verdict:
+            print(verdict, file=sys.stderr)
         return
     m = result.metrics
     table = metric_table([("test MSE", m["test_mse"], m["test_mse_orig"]),
@@ -82,6 +109,8 @@ def train(dataset: str, model: str, overrides: dict, config: Path | None, tracki
              else f"`forecast ui` then experiment '{experiment or dataset}'")
     out.print(f"open it {where}, "
               f"or predict with `forecast predict --model runs:/{result.run_id}/model --input history.csv`")
+    if verdict is not None:
+        out.print(verdict)
     if version is not None:
         out.print(f"model   registered as '{register}' version {version}, alias @{alias}: "
                   f"`forecast predict --model models:/{register}@{alias} --input history.csv`")

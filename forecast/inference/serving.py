@@ -210,20 +210,27 @@ def register(uri: str, run_id: str, name: str, alias: str = DEFAULT_ALIAS) -> st
     tracking.quiet_logs()
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
-        run = client.get_run(run_id)
-        found = client.search_logged_models(
-            experiment_ids=[run.info.experiment_id],
-            filter_string=f"source_run_id = '{run_id}' AND name = '{ARTIFACT_PATH}'", max_results=1)
-        if not found:
-            raise ForecastError(f"run {run_id} has no logged '{ARTIFACT_PATH}' to register; train it again.")
-        model = found[0]
-        with contextlib.suppress(MlflowException):  # already registered: add a version
-            client.create_registered_model(name)
-        version = client.create_model_version(name, source=f"models:/{model.model_id}", run_id=run_id,
-                                              model_id=model.model_id, await_creation_for=0)
-        client.set_registered_model_alias(name, alias, version.version)
+        # MLflow resolves the version's models:/ source through the fluent store: point that at uri too (else it
+        # looks in ./mlflow.db, fails, and leaves that file behind)
+        with tracking.fluent_store(uri):
+            return _register(client, run_id, name, alias)
     except MlflowException as err:
         first = (str(err).strip().splitlines() or ["error"])[0][:300]
         raise ForecastError(f"could not register the model as '{name}@{alias}' ({first}); "
                             "use a plain name and an alias like champion (not 'latest' or v1).") from None
+
+
+def _register(client: Any, run_id: str, name: str, alias: str) -> str:
+    """A new version of ``name`` from the run's logged ``model``, with ``alias`` pointing at it."""
+    run = client.get_run(run_id)
+    found = client.search_logged_models(experiment_ids=[run.info.experiment_id], max_results=1,
+                                        filter_string=f"source_run_id = '{run_id}' AND name = '{ARTIFACT_PATH}'")
+    if not found:
+        raise ForecastError(f"run {run_id} has no logged '{ARTIFACT_PATH}' to register; train it again.")
+    model = found[0]
+    with contextlib.suppress(MlflowException):  # already registered: add a version
+        client.create_registered_model(name)
+    version = client.create_model_version(name, source=f"models:/{model.model_id}", run_id=run_id,
+                                          model_id=model.model_id, await_creation_for=0)
+    client.set_registered_model_alias(name, alias, version.version)
     return str(version.version)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -24,6 +25,10 @@ class TrainOptions:
     # Save the training state after every epoch here and resume from it if it is there (benchmark cells); the
     # directory is removed once the run has FINISHED. One process only.
     checkpoint_dir: Path | None = None
+    # Fine-tuning (forecast.pipeline.finetune): start from this Parent's weights, bases and (unless refit_scaler)
+    # scaler, and score it on this run's validation windows first (metric parent_val_loss).
+    init: Any = None
+    refit_scaler: bool = False
 
 
 @dataclass

@@ -18,26 +18,32 @@ from forecast import tracking
 from forecast.config import RunConfig
 from forecast.data.datamodule import ForecastDataModule
 from forecast.data.orthobasis import data_extras
-from forecast.data.series import Series
+from forecast.data.series import Series, load_series
 from forecast.errors import ForecastError
-from forecast.models import ModelContext, create_model, get_spec
+from forecast.models import ModelContext, create_model, extras_from_state, get_spec
+from forecast.pipeline.finetune import adapt_series, parent_val_loss
 from forecast.pipeline.options import TrainOptions, TrainResult
 from forecast.pipeline.record import RunRecorder, log_outputs
 from forecast.train import BestWeights, EpochCheckpoint, ForecastModule, make_trainer
 
 
-def build(cfg: RunConfig, progress: bool = True,
-          series: Series | None = None) -> tuple[ForecastDataModule, ForecastModule]:
-    """The DataModule and the LightningModule for ``cfg``, seeded."""
+def build(cfg: RunConfig, progress: bool = True, series: Series | None = None,
+          init_state: dict[str, torch.Tensor] | None = None) -> tuple[ForecastDataModule, ForecastModule]:
+    """The DataModule and the LightningModule for ``cfg``, seeded; ``init_state``: a parent's weights and bases
+    (fine-tuning), loaded strictly instead of the fresh ones."""
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
     dm = ForecastDataModule(cfg.data, cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.seed,
                             series=series, progress=progress, drop_last=cfg.train.drop_last,
                             shuffle=cfg.train.shuffle)
     needs = get_spec(cfg.model_name).extras(cfg.model)  # data-derived tensors, from the train split only
+    extras = (extras_from_state(needs, init_state) if init_state is not None
+              else data_extras(needs, dm.series, cfg.data.seq_len, cfg.data.horizon))
     ctx = ModelContext(seq_len=cfg.data.seq_len, horizon=cfg.data.horizon, n_vars=dm.n_vars, n_marks=dm.n_marks,
-                       extras=data_extras(needs, dm.series, cfg.data.seq_len, cfg.data.horizon))
+                       extras=extras)
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)  # model init independent of data loading
     model = create_model(cfg.model_name, cfg.model, ctx)
+    if init_state is not None:
+        model.load_state_dict(init_state)
     dm.shuffle_origin = torch.get_rng_state()  # train.shuffle=reference goes on from here, as the reference does
     return dm, ForecastModule(model, cfg.train, dm.series.mean, dm.series.std, dm.series.mase_scale())
 
@@ -59,7 +65,11 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
                             "`forecast train --devices N`.")
     uri = tracking.resolve_uri(opts.tracking_uri)
     tracking.quiet_logs()  # before the Trainer exists: no Lightning banner
-    dm, module = build(cfg, progress=not opts.quiet, series=series)
+    parent = opts.init
+    if parent is not None:  # fine-tuning: the parent's columns, order and scaler; its weights and bases
+        series = adapt_series(series or load_series(cfg.data, progress=not opts.quiet), parent, opts.refit_scaler)
+    dm, module = build(cfg, progress=not opts.quiet, series=series,
+                       init_state=parent.state if parent is not None else None)
     dm.check_train_batches(cfg.train.world_size)  # before a run exists: a config error leaves no FAILED run
     name = opts.run_name or run_name(cfg, dm.series.name)
     n_params = sum(p.numel() for p in module.model.parameters())
@@ -84,6 +94,8 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
             raise ForecastError(f"train.accelerator '{cfg.train.accelerator}' / train.devices {cfg.train.devices}: "
                                 f"{first} Use --accelerator auto (a GPU when there is one, else the CPU) or cpu."
                                 ) from None
+        if parent is not None:  # the parent on this run's validation windows, before any step changes the weights
+            parent_loss = parent_val_loss(parent, dm.dataset("val"), dm.series.mean, dm.series.std, module.loss_fn)
         t0 = time.perf_counter()
         if n_params:
             trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
@@ -94,6 +106,8 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
             train_seconds = 0.0
         metrics: dict[str, float] = {"best_val_loss": best.best, "best_epoch": float(best.best_epoch),
                                      "epochs_run": float(trainer.current_epoch), "train_seconds": train_seconds}
+        if parent is not None:
+            metrics["parent_val_loss"] = parent_loss
         if opts.evaluate_test:
             trainer.test(module, datamodule=dm, verbose=False)
             metrics.update(module.test_metrics)
