@@ -15,7 +15,7 @@ import typer
 
 from forecast.commands.flags import (
     DEFAULT_MODEL, Accelerator, DataDir, Dataset, Experiment, Horizon, Model, Precision, Quiet, Seed, SeqLen, Sets,
-    Split, TrackingUri, overrides_of,
+    Fill, Split, TrackingUri, overrides_of,
 )
 
 app = typer.Typer(
@@ -56,6 +56,7 @@ def train(
     lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate; default: the config's.")] = None,
     seed: Seed = None,
     split: Split = None,
+    fill: Fill = None,
     devices: Annotated[Optional[int], typer.Option("--devices", help="Devices per node (default 1; >1: DDP).")] = None,
     num_nodes: Annotated[Optional[int], typer.Option("--num-nodes", help="Nodes (default 1; see README).")] = None,
     strategy: Annotated[Optional[str], typer.Option("--strategy", help="auto (DDP only when asked for more than "
@@ -88,7 +89,7 @@ def train(
 
     overrides = overrides_of(sets, horizon=horizon, seq_len=seq_len, epochs=epochs, batch_size=batch_size, lr=lr,
                            seed=seed, devices=devices, precision=precision, accelerator=accelerator, data_dir=data_dir,
-                           num_nodes=num_nodes, strategy=strategy, compile=compile, split=split)
+                           num_nodes=num_nodes, strategy=strategy, compile=compile, split=split, fill=fill)
     run(dataset, model, overrides, config, tracking_uri, experiment, quiet, register, alias, fresh, init_from,
         refit_scaler, force)
 

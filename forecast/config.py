@@ -26,7 +26,7 @@ SECTIONS = ("data", "model", "train")
 FLAGS = {"data.horizon": "--horizon", "data.seq_len": "--seq-len", "train.epochs": "--epochs",
          "train.batch_size": "--batch-size", "train.lr": "--lr", "train.seed": "--seed", "train.devices": "--devices",
          "train.precision": "--precision", "train.accelerator": "--accelerator", "data.data_dir": "--data-dir",
-         "data.split": "--split"}
+         "data.split": "--split", "data.fill": "--fill"}
 TRAIN_FLAGS = {"train.num_nodes": "--num-nodes", "train.strategy": "--strategy", "train.compile": "--compile"}
 # Keys that say where the data is read from and how, never what the numbers are: no part of a config's identity.
 LOCATION_KEYS = ("data.data_dir", "data.num_workers")
@@ -58,6 +58,9 @@ class DataConfig:
     # "0.6,0.2" or "0.6,0.2,0.2": fractions of the rows (train, val, and test the rest); "2018-01-01,2018-03-01": the
     # first val row and the first test row are the first ones at or after those dates.
     split: str | None = None
+    # Empty cells of a user's file (and series of a long panel on different timestamps, aligned first): None (an
+    # error), "ffill" or "interpolate", as forecast predict --fill.
+    fill: str | None = None
 
     def __post_init__(self) -> None:
         for key in ("seq_len", "horizon"):
@@ -65,6 +68,9 @@ class DataConfig:
                 raise ForecastError(f"data.{key} must be a positive integer, got {getattr(self, key)}.")
         if self.split is not None:
             parse_split(self.split)
+        if self.fill not in (None, "ffill", "interpolate"):
+            raise ForecastError(f"data.fill '{self.fill}' is not ffill or interpolate (or unset: empty cells are "
+                                "errors).")
         if self.mark_freq is not None:
             import pandas as pd
 

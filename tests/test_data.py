@@ -212,7 +212,7 @@ def test_thuml_family_configs_use_hourly_marks_and_keep_the_hashes_of_hourly_dat
     import json
 
     doc = etth1.to_dict()
-    for key in ("data_dir", "num_workers", "mark_freq", "split"):
+    for key in ("data_dir", "num_workers", "mark_freq", "split", "fill"):
         doc["data"].pop(key)
     for key in ("drop_last", "shuffle"):
         doc["train"].pop(key)
@@ -291,3 +291,25 @@ def test_split_by_dates_and_by_fractions(data_dir: Path) -> None:
 def test_bad_splits_are_one_line(split, message, data_dir: Path) -> None:
     with pytest.raises(ForecastError, match=message):
         load_series(DataConfig("ETTh1", seq_len=96, horizon=24, split=split))
+
+
+def test_fill_completes_a_users_file_and_aligns_a_long_panel(tmp_path: Path) -> None:
+    import polars as pl
+
+    dates = [f"2020-01-{d:02d}" for d in range(1, 31)]
+    wide = pl.DataFrame({"date": dates, "a": [float(i) for i in range(30)], "b": [1.0] * 30})
+    wide = wide.with_columns(pl.when(pl.int_range(pl.len()) == 5).then(None).otherwise(pl.col("a")).alias("a"))
+    wide.write_csv(tmp_path / "gap.csv")
+    with pytest.raises(ForecastError, match="empty or NaN value at data row 6"):
+        load_series(DataConfig(str(tmp_path / "gap.csv"), 4, 2))
+    s = load_series(DataConfig(str(tmp_path / "gap.csv"), 4, 2, fill="interpolate"))
+    assert s.raw[5, 0] == pytest.approx(5.0)
+    long = pl.DataFrame({"unique_id": ["a"] * 30 + ["b"] * 29, "ds": dates + dates[:12] + dates[13:],
+                         "y": [float(i) for i in range(30)] + [2.0] * 29})
+    long.write_csv(tmp_path / "long.csv")
+    with pytest.raises(ForecastError, match="series 'b' has 29 rows .* but the series together have 30 timestamps"):
+        load_series(DataConfig(str(tmp_path / "long.csv"), 4, 2))
+    s = load_series(DataConfig(str(tmp_path / "long.csv"), 4, 2, fill="ffill"))
+    assert s.columns == ["a", "b"] and s.raw.shape == (30, 2) and s.raw[12, 1] == 2.0
+    with pytest.raises(ForecastError, match="data.fill 'zero' is not ffill or interpolate"):
+        DataConfig("x.csv", 4, 2, fill="zero")

@@ -1,8 +1,9 @@
 """A user's own data, end to end, on a data set no one here wrote: the weekly stock prices plotly ships in its wheel
 (`plotly.data.stocks()`, 105 weeks of 6 series; nothing is downloaded), written in neuralforecast's long format.
 
-The path the README gives a new user: long format in, split by date, train, tune a few trials, predict (the output
-comes back long), the logged pyfunc on a long DataFrame; and the long format's bad inputs, each one line and exit 2.
+The path the README gives a new user: long format in, split by date, train, tune a few trials, fine-tune on a later
+slice, predict (the output comes back long), the logged pyfunc (what `forecast serve` answers with) on a long
+DataFrame; and the long format's bad inputs, each one line and exit 2.
 """
 
 from __future__ import annotations
@@ -57,6 +58,15 @@ def test_long_format_split_by_date_train_tune_predict_and_pyfunc(panel, capsys, 
                             "--epochs", "2", "--storage", str(root / "optuna.db"), "--tracking-uri", uri, "-q"],
                            capsys)
     assert code == 0, err
+
+    # fine-tune on a later slice (the last year), from the model just trained
+    panel["long"].filter(pl.col("ds") >= "2019-01-07").write_csv(root / "later.csv")
+    code, _, err = run_cli(["train", "-d", str(root / "later.csv"), "--init-from", f"runs:/{run_id}/model",
+                            "--epochs", "2", "--batch-size", "8", "--tracking-uri", uri, "-q"], capsys)
+    assert code == 0, err
+    tuned = _last_run(uri, "later")
+    assert tuned != run_id
+    assert MlflowClient(tracking_uri=uri).get_run(tuned).data.tags["parent_model_run_id"] == run_id
 
     out = root / "forecast.csv"
     code, _, err = run_cli(["predict", "-m", f"runs:/{run_id}/model", "-i", str(root / "history.csv"), "-o",

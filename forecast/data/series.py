@@ -9,7 +9,7 @@ import numpy as np
 
 from forecast.config import DataConfig, parse_split
 from forecast.data import catalogue, store
-from forecast.data.gaps import check_frequency
+from forecast.data.gaps import check_frequency, fill_missing
 from forecast.data.loading import Table, read_bytes, read_frame, to_table
 from forecast.data.panel import is_long, to_wide
 from forecast.data.timefeatures import infer_freq, time_features
@@ -146,8 +146,10 @@ def _load_table(cfg: DataConfig, progress: bool) -> tuple[Table, str, str, str, 
         data = read_bytes(path)
         df = read_frame(path if path.suffix.lower() in (".parquet", ".pq") else data, str(path))
         if is_long(df.columns):  # unique_id, ds, y: one variate per series
-            df = to_wide(df, str(path))
-        table = to_table(df, str(path))
+            df = to_wide(df, str(path), align=cfg.fill is not None)
+        table = to_table(df, str(path), allow_nan=cfg.fill is not None)
+        if cfg.fill is not None and not np.isfinite(table.values).all():
+            table = Table(table.dates, fill_missing(table.values, table.columns, cfg.fill, str(path)), table.columns)
         freq = infer_freq(table.dates)
         if freq is None:
             raise ForecastError(f"{path}: the timestamps are not regularly spaced, so no frequency can be inferred; "
