@@ -156,13 +156,15 @@ def predict(
     format: Annotated[str, typer.Option("--format", help="wide (date + columns) or long (variable, date, value).")] = "wide",
     fill: Annotated[Optional[str], typer.Option("--fill", help="Fill empty cells: ffill or interpolate.")] = None,
     rolling: Annotated[bool, typer.Option("--rolling", help="Forecast from every window; score vs actuals.")] = False,
+    level: Annotated[Optional[str], typer.Option("--level", help="Add conformal interval bounds, e.g. 80 or "
+                                                 "80,90 (<col>_lo80, <col>_hi80).")] = None,
     tracking_uri: TrackingUri = None,
     quiet: Quiet = False,
 ) -> None:
     """Forecast the next H steps after an input's last L rows with a logged model (no training data needed)."""
     from forecast.commands.predict import predict as run
 
-    run(model, input, output, horizon, format, fill, rolling, tracking_uri, quiet)
+    run(model, input, output, horizon, format, fill, rolling, tracking_uri, quiet, level)
 
 
 @app.command()

@@ -8,7 +8,8 @@ A model artifact (the ``model`` of every ``forecast train`` run, an MLflow pyfun
   that is never read);
 - ``config.yaml``: the resolved run config (``RunConfig.to_dict()``);
 - ``forecast_model.json``: the :class:`ModelMeta`: columns in order, scaler mean/std, frequency, L, H,
-  the model name, the number of time-feature channels and the package version.
+  the model name, the number of time-feature channels and the package version;
+- ``intervals.npz`` (when calibrated): ``levels [K]``, conformal half-widths ``widths [K, H, N]`` (standardized).
 
 Nothing is pickled. Rebuilding needs the ``forecast`` package, never the training data.
 """
@@ -33,6 +34,7 @@ from forecast.models import ModelContext, build_config, create_model, extras_fro
 META_FILE = "forecast_model.json"
 STATE_FILE = "model_state.pt"
 CONFIG_FILE = "config.yaml"
+INTERVALS_FILE = "intervals.npz"
 META_FORMAT = 1
 DATE_COL = "date"
 # What a description may ask for: far past any benchmark (L, H <= 720; 862 variates), far short of what would
@@ -64,8 +66,7 @@ class ModelMeta:
 
     @classmethod
     def from_dict(cls, doc: Any, where: str) -> ModelMeta:
-        """The description in ``doc``, every field checked for its type and range before anything is built from
-        it (an edited or damaged file must not make the process allocate what it says)."""
+        """``doc``, every field checked for type and range before anything is built (no allocation on its word)."""
         if not isinstance(doc, dict):
             raise ForecastError(f"{where} is not a forecast model description (not a JSON object).")
         try:
@@ -80,8 +81,7 @@ class ModelMeta:
         return len(self.columns)
 
     def check_horizon(self, horizon: int | None, name: str = "--horizon") -> int:
-        """The steps to keep: ``horizon`` (``name``: the flag, or the pyfunc's ``params.horizon``), at most H; None
-        means H."""
+        """The steps to keep: ``horizon`` (``name``: the flag or ``params.horizon``), at most H; None means H."""
         if horizon is None:
             return self.horizon
         if not 1 <= horizon <= self.horizon:
@@ -144,6 +144,7 @@ class LoadedModel:
     model: torch.nn.Module
     config: dict[str, Any]
     source: str = ""
+    intervals: tuple[tuple[float, ...], np.ndarray] | None = None  # conformal levels, half-widths [K, H, N]
 
     @torch.no_grad()
     def forward_scaled(self, x: torch.Tensor, x_mark: torch.Tensor | None, y_mark: torch.Tensor | None) -> torch.Tensor:
@@ -172,7 +173,7 @@ def artifact_paths(model_dir: Path) -> dict[str, Path]:
             if "meta" in paths:
                 return paths
     if (model_dir / META_FILE).is_file():
-        names = {"meta": META_FILE, "state": STATE_FILE, "config": CONFIG_FILE}
+        names = {"meta": META_FILE, "state": STATE_FILE, "config": CONFIG_FILE, "intervals": INTERVALS_FILE}
         return {k: model_dir / v for k, v in names.items() if (model_dir / v).is_file()}
     raise ForecastError(f"no forecast model in '{model_dir}' (no MLmodel with a '{META_FILE}' artifact); "
                         "give runs:/RUN_ID/model, models:/NAME@ALIAS or the folder of a logged model.")
@@ -254,8 +255,8 @@ def load(paths: dict[str, Path], source: str = "") -> LoadedModel:
         raise ForecastError(f"{paths['config']} could not be read ({first}); the model artifact is damaged.") from None
     if not isinstance(config, dict):
         raise ForecastError(f"{paths['config']} is not a mapping of config sections; the model artifact is damaged.")
-    state = _load_state(paths["state"])
-    return LoadedModel(meta, build_model(meta, config, state), config, source)
+    intervals = read_intervals(paths.get("intervals"), meta)
+    return LoadedModel(meta, build_model(meta, config, _load_state(paths["state"])), config, source, intervals)
 
 
 def model_meta(model_name: str, seq_len: int, horizon: int, columns: list[str], mean: np.ndarray, std: np.ndarray,
@@ -265,7 +266,8 @@ def model_meta(model_name: str, seq_len: int, horizon: int, columns: list[str], 
                      forecast_version=forecast.__version__, mark_freq=mark_freq)
 
 
-def write(out: Path, meta: ModelMeta, config: dict[str, Any], state: dict[str, torch.Tensor]) -> dict[str, str]:
+def write(out: Path, meta: ModelMeta, config: dict[str, Any], state: dict[str, torch.Tensor],
+          intervals: tuple[tuple[float, ...], np.ndarray] | None = None) -> dict[str, str]:
     """Write the model's files into ``out``; returns ``{artifact name: path}`` for the pyfunc's ``artifacts``.
 
     Each thing once: the data-derived tensors (OrthoTrans Q) are buffers in the state dict, nowhere else."""
@@ -274,4 +276,24 @@ def write(out: Path, meta: ModelMeta, config: dict[str, Any], state: dict[str, t
     paths["meta"].write_text(meta.to_json())
     paths["config"].write_text(yaml.safe_dump(config, sort_keys=False))
     torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, paths["state"])
+    if intervals is not None and intervals[0]:
+        paths["intervals"] = out / INTERVALS_FILE
+        np.savez(paths["intervals"], levels=np.asarray(intervals[0]), widths=np.asarray(intervals[1], np.float32))
     return {k: str(v) for k, v in paths.items()}
+
+
+def read_intervals(path: Path | None, meta: ModelMeta) -> tuple[tuple[float, ...], np.ndarray] | None:
+    """The conformal levels and half-widths ``[K, H, N]``, checked against ``meta``; None when not calibrated."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            levels, widths = np.asarray(f["levels"], np.float64), np.asarray(f["widths"], np.float32)
+    except (OSError, ValueError, KeyError) as err:
+        raise ForecastError(f"{path} could not be read ({err}); the model artifact is damaged.") from None
+    shape = (len(levels), meta.horizon, meta.n_vars)
+    if levels.ndim != 1 or widths.shape != shape or not ((levels > 0) & (levels < 1)).all() or \
+            np.isnan(widths).any() or (widths < 0).any():
+        raise ForecastError(f"{path}: levels in (0, 1) and non-negative widths of shape {list(shape)} expected, got "
+                            f"{list(widths.shape)}; the model artifact is damaged.")
+    return tuple(float(v) for v in levels), widths

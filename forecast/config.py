@@ -137,8 +137,18 @@ class TrainConfig:
     limit_train_batches: float = 1.0  # <=1.0: a fraction of batches; >1: that many batches (smoke runs)
     limit_val_batches: float = 1.0  # tuning smoke runs only; evaluation always sees every test window
     gradient_clip: float = 0.0
+    # Split-conformal prediction intervals at these coverage levels, calibrated on the validation residuals of the
+    # trained model (per horizon step and variate) and kept with it; () turns them off.
+    intervals: tuple = field(default=(0.8, 0.9), metadata={"checked_by_post_init": True})
 
     def __post_init__(self) -> None:
+        levels = self.intervals
+        if not isinstance(levels, (list, tuple)) or any(
+                isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1 for v in levels) or \
+                list(levels) != sorted(set(levels)):
+            raise ForecastError(f"train.intervals must be increasing coverage levels in (0, 1) like [0.8, 0.9] (or [] "
+                                f"for none), got {levels!r}.")
+        object.__setattr__(self, "intervals", tuple(float(v) for v in levels))
         if self.lradj not in LRADJ:
             raise ForecastError(f"train.lradj must be one of {', '.join(LRADJ)}, got '{self.lradj}'.")
         if self.loss not in LOSSES:

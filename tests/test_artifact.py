@@ -109,9 +109,26 @@ def test_every_model_round_trips_through_predict_and_the_pyfunc(name: str, tmp_p
     with tracking.fluent_store(uri):
         served = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(history)
     np.testing.assert_allclose(served.drop(columns="date").to_numpy(), want, rtol=1e-5, atol=1e-6)
-    # Each thing once in the model: the data-derived tensors live in the state dict only.
+    # Each thing once in the model: the data-derived tensors live in the state dict only; the one .npz is the
+    # conformal half-widths.
     local = Path(client.download_artifacts(run_id, "model", str(tmp_path / "model")))
-    assert not list(local.rglob("*.npz")) and not list(local.rglob("*.npy"))
+    assert [p.name for p in local.rglob("*.npz")] == ["intervals.npz"] and not list(local.rglob("*.npy"))
+    # Conformal intervals: the point forecast -/+ the stored half-width (x std), in predict and in the pyfunc.
+    with np.load(next(local.rglob("intervals.npz"))) as f:
+        levels, widths = f["levels"], f["widths"]
+    assert levels.tolist() == [0.8, 0.9] and widths.shape == (2, H, 3) and (widths[1] >= widths[0]).all()
+    code, _, err = run_cli(["predict", "-m", f"runs:/{run_id}/model", "-i", str(tmp_path / "history.csv"), "-o",
+                            str(out), "--level", "80", "--tracking-uri", uri, "-q"], capsys)
+    assert code == 0, err
+    got = pl.read_csv(out)
+    std = np.asarray(pd.read_csv(csv)[["load", "temp", "OT"]].head(int(len(pd.read_csv(csv)) * 0.7)).std(ddof=0))
+    for j, col in enumerate(["load", "temp", "OT"]):
+        np.testing.assert_allclose(got[f"{col}_hi80"] - got[col], widths[0, :, j] * std[j], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(got[col] - got[f"{col}_lo80"], widths[0, :, j] * std[j], rtol=1e-4, atol=1e-6)
+    with tracking.fluent_store(uri):
+        banded = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(history, params={"level": "80"})
+    np.testing.assert_allclose(banded["OT_lo80"].to_numpy(), got["OT_lo80"].to_numpy(), rtol=1e-6)
+    assert run.data.metrics["test_coverage_80"] >= 0 and "test_width_90_orig" in run.data.metrics
     assert len(list(local.rglob("model_state.pt"))) == 1
     # A model holds data only: MLflow loads it with the installed package's loader, no code file travels in it.
     assert not list(local.rglob("*.py")) and not list(local.rglob("*.pkl"))

@@ -117,7 +117,7 @@ BAD = {
     "a list": (b"[1, 2]", "(found: list)"),
     "horizon as text": (split(5, params={"horizon": "ten"}), 'params.horizon must be an integer, got "ten"'),
     "horizon as bool": (split(5, params={"horizon": True}), "params.horizon must be an integer, got true"),
-    "an unknown param": (split(5, params={"horizn": 3}), "unknown params.horizn; the model takes horizon and fill"),
+    "an unknown param": (split(5, params={"horizn": 3}), "unknown params.horizn; the model takes horizon, fill, level"),
     "fill as a number": (split(5, params={"fill": 1}), "params.fill must be a string"),
     "params as a list": (split(5, params=[1]), "params must be a JSON object"),
 }

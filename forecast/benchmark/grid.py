@@ -18,7 +18,9 @@ from forecast.resolve import resolve
 HASH_EXCLUDE = [key.split(".") for key in LOCATION_KEYS]
 # Keys added after cells were recorded, with their defaults: left out while at the default, so the earlier cells
 # keep their hashes.
-HASH_DEFAULT_OMITTED = {("data", "mark_freq"): None, ("data", "split"): None, ("data", "fill"): None, ("train", "drop_last"): False, ("train", "shuffle"): "seed"}
+HASH_DEFAULT_OMITTED = {("data", "mark_freq"): None, ("data", "split"): None, ("data", "fill"): None,
+                        ("train", "drop_last"): False, ("train", "shuffle"): "seed",
+                        ("train", "intervals"): (0.8, 0.9)}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 

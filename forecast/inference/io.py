@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from forecast.artifact import DATE_COL, ModelMeta
+from forecast.conformal import level_name
+from forecast.data.panel import ID, TARGET, TIME
 from forecast.data.gaps import FILL_METHODS, check_frequency, fill_missing
 from forecast.data.loading import Table, read_bytes, read_frame, to_table
 from forecast.errors import ForecastError
@@ -31,6 +34,7 @@ class Forecast:
     dates: np.ndarray  # [h] datetime64[ns]
     values: np.ndarray  # [h, N] float64, original units
     columns: list[str]
+    bounds: dict[float, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # level -> (lo, hi) [h, N]
 
 
 @dataclass
@@ -82,16 +86,52 @@ def prepare_history(df: pl.DataFrame, meta: ModelMeta, name: str, fill: str | No
     return table
 
 
+def parse_levels(value: Any, calibrated: tuple[float, ...] | None, name: str = "--level") -> tuple[float, ...]:
+    """Interval levels asked for (``80``, ``0.8``, ``"80,90"``), each one the model was calibrated at."""
+    if value is None or value == "" or value == []:
+        return ()
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    levels = []
+    for item in items:
+        try:
+            level = float(item)
+        except (TypeError, ValueError):
+            raise ForecastError(f"{name} '{item}' is not a coverage level; give e.g. 80 or 0.8 (80,90 for two)."
+                                ) from None
+        level = level / 100 if level > 1 else level
+        if not 0 < level < 1:
+            raise ForecastError(f"{name} {item} is outside (0, 100); give a coverage level such as 80 or 90.")
+        found = [c for c in calibrated or () if abs(c - level) < 1e-9]
+        if not found:
+            have = ", ".join(level_name(c) for c in calibrated or ()) or "none (trained with train.intervals: [])"
+            raise ForecastError(f"{name} {level_name(level)} was not calibrated; the model's intervals: {have}.")
+        levels.append(found[0])
+    return tuple(dict.fromkeys(levels))
+
+
 def forecast_frame(fc: Forecast, layout: str = "wide") -> pl.DataFrame:
-    """Wide: ``date`` + one column per variate. Long: ``variable, date, value``, variable by variable."""
+    """Wide: ``date`` + one column per variate (then ``<col>_lo80``, ``<col>_hi80``, ... per interval). Long:
+    ``variable, date, value`` (then ``lo80``, ``hi80``, ...), variable by variable."""
+    bounds = {f"{side}{level_name(level)}": b for level, pair in fc.bounds.items() for side, b in zip(("lo", "hi"),
+                                                                                                     pair)}
     if layout == "wide":
-        return pl.DataFrame({DATE_COL: fc.dates, **{c: fc.values[:, j] for j, c in enumerate(fc.columns)}})
+        cols: dict[str, Any] = {DATE_COL: fc.dates}
+        for j, c in enumerate(fc.columns):
+            cols[c] = fc.values[:, j]
+            cols.update({f"{c}_{key}": b[:, j] for key, b in bounds.items()})
+        return pl.DataFrame(cols)
     h, n = fc.values.shape
     return pl.DataFrame({
         "variable": np.repeat(np.asarray(fc.columns, dtype=object), h).tolist(),
         DATE_COL: np.tile(fc.dates, n),
         "value": fc.values.T.reshape(-1),
+        **{key: b.T.reshape(-1) for key, b in bounds.items()},
     })
+
+
+def panel_frame(fc: Forecast) -> pl.DataFrame:
+    """The forecast as a long panel, neuralforecast's shape: ``unique_id, ds, y`` (then ``lo80``, ``hi80``, ...)."""
+    return forecast_frame(fc, "long").rename({"variable": ID, DATE_COL: TIME, "value": TARGET})
 
 
 def rolling_frame(rl: Rolling, layout: str = "wide") -> pl.DataFrame:

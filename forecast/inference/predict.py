@@ -23,7 +23,7 @@ import forecast
 from forecast import artifact, tracking
 from forecast.artifact import LoadedModel, ModelMeta
 from forecast.data.loading import Table
-from forecast.data.panel import ID, TARGET, TIME, is_long, to_long, to_wide
+from forecast.data.panel import ID, TARGET, TIME, is_long, to_wide
 from forecast.data.timefeatures import future_dates, time_features
 from forecast.data.windows import WindowDataset, batch_sampler, window_count
 from forecast.errors import ForecastError
@@ -34,6 +34,8 @@ from forecast.inference.io import (
     check_fill,
     forecast_frame,
     output_format,
+    panel_frame,
+    parse_levels,
     prepare_history,
     read_input,
     rolling_frame,
@@ -109,8 +111,10 @@ def _steps(meta: ModelMeta, horizon: int | None) -> int:
     return h
 
 
-def forecast_next(lm: LoadedModel, table: Table, horizon: int | None = None) -> Forecast:
-    """The next ``horizon`` (default H) steps after the last L rows of ``table``, in original units."""
+def forecast_next(lm: LoadedModel, table: Table, horizon: int | None = None,
+                  levels: tuple[float, ...] = ()) -> Forecast:
+    """The next ``horizon`` (default H) steps after the last L rows of ``table``, in original units, with the
+    conformal interval of each of ``levels`` (calibrated ones: :func:`forecast.inference.io.parse_levels`)."""
     meta = lm.meta
     h = _steps(meta, horizon)
     L = meta.seq_len
@@ -121,7 +125,13 @@ def forecast_next(lm: LoadedModel, table: Table, horizon: int | None = None) -> 
     y_mark = _marks(meta, fut)
     pred = lm.forward_scaled(x, None if x_mark is None else x_mark[None], None if y_mark is None else y_mark[None])
     values = pred[0, :h].double().numpy() * np.asarray(meta.std) + np.asarray(meta.mean)
-    return Forecast(fut[:h], values, list(meta.columns))
+    bounds = {}
+    if levels:
+        calibrated, widths = lm.intervals
+        for level in levels:
+            half = widths[calibrated.index(level), :h].astype(np.float64) * np.asarray(meta.std)
+            bounds[level] = (values - half, values + half)
+    return Forecast(fut[:h], values, list(meta.columns), bounds)
 
 
 def rolling_forecast(lm: LoadedModel, table: Table, horizon: int | None = None, batch_size: int | None = None,
@@ -197,7 +207,8 @@ class PredictResult:
 
 def run_predict(model_uri: str, input_path: Path, output: Path | None = None, horizon: int | None = None,
                 layout: str = "wide", fill: str | None = None, rolling: bool = False,
-                tracking_uri: str | None = None, batch_size: int | None = None) -> PredictResult:
+                tracking_uri: str | None = None, batch_size: int | None = None, level: str | None = None
+                ) -> PredictResult:
     """``forecast predict``: every input check runs before the model is built; the output is written atomically."""
     if layout not in LAYOUTS:
         raise ForecastError(f"--format '{layout}' is not one of {', '.join(LAYOUTS)}.")
@@ -220,6 +231,10 @@ def run_predict(model_uri: str, input_path: Path, output: Path | None = None, ho
         t_validate = time.perf_counter() - t2
         t3 = time.perf_counter()
         lm = artifact.load(paths, model_uri)
+        levels = parse_levels(level, lm.intervals[0] if lm.intervals else None)
+        if levels and rolling:
+            raise ForecastError("--level gives intervals for the next forecast; --rolling scores points only, so "
+                                "drop one of them.")
     t_build = time.perf_counter() - t3
     warnings = []
     if meta.forecast_version != forecast.__version__:
@@ -233,9 +248,8 @@ def run_predict(model_uri: str, input_path: Path, output: Path | None = None, ho
             frame = frame.rename({"variable": ID, "date": TIME, "value": TARGET})
     else:
         with single_thread():
-            frame = forecast_frame(forecast_next(lm, table, h), "wide" if long else layout)
-        if long:
-            frame = to_long(frame)
+            fc = forecast_next(lm, table, h, levels)
+        frame = panel_frame(fc) if long else forecast_frame(fc, layout)
     if output is not None and frame is not None:
         write_atomic(frame, output)
     t_run = time.perf_counter() - t4

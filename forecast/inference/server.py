@@ -76,10 +76,15 @@ def _check_params(params: Any) -> None:
                            f"{type(params).__name__}.")
     for name in params:
         if name not in PARAMS:
-            raise Refused(400, f"unknown params.{name}; the model takes {' and '.join(PARAMS)}.")
+            raise Refused(400, f"unknown params.{name}; the model takes {', '.join(PARAMS)}.")
     horizon = params.get("horizon")
     if horizon is not None and (isinstance(horizon, bool) or not isinstance(horizon, int)):
         raise Refused(400, f"params.horizon must be an integer, got {json.dumps(horizon)}.")
+    level = params.get("level")
+    if level is not None and (isinstance(level, bool) or not isinstance(level, (str, int, float))):
+        raise Refused(400, f"params.level must be a level like \"80\" or \"80,90\", got {json.dumps(level)}.")
+    if isinstance(level, (int, float)):
+        params["level"] = str(level)  # the signature takes text, and MLflow would refuse a number
     fill = params.get("fill")
     if fill is not None and not isinstance(fill, str):
         raise Refused(400, f"params.fill must be a string (none, ffill or interpolate), got {json.dumps(fill)}.")
@@ -116,7 +121,7 @@ def trim_json(body: bytes, keep: int) -> bytes:
         rows = data.get("data") if isinstance(data, dict) and "columns" in data else data
         if isinstance(rows, list):
             _tail(rows, len(rows), key)  # still at most MAX_ROWS
-        return body
+        return json.dumps(doc).encode()
     if key == "dataframe_split" and isinstance(data, dict) and isinstance(data.get("data"), list):
         data["data"] = _tail(data["data"], keep, "dataframe_split.data")
         if isinstance(data.get("index"), list):

@@ -35,16 +35,16 @@ from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
 from forecast import artifact, tracking
 from forecast.artifact import LoadedModel, ModelMeta
-from forecast.data.panel import is_long, to_long, to_wide
+from forecast.data.panel import is_long, to_wide
 from forecast.errors import ForecastError
-from forecast.inference.io import check_fill, forecast_frame, prepare_history
+from forecast.inference.io import check_fill, forecast_frame, panel_frame, parse_levels, prepare_history
 from forecast.inference.predict import forecast_next
 
 LOADER = __name__  # MLflow imports this installed module and calls _load_pyfunc: the model folder holds no code
 DATA_DIR = "forecast"  # the folder of the model's files inside the MLflow model
 ARTIFACT_PATH = "model"
 DEFAULT_ALIAS = "champion"
-PARAMS = ("horizon", "fill")  # the params of predict (and of the signature)
+PARAMS = ("horizon", "fill", "level")  # the params of predict (and of the signature)
 MAX_ROWS = 100_000  # rows a request may carry: far more than any L, far less than exhausts a worker
 
 
@@ -88,6 +88,8 @@ class Forecaster:
                 raise ForecastError(f"params.horizon must be an integer, got {horizon!r}.")
             h = self.model.meta.check_horizon(None if horizon is None else int(horizon), "params.horizon")
             check_fill(fill, "params.fill")
+            levels = parse_levels(params.get("level") or None, self.model.intervals[0] if self.model.intervals
+                                  else None, "params.level")
             if len(model_input) > MAX_ROWS:
                 raise ForecastError(f"the request has {len(model_input):,} rows; send at most {MAX_ROWS:,} (the "
                                     f"model reads the last L={self.model.meta.seq_len}).")
@@ -99,11 +101,10 @@ class Forecaster:
                 # does (a gap or a disorder further back cannot change this forecast).
                 frame = _to_polars(model_input.tail(self.model.meta.seq_len))
             table = prepare_history(frame, self.model.meta, "input", fill)
-            fc = forecast_next(self.model, table, h)
+            fc = forecast_next(self.model, table, h, levels)
         except ForecastError as err:
             raise RequestError(str(err)) from None
-        out = forecast_frame(fc)
-        return (to_long(out) if long else out).to_pandas()
+        return (panel_frame(fc) if long else forecast_frame(fc)).to_pandas()
 
 
 def _load_pyfunc(data_path: str) -> Forecaster:
@@ -153,8 +154,9 @@ def signature(meta: ModelMeta) -> ModelSignature:
     # The date is "any": JSON and CSV bring strings, Python callers datetimes; prepare_history parses both.
     values = [ColSpec("double", c) for c in meta.columns]
     outputs = Schema([ColSpec("datetime", meta.date_column), *values])
-    horizon, fill = PARAMS
-    params = ParamSchema([ParamSpec(horizon, "long", meta.horizon), ParamSpec(fill, "string", "none")])
+    horizon, fill, level = PARAMS
+    params = ParamSchema([ParamSpec(horizon, "long", meta.horizon), ParamSpec(fill, "string", "none"),
+                          ParamSpec(level, "string", "")])
     return ModelSignature(inputs=None, outputs=outputs, params=params)
 
 
@@ -170,7 +172,8 @@ def requirements() -> list[str]:
 
 
 def log_model(uri: str, run_id: str, meta: ModelMeta, config: dict[str, Any], state: dict[str, torch.Tensor],
-              example_dates: np.ndarray, example_values: np.ndarray) -> str:
+              example_dates: np.ndarray, example_values: np.ndarray,
+              intervals: tuple[tuple[float, ...], np.ndarray] | None = None) -> str:
     """Log the pyfunc model of ``run_id`` under ``model``; returns its ``runs:/`` URI.
 
     ``example_dates``/``example_values`` (the last L training rows, original units) become the input example.
@@ -183,7 +186,7 @@ def log_model(uri: str, run_id: str, meta: ModelMeta, config: dict[str, Any], st
     level = mlflow_log.level
     with tempfile.TemporaryDirectory(prefix="forecast-pyfunc-") as tmp:
         data = Path(tmp) / DATA_DIR
-        artifact.write(data, meta, config, state)
+        artifact.write(data, meta, config, state, intervals)
         active = mlflow.active_run() is not None
         mlflow_log.setLevel(logging.WARNING)  # no "Validating input example" chatter during training
         try:

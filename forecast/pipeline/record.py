@@ -22,6 +22,7 @@ from forecast.data.datamodule import ForecastDataModule
 from forecast.inference import serving
 from forecast.pipeline.options import TrainOptions
 from forecast.train import ForecastModule, epoch_metrics
+from forecast.conformal import level_name
 
 
 class RunRecorder(pl.Callback):
@@ -109,11 +110,19 @@ def log_outputs(mlf: MlflowClient, run_id: str, cfg: RunConfig, dm: ForecastData
             (out / "step_mse.csv").write_text("\n".join(lines) + "\n")
             with contextlib.suppress(Exception):  # a plot is a nicety, never a failure
                 _plot_forecasts(module, dm, out / "forecast.png")
+        if module.step_coverage:  # the test coverage of each conformal interval, per horizon step
+            levels = list(module.step_coverage)
+            rows = zip(*(module.step_coverage[level] for level in levels))
+            lines = ["step," + ",".join(f"coverage_{level_name(v)}" for v in levels)]
+            lines += [f"{i + 1}," + ",".join(f"{c:.6g}" for c in row) for i, row in enumerate(rows)]
+            (out / "step_coverage.csv").write_text("\n".join(lines) + "\n")
         mlf.log_artifacts(run_id, str(out))
-    _log_pyfunc(uri, run_id, cfg, dm, state)
+    intervals = None if module.intervals is None else (module.intervals[0], module.intervals[1].numpy())
+    _log_pyfunc(uri, run_id, cfg, dm, state, intervals)
 
 
-def _log_pyfunc(uri: str, run_id: str, cfg: RunConfig, dm: ForecastDataModule, state: dict[str, torch.Tensor]) -> None:
+def _log_pyfunc(uri: str, run_id: str, cfg: RunConfig, dm: ForecastDataModule, state: dict[str, torch.Tensor],
+                intervals: tuple[tuple[float, ...], np.ndarray] | None) -> None:
     """The self-contained MLflow pyfunc model under ``model`` (see forecast.inference.serving); the input example
     is the last L rows of the train split."""
     s = dm.series
@@ -121,7 +130,7 @@ def _log_pyfunc(uri: str, run_id: str, cfg: RunConfig, dm: ForecastDataModule, s
                               dm.n_marks, cfg.data.mark_freq)
     end = s.borders["train"][1]
     serving.log_model(uri, run_id, meta, cfg.to_dict(), state, s.dates[end - cfg.data.seq_len:end],
-                      s.raw[end - cfg.data.seq_len:end])
+                      s.raw[end - cfg.data.seq_len:end], intervals)
 
 
 def _plot_forecasts(module: ForecastModule, dm: ForecastDataModule, path: Path, n_windows: int = 4) -> None:

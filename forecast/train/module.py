@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from forecast.config import TrainConfig
+from forecast.conformal import level_name
 
 
 def make_loss(name: str, alpha: float = 0.5):
@@ -58,6 +59,10 @@ class ForecastModule(pl.LightningModule):
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32), persistent=False)
         # [N] seasonal naive's in-sample MAE on the train rows (standardized): test_mase's denominators
         self.mase_scale = None if mase_scale is None else torch.as_tensor(mase_scale, dtype=torch.float64)
+        # conformal half-widths [K, H, N] at levels (forecast.conformal), set after training: the test pass then
+        # measures each interval's coverage
+        self.intervals: tuple[tuple[float, ...], torch.Tensor] | None = None
+        self.step_coverage: dict[float, np.ndarray] = {}
         self._sums: dict[str, torch.Tensor] = {}
         self.test_metrics: dict[str, float] = {}
         self.step_mse: np.ndarray | None = None
@@ -126,6 +131,10 @@ class ForecastModule(pl.LightningModule):
         self._accumulate("sae_orig", err_orig.abs().sum())
         self._accumulate("sse_step", err.pow(2).sum(dim=(0, 2)))  # [H]
         self._accumulate("sae_var", err.abs().sum(dim=(0, 1)))  # [N]
+        if self.intervals is not None:
+            levels, widths = self.intervals
+            inside = err.abs().unsqueeze(0) <= widths.to(err.device).unsqueeze(1)  # [K, B, H, N]
+            self._accumulate("covered_step", inside.sum(dim=(1, 3)))  # [K, H]
         self._accumulate("n", torch.tensor(float(err.numel()), device=err.device))
         self._accumulate("windows", torch.tensor(float(err.shape[0]), device=err.device))
 
@@ -140,6 +149,16 @@ class ForecastModule(pl.LightningModule):
             "test_mae_orig": float(s["sae_orig"] / n),
             "test_windows": float(s["windows"]),
         }
+        if self.intervals is not None:
+            levels, widths = self.intervals
+            covered = s["covered_step"] / (n / s["covered_step"].shape[1])  # [K, H]: the share inside, per step
+            for k, level in enumerate(levels):
+                name = level_name(level)
+                self.test_metrics[f"test_coverage_{name}"] = float(covered[k].mean())
+                self.test_metrics[f"test_width_{name}"] = float(2 * widths[k].double().mean())
+                self.test_metrics[f"test_width_{name}_orig"] = float(2 * (widths[k].double() * self.std.double().cpu()
+                                                                          ).mean())
+                self.step_coverage[level] = covered[k].cpu().numpy()
         if self.mase_scale is not None:  # MASE: each variate's test MAE over its scale, averaged over the variates
             ratio = (s["sae_var"] / (n / s["sae_var"].numel())).cpu() / self.mase_scale
             if torch.isfinite(ratio).any():
