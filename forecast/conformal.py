@@ -52,3 +52,26 @@ def level_name(level: float) -> str:
     """``80`` for 0.8, ``97.5`` for 0.975: the suffix of metric and column names."""
     pct = round(level * 100, 6)
     return f"{pct:g}"
+
+
+# CRPS as ProbTS computes it (probts/utils/evaluator.py): the nine quantile levels 0.1, ..., 0.9, each scored by the
+# quantile loss 2·Σ|(y − ŷ_q)(1[y ≤ ŷ_q] − q)| over a window's steps and variates, divided by Σ|y| of that window;
+# CRPS is their mean over the levels, averaged over the windows. The quantiles come from symmetric conformal
+# intervals: ŷ_q = ŷ − w_α for q = (1 − α)/2 and ŷ + w_α for q = (1 + α)/2, ŷ itself for the median.
+CRPS_LEVELS = (0.2, 0.4, 0.6, 0.8)  # the central intervals whose edges are the quantiles 0.1, ..., 0.9
+CRPS_QUANTILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def quantile_forecasts(pred: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
+    """``[9, B, H, N]``: the forecast at :data:`CRPS_QUANTILES` from ``pred [B, H, N]`` and the half-widths
+    ``widths [4, H, N]`` of the :data:`CRPS_LEVELS` intervals."""
+    lower = [pred - widths[k] for k in range(len(CRPS_LEVELS) - 1, -1, -1)]  # q = 0.1 (the widest), ..., 0.4
+    upper = [pred + widths[k] for k in range(len(CRPS_LEVELS))]  # q = 0.6, ..., 0.9
+    return torch.stack([*lower, pred, *upper])
+
+
+def window_crps(quantiles: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``[B]``: each window's CRPS (ProbTS's definition, above) from ``quantiles [9, B, H, N]`` and ``y [B, H, N]``."""
+    q = torch.tensor(CRPS_QUANTILES, dtype=y.dtype, device=y.device).view(-1, 1, 1, 1)
+    loss = 2 * ((y - quantiles) * ((y <= quantiles).to(y.dtype) - q)).abs().sum(dim=(2, 3))  # [9, B]
+    return loss.mean(dim=0) / y.abs().sum(dim=(1, 2))

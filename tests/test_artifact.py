@@ -129,6 +129,7 @@ def test_every_model_round_trips_through_predict_and_the_pyfunc(name: str, tmp_p
         banded = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(history, params={"level": "80"})
     np.testing.assert_allclose(banded["OT_lo80"].to_numpy(), got["OT_lo80"].to_numpy(), rtol=1e-6)
     assert run.data.metrics["test_coverage_80"] >= 0 and "test_width_90_orig" in run.data.metrics
+    assert run.data.metrics["test_crps"] >= 0 and run.data.metrics["test_crps_orig"] >= 0
     assert len(list(local.rglob("model_state.pt"))) == 1
     # A model holds data only: MLflow loads it with the installed package's loader, no code file travels in it.
     assert not list(local.rglob("*.py")) and not list(local.rglob("*.pkl"))

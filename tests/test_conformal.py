@@ -79,3 +79,28 @@ def test_bad_interval_levels_in_the_config_are_one_line() -> None:
     for bad in ([0.9, 0.8], [0.8, 1.0], ["a"], 0.8):
         with pytest.raises(ForecastError, match="train.intervals must be increasing coverage levels"):
             TrainConfig(intervals=bad)
+
+
+def test_crps_is_probts_quantile_loss_averaged_over_levels_and_windows() -> None:
+    """By hand: per window, mean over q in 0.1..0.9 of 2·Σ|(y − ŷ_q)(1[y ≤ ŷ_q] − q)| / Σ|y|."""
+    from forecast.conformal import CRPS_LEVELS, CRPS_QUANTILES, quantile_forecasts, window_crps
+
+    gen = torch.Generator().manual_seed(1)
+    B, H, N = 3, 4, 2
+    pred, y = torch.randn(B, H, N, generator=gen, dtype=torch.float64), torch.randn(B, H, N, generator=gen,
+                                                                                    dtype=torch.float64)
+    widths = torch.from_numpy(half_widths(torch.randn(50, H, N, generator=gen).abs(), CRPS_LEVELS)).double()
+    qf = quantile_forecasts(pred, widths)
+    assert qf.shape == (9, B, H, N) and torch.equal(qf[4], pred)
+    assert (qf[1:] >= qf[:-1]).all()  # no crossing: wider levels have wider half-widths
+    assert torch.equal(qf[0], pred - widths[3]) and torch.equal(qf[8], pred + widths[3])  # the 80% interval's edges
+    got = window_crps(qf, y)
+    for b in range(B):
+        yb = y[b].numpy()
+        losses = []
+        for i, q in enumerate(CRPS_QUANTILES):
+            f = qf[i, b].numpy()
+            losses.append(2 * np.abs((yb - f) * ((yb <= f).astype(float) - q)).sum() / np.abs(yb).sum())
+        assert float(got[b]) == pytest.approx(np.mean(losses), rel=1e-12)
+    # a perfect point forecast with zero-width intervals scores 0
+    assert float(window_crps(quantile_forecasts(y, torch.zeros(4, H, N, dtype=torch.float64)), y).max()) == 0.0

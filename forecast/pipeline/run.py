@@ -25,7 +25,7 @@ from forecast.pipeline.finetune import adapt_series, parent_val_loss
 from forecast.pipeline.options import TrainOptions, TrainResult
 from forecast.pipeline.record import RunRecorder, log_outputs
 from forecast.train import BestWeights, EpochCheckpoint, ForecastModule, make_trainer
-from forecast.conformal import half_widths, residuals
+from forecast.conformal import CRPS_LEVELS, half_widths, residuals
 
 
 def build(cfg: RunConfig, progress: bool = True, series: Series | None = None,
@@ -109,10 +109,12 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
                                      "epochs_run": float(trainer.current_epoch), "train_seconds": train_seconds}
         if parent is not None:
             metrics["parent_val_loss"] = parent_loss
-        if cfg.train.intervals:  # split conformal on the best weights' validation residuals: one more val pass
-            widths = half_widths(residuals(module.model, dm.dataset("val"), cfg.train.eval_batch_size),
-                                 cfg.train.intervals)
-            module.intervals = (cfg.train.intervals, torch.from_numpy(widths))
+        # Split conformal on the best weights' validation residuals (one more val pass): the intervals asked for, and
+        # those whose edges are the nine quantiles of the test CRPS.
+        abs_res = residuals(module.model, dm.dataset("val"), cfg.train.eval_batch_size)
+        if cfg.train.intervals:
+            module.intervals = (cfg.train.intervals, torch.from_numpy(half_widths(abs_res, cfg.train.intervals)))
+        module.crps_widths = torch.from_numpy(half_widths(abs_res, CRPS_LEVELS))
         if opts.evaluate_test:
             trainer.test(module, datamodule=dm, verbose=False)
             metrics.update(module.test_metrics)

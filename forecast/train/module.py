@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from forecast.config import TrainConfig
-from forecast.conformal import level_name
+from forecast.conformal import level_name, quantile_forecasts, window_crps
 
 
 def make_loss(name: str, alpha: float = 0.5):
@@ -62,6 +62,7 @@ class ForecastModule(pl.LightningModule):
         # conformal half-widths [K, H, N] at levels (forecast.conformal), set after training: the test pass then
         # measures each interval's coverage
         self.intervals: tuple[tuple[float, ...], torch.Tensor] | None = None
+        self.crps_widths: torch.Tensor | None = None  # [4, H, N] half-widths at CRPS_LEVELS: test CRPS
         self.step_coverage: dict[float, np.ndarray] = {}
         self._sums: dict[str, torch.Tensor] = {}
         self.test_metrics: dict[str, float] = {}
@@ -135,6 +136,11 @@ class ForecastModule(pl.LightningModule):
             levels, widths = self.intervals
             inside = err.abs().unsqueeze(0) <= widths.to(err.device).unsqueeze(1)  # [K, B, H, N]
             self._accumulate("covered_step", inside.sum(dim=(1, 3)))  # [K, H]
+        if self.crps_widths is not None:
+            quantiles = quantile_forecasts(pred.double(), self.crps_widths.to(pred.device).double())
+            self._accumulate("crps", window_crps(quantiles, y.double()).sum())
+            mean, std = self.mean.double(), self.std.double()
+            self._accumulate("crps_orig", window_crps(quantiles * std + mean, y.double() * std + mean).sum())
         self._accumulate("n", torch.tensor(float(err.numel()), device=err.device))
         self._accumulate("windows", torch.tensor(float(err.shape[0]), device=err.device))
 
@@ -159,6 +165,9 @@ class ForecastModule(pl.LightningModule):
                 self.test_metrics[f"test_width_{name}_orig"] = float(2 * (widths[k].double() * self.std.double().cpu()
                                                                           ).mean())
                 self.step_coverage[level] = covered[k].cpu().numpy()
+        if self.crps_widths is not None:  # ProbTS's CRPS, averaged over the windows (forecast.conformal)
+            self.test_metrics["test_crps"] = float(s["crps"] / s["windows"])
+            self.test_metrics["test_crps_orig"] = float(s["crps_orig"] / s["windows"])
         if self.mase_scale is not None:  # MASE: each variate's test MAE over its scale, averaged over the variates
             ratio = (s["sae_var"] / (n / s["sae_var"].numel())).cpu() / self.mase_scale
             if torch.isfinite(ratio).any():
