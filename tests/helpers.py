@@ -90,3 +90,16 @@ def module_forecast(module, series, seq_len: int, horizon: int):  # noqa: ANN001
     with torch.no_grad():
         pred = module(x, x_mark, y_mark)[0].double().numpy()
     return pred * series.std + series.mean
+
+
+def etth1_raw():  # noqa: ANN201 (a polars DataFrame)
+    """ETTh1 as published, from $FORECAST_DATA_DIR; the calling test is skipped when it is not there."""
+    import gzip
+    import os
+
+    import polars as pl
+
+    src = Path(os.environ.get("FORECAST_DATA_DIR", "")).resolve() / "ETTh1.csv.gz"
+    if not src.exists():
+        pytest.skip(f"benchmark data not found in {src.parent}")
+    return pl.read_csv(gzip.decompress(src.read_bytes()))

@@ -8,15 +8,13 @@ frequency unlike the parent's, or a parent that cannot be found, are one line an
 
 from __future__ import annotations
 
-import gzip
 import json
-import os
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import etth1_raw, run_cli
 
 pytestmark = pytest.mark.slow  # trains several small models through the CLI
 FLAGS = ["-L", "96", "-H", "24", "--set", "train.limit_train_batches=20", "-q"]
@@ -24,12 +22,8 @@ FLAGS = ["-L", "96", "-H", "24", "--set", "train.limit_train_batches=20", "-q"]
 
 @pytest.fixture(scope="module")
 def lineage(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    data = Path(os.environ.get("FORECAST_DATA_DIR", "")).resolve()
-    src = data / "ETTh1.csv.gz"
-    if not src.exists():
-        pytest.skip(f"benchmark data not found in {data}")
+    raw = etth1_raw()
     root = tmp_path_factory.mktemp("finetune")
-    raw = pl.read_csv(gzip.decompress(src.read_bytes()))
     raw.head(8000).write_csv(root / "early.csv")
     raw.tail(6000).write_csv(root / "later.csv")
     return {"root": root, "uri": f"sqlite:///{root / 'store' / 'mlflow.db'}", "raw": raw}

@@ -59,15 +59,22 @@ def test_a_killed_tuning_worker_leaves_no_running_trial(real_data_dir: Path, tmp
     assert [t.state for t in study.trials] == [TrialState.FAIL]  # at once, not after the 180 s heartbeat
 
 
+def _benchmark_in_its_first_epoch(name: str, data_dir: Path, tmp_path: Path) -> tuple[str, list[str],
+                                                                                       subprocess.Popen]:
+    """A one-cell `forecast benchmark` started in a subprocess, returned once its first epoch is saved."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    argv = [sys.executable, "-m", "cli", "benchmark", "--models", "itransformer", "--datasets", "ETTh1",
+            "--horizons", "24", "--name", name, "--tracking-uri", uri, "-q", *SLOW_CELL]
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=_env(data_dir), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _until(lambda: bool(list((tmp_path / "checkpoints" / name).glob("*/last.json"))), proc, "epoch 1 of the cell")
+    return uri, argv, proc
+
+
 def test_a_killed_benchmark_leaves_no_running_run(real_data_dir: Path, tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    argv = [sys.executable, "-m", "cli", "benchmark", "--models", "itransformer", "--datasets", "ETTh1",
-            "--horizons", "24", "--name", "k", "--tracking-uri", uri, "-q", *SLOW_CELL]
-    proc = subprocess.Popen(argv, cwd=tmp_path, env=_env(real_data_dir), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    _until(lambda: bool(list((tmp_path / "checkpoints" / "k").glob("*/last.json"))), proc, "epoch 1 of the cell")
+    uri, _, proc = _benchmark_in_its_first_epoch("k", real_data_dir, tmp_path)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
     client = MlflowClient(tracking_uri=uri)
@@ -87,12 +94,7 @@ def _children(pid: int) -> list[int]:
 def test_a_benchmark_killed_with_its_guard_is_closed_by_the_rerun(real_data_dir: Path, tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    argv = [sys.executable, "-m", "cli", "benchmark", "--models", "itransformer", "--datasets", "ETTh1",
-            "--horizons", "24", "--name", "g", "--tracking-uri", uri, "-q", *SLOW_CELL]
-    proc = subprocess.Popen(argv, cwd=tmp_path, env=_env(real_data_dir), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    _until(lambda: bool(list((tmp_path / "checkpoints" / "g").glob("*/last.json"))), proc, "epoch 1 of the cell")
+    uri, argv, proc = _benchmark_in_its_first_epoch("g", real_data_dir, tmp_path)
     guards = [c for c in _children(proc.pid) if b"forecast.runguard" in Path(f"/proc/{c}/cmdline").read_bytes()]
     assert len(guards) == 1
     os.kill(guards[0], signal.SIGKILL)  # the guard first, as when a whole container or process tree goes

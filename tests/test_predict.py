@@ -269,13 +269,7 @@ def test_fill_and_option_errors(store, bad_inputs, no_data, tmp_path, capsys) ->
 
 
 def _post(url: str, payload: dict, timeout: float = 30) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"{}")
+    return _post_raw(url, json.dumps(payload).encode(), timeout)
 
 
 @pytest.mark.slow
