@@ -114,23 +114,27 @@ def trim_json(body: bytes, keep: int) -> bytes:
         found = ", ".join(map(str, doc)) if isinstance(doc, dict) else type(doc).__name__
         raise Refused(400, f"the request must be a JSON object with exactly one of {', '.join(INPUT_KEYS)} "
                            f"(found: {found or 'nothing'}); send {EXAMPLE}")
+    params = json.dumps(doc.get("params"))
     _check_params(doc.get("params"))
+    changed = json.dumps(doc.get("params")) != params  # a numeric level, now text
     key = keys[0]
     data = doc[key]
     if _is_long(data):  # a long panel: the last L rows of every series, not of the file; the model picks them
         rows = data.get("data") if isinstance(data, dict) and "columns" in data else data
         if isinstance(rows, list):
             _tail(rows, len(rows), key)  # still at most MAX_ROWS
-        return json.dumps(doc).encode()
-    if key == "dataframe_split" and isinstance(data, dict) and isinstance(data.get("data"), list):
+    elif key == "dataframe_split" and isinstance(data, dict) and isinstance(data.get("data"), list):
+        changed |= len(data["data"]) > keep
         data["data"] = _tail(data["data"], keep, "dataframe_split.data")
         if isinstance(data.get("index"), list):
             data["index"] = data["index"][-keep:]
     elif isinstance(data, list):
+        changed |= len(data) > keep
         doc[key] = _tail(data, keep, key)
     elif isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
+        changed |= any(len(v) > keep for v in data.values())
         doc[key] = {c: _tail(v, keep, f"{key}.{c}") for c, v in data.items()}
-    return json.dumps(doc).encode()
+    return json.dumps(doc).encode() if changed else body  # a request that needs no cut goes on as it came
 
 
 def trim_csv(body: bytes, keep: int) -> bytes:
