@@ -28,11 +28,13 @@ def residuals(model: torch.nn.Module, windows, batch_size: int = 256) -> torch.T
     """``|y - ŷ|`` ``[W, H, N]`` of ``model`` on every window of a WindowDataset (eval mode, no gradients)."""
     was_training = model.training
     model.eval()
+    device = next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
     out = []
     for start in range(0, len(windows), batch_size):
         batch = windows[list(range(start, min(start + batch_size, len(windows))))]
-        pred = model(batch["x"], batch.get("x_mark"), batch.get("y_mark"))
-        out.append((pred - batch["y"]).abs().float())
+        x_mark, y_mark = (batch[k].to(device) if k in batch else None for k in ("x_mark", "y_mark"))
+        pred = model(batch["x"].to(device), x_mark, y_mark)
+        out.append((pred - batch["y"].to(device)).abs().float().cpu())
     model.train(was_training)
     return torch.cat(out)
 
