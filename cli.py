@@ -158,13 +158,15 @@ def predict(
     rolling: Annotated[bool, typer.Option("--rolling", help="Forecast from every window; score vs actuals.")] = False,
     level: Annotated[Optional[str], typer.Option("--level", help="Add conformal interval bounds, e.g. 80 or "
                                                  "80,90 (<col>_lo80, <col>_hi80).")] = None,
+    quantiles: Annotated[Optional[str], typer.Option("--quantiles", help="A quantile-trained model's levels to add, "
+                                                     "e.g. 0.1,0.9 (<col>_q0.1).")] = None,
     tracking_uri: TrackingUri = None,
     quiet: Quiet = False,
 ) -> None:
     """Forecast the next H steps after an input's last L rows with a logged model (no training data needed)."""
     from forecast.commands.predict import predict as run
 
-    run(model, input, output, horizon, format, fill, rolling, tracking_uri, quiet, level)
+    run(model, input, output, horizon, format, fill, rolling, tracking_uri, quiet, level, quantiles)
 
 
 @app.command()

@@ -34,7 +34,7 @@ LOCATION_KEYS = ("data.data_dir", "data.num_workers")
 SYNONYMS = {"learning_rate": "lr", "pred_len": "horizon", "train_epochs": "epochs", "h": "horizon",
             "input_size": "seq_len", "max_epochs": "epochs", "random_seed": "seed"}
 LRADJ = ("type1", "cosine", "constant", "hold_decay")
-LOSSES = ("mse", "mae", "weighted_l1")
+LOSSES = ("mse", "mae", "weighted_l1", "quantile")
 STRATEGIES = ("auto", "ddp")
 SHUFFLES = ("seed", "reference")
 # Lightning's precision names (lightning.fabric.connector._PRECISION_INPUT_STR).
@@ -123,7 +123,7 @@ class TrainConfig:
     lr_hold_epochs: int = 3  # hold_decay: constant for this many epochs, then *lr_decay per epoch
     lr_decay: float = 0.9
     patience: int = 3  # early stopping on val loss
-    loss: str = "mse"  # mse | mae | weighted_l1 (|err| * (t+1)^-loss_alpha, OLinear)
+    loss: str = "mse"  # mse | mae | weighted_l1 (|err| * (t+1)^-loss_alpha, OLinear) | quantile (pinball)
     loss_alpha: float = 0.5
     seed: int = 2021
     partial_variates: int = 0  # >0: train each batch on a random subset of this many variates
@@ -140,8 +140,17 @@ class TrainConfig:
     # Split-conformal prediction intervals at these coverage levels, calibrated on the validation residuals of the
     # trained model (per horizon step and variate) and kept with it; () turns them off.
     intervals: tuple = field(default=(0.8, 0.9), metadata={"checked_by_post_init": True})
+    # loss=quantile: the levels the model forecasts (its point forecast is the 0.5 one), trained with the pinball loss
+    quantiles: tuple = field(default=(0.1, 0.5, 0.9), metadata={"checked_by_post_init": True})
 
     def __post_init__(self) -> None:
+        qs = self.quantiles
+        if not isinstance(qs, (list, tuple)) or any(isinstance(v, bool) or not isinstance(v, (int, float))
+                                                    or not 0 < v < 1 for v in qs) or list(qs) != sorted(set(qs)) \
+                or 0.5 not in qs:
+            raise ForecastError(f"train.quantiles must be increasing levels in (0, 1) that include 0.5 (the point "
+                                f"forecast), like [0.1, 0.5, 0.9]; got {qs!r}.")
+        object.__setattr__(self, "quantiles", tuple(float(v) for v in qs))
         levels = self.intervals
         if not isinstance(levels, (list, tuple)) or any(
                 isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1 for v in levels) or \
@@ -168,6 +177,11 @@ class TrainConfig:
             raise ForecastError(f"train.strategy must be one of {', '.join(STRATEGIES)}, got '{self.strategy}'.")
         if self.precision not in PRECISIONS:
             raise ForecastError(f"train.precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'.")
+
+    @property
+    def model_quantiles(self) -> tuple[float, ...]:
+        """The levels the model forecasts: ``quantiles`` when trained with the pinball loss, else none."""
+        return self.quantiles if self.loss == "quantile" else ()
 
     @property
     def world_size(self) -> int:

@@ -13,6 +13,7 @@ Everything is on the standardized scale; original units are ``w * std``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -24,8 +25,10 @@ def conformal_rank(n: int, level: float) -> int:
 
 
 @torch.no_grad()
-def residuals(model: torch.nn.Module, windows, batch_size: int = 256) -> torch.Tensor:  # noqa: ANN001
-    """``|y - ŷ|`` ``[W, H, N]`` of ``model`` on every window of a WindowDataset (eval mode, no gradients)."""
+def residuals(model: torch.nn.Module, windows, batch_size: int = 256,  # noqa: ANN001
+              point: Callable[[torch.Tensor], torch.Tensor] = lambda p: p) -> torch.Tensor:
+    """``|y - ŷ|`` ``[W, H, N]`` of ``model`` on every window of a WindowDataset (eval mode, no gradients);
+    ``point`` takes the point forecast out of the model's output (a quantile model's median)."""
     was_training = model.training
     model.eval()
     device = next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
@@ -33,7 +36,7 @@ def residuals(model: torch.nn.Module, windows, batch_size: int = 256) -> torch.T
     for start in range(0, len(windows), batch_size):
         batch = windows[list(range(start, min(start + batch_size, len(windows))))]
         x_mark, y_mark = (batch[k].to(device) if k in batch else None for k in ("x_mark", "y_mark"))
-        pred = model(batch["x"].to(device), x_mark, y_mark)
+        pred = point(model(batch["x"].to(device), x_mark, y_mark))
         out.append((pred - batch["y"].to(device)).abs().float().cpu())
     model.train(was_training)
     return torch.cat(out)

@@ -115,7 +115,7 @@ def _check_buildable(cfg: RunConfig) -> None:
     try:
         with torch.device("meta"):
             create_model(cfg.model_name, cfg.model, ModelContext(seq_len=L, horizon=H, n_vars=2, n_marks=4,
-                                                                 extras=extras))
+                                                                 extras=extras), cfg.train.model_quantiles)
     except (ValueError, TypeError, RuntimeError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ForecastError(f"invalid model config for '{cfg.model_name}': {first}.") from None

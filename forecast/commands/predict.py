@@ -11,10 +11,12 @@ from forecast.process import sigterm_as_interrupt
 
 
 def predict(model: str, input_path: Path, output: Path | None, horizon: int | None, layout: str, fill: str | None,
-            rolling: bool, tracking_uri: str | None, quiet: bool, level: str | None = None) -> None:
+            rolling: bool, tracking_uri: str | None, quiet: bool, level: str | None = None,
+            quantiles: str | None = None) -> None:
     """``forecast predict``: run it (:func:`run_predict`), then say what was written or print the forecast."""
     with sigterm_as_interrupt():  # a SIGTERM removes the temp output file like Ctrl-C does (exit 130)
-        result = run_predict(model, input_path, output, horizon, layout, fill, rolling, tracking_uri, level=level)
+        result = run_predict(model, input_path, output, horizon, layout, fill, rolling, tracking_uri, level=level,
+                             quantiles=quantiles)
     for line in result.warnings:
         print(f"warning: {line}", file=sys.stderr)
     if quiet:

@@ -35,6 +35,7 @@ class Forecast:
     values: np.ndarray  # [h, N] float64, original units
     columns: list[str]
     bounds: dict[float, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # level -> (lo, hi) [h, N]
+    quantiles: dict[float, np.ndarray] = field(default_factory=dict)  # level -> [h, N] (quantile-trained models)
 
 
 @dataclass
@@ -109,11 +110,34 @@ def parse_levels(value: Any, calibrated: tuple[float, ...] | None, name: str = "
     return tuple(dict.fromkeys(levels))
 
 
+def parse_quantiles(value: Any, trained: tuple[float, ...], name: str = "--quantiles") -> tuple[float, ...]:
+    """Quantile levels asked for (``"0.1,0.9"``), each one the model was trained for (train.quantiles)."""
+    if value is None or value == "" or value == []:
+        return ()
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    out = []
+    for item in items:
+        try:
+            q = float(item)
+        except (TypeError, ValueError):
+            raise ForecastError(f"{name} '{item}' is not a quantile level; give levels in (0, 1) like 0.1,0.9."
+                                ) from None
+        if not 0 < q < 1:
+            raise ForecastError(f"{name} {item} is outside (0, 1); give levels like 0.1,0.9.")
+        found = [t for t in trained if abs(t - q) < 1e-9]
+        if not found:
+            have = ", ".join(f"{t:g}" for t in trained) or "none (train it with --set train.loss=quantile)"
+            raise ForecastError(f"{name} {q:g} is not a level the model forecasts; its quantiles: {have}.")
+        out.append(found[0])
+    return tuple(dict.fromkeys(out))
+
+
 def forecast_frame(fc: Forecast, layout: str = "wide") -> pl.DataFrame:
-    """Wide: ``date`` + one column per variate (then ``<col>_lo80``, ``<col>_hi80``, ... per interval). Long:
-    ``variable, date, value`` (then ``lo80``, ``hi80``, ...), variable by variable."""
-    bounds = {f"{side}{level_name(level)}": b for level, pair in fc.bounds.items() for side, b in zip(("lo", "hi"),
-                                                                                                     pair)}
+    """Wide: ``date`` + one column per variate (then ``<col>_q0.1``, ... per quantile and ``<col>_lo80``,
+    ``<col>_hi80``, ... per interval). Long: ``variable, date, value`` (then ``q0.1``, ``lo80``, ...)."""
+    bounds = {f"q{q:g}": v for q, v in fc.quantiles.items()}
+    bounds.update({f"{side}{level_name(level)}": b for level, pair in fc.bounds.items()
+                   for side, b in zip(("lo", "hi"), pair)})
     if layout == "wide":
         cols: dict[str, Any] = {DATE_COL: fc.dates}
         for j, c in enumerate(fc.columns):

@@ -36,6 +36,7 @@ from forecast.inference.io import (
     output_format,
     panel_frame,
     parse_levels,
+    parse_quantiles,
     prepare_history,
     read_input,
     rolling_frame,
@@ -112,7 +113,7 @@ def _steps(meta: ModelMeta, horizon: int | None) -> int:
 
 
 def forecast_next(lm: LoadedModel, table: Table, horizon: int | None = None,
-                  levels: tuple[float, ...] = ()) -> Forecast:
+                  levels: tuple[float, ...] = (), quantiles: tuple[float, ...] = ()) -> Forecast:
     """The next ``horizon`` (default H) steps after the last L rows of ``table``, in original units, with the
     conformal interval of each of ``levels`` (calibrated ones: :func:`forecast.inference.io.parse_levels`)."""
     meta = lm.meta
@@ -123,15 +124,19 @@ def forecast_next(lm: LoadedModel, table: Table, horizon: int | None = None,
     x = torch.from_numpy(_scaled(meta, table.values[-L:]))[None]
     x_mark = _marks(meta, hist_dates)
     y_mark = _marks(meta, fut)
-    pred = lm.forward_scaled(x, None if x_mark is None else x_mark[None], None if y_mark is None else y_mark[None])
+    full = lm.forward_scaled(x, None if x_mark is None else x_mark[None], None if y_mark is None else y_mark[None],
+                             full=True)
+    pred = full if full.dim() == 3 else full[..., lm.quantiles.index(0.5)]
     values = pred[0, :h].double().numpy() * np.asarray(meta.std) + np.asarray(meta.mean)
+    by_level = {q: full[0, :h, :, lm.quantiles.index(q)].double().numpy() * np.asarray(meta.std)
+                + np.asarray(meta.mean) for q in quantiles}
     bounds = {}
     if levels:
         calibrated, widths = lm.intervals
         for level in levels:
             half = widths[calibrated.index(level), :h].astype(np.float64) * np.asarray(meta.std)
             bounds[level] = (values - half, values + half)
-    return Forecast(fut[:h], values, list(meta.columns), bounds)
+    return Forecast(fut[:h], values, list(meta.columns), bounds, by_level)
 
 
 def rolling_forecast(lm: LoadedModel, table: Table, horizon: int | None = None, batch_size: int | None = None,
@@ -207,8 +212,8 @@ class PredictResult:
 
 def run_predict(model_uri: str, input_path: Path, output: Path | None = None, horizon: int | None = None,
                 layout: str = "wide", fill: str | None = None, rolling: bool = False,
-                tracking_uri: str | None = None, batch_size: int | None = None, level: str | None = None
-                ) -> PredictResult:
+                tracking_uri: str | None = None, batch_size: int | None = None, level: str | None = None,
+                quantiles: str | None = None) -> PredictResult:
     """``forecast predict``: every input check runs before the model is built; the output is written atomically."""
     if layout not in LAYOUTS:
         raise ForecastError(f"--format '{layout}' is not one of {', '.join(LAYOUTS)}.")
@@ -232,9 +237,10 @@ def run_predict(model_uri: str, input_path: Path, output: Path | None = None, ho
         t3 = time.perf_counter()
         lm = artifact.load(paths, model_uri)
         levels = parse_levels(level, lm.intervals[0] if lm.intervals else None)
-        if levels and rolling:
-            raise ForecastError("--level gives intervals for the next forecast; --rolling scores points only, so "
-                                "drop one of them.")
+        qs = parse_quantiles(quantiles, lm.quantiles)
+        if (levels or qs) and rolling:
+            raise ForecastError("--level and --quantiles are for the next forecast; --rolling scores points only, "
+                                "so drop one of them.")
     t_build = time.perf_counter() - t3
     warnings = []
     if meta.forecast_version != forecast.__version__:
@@ -248,7 +254,7 @@ def run_predict(model_uri: str, input_path: Path, output: Path | None = None, ho
             frame = frame.rename({"variable": ID, "date": TIME, "value": TARGET})
     else:
         with single_thread():
-            fc = forecast_next(lm, table, h, levels)
+            fc = forecast_next(lm, table, h, levels, qs)
         frame = panel_frame(fc) if long else forecast_frame(fc, layout)
     if output is not None and frame is not None:
         write_atomic(frame, output)

@@ -80,11 +80,12 @@ def _check_params(params: Any) -> None:
     horizon = params.get("horizon")
     if horizon is not None and (isinstance(horizon, bool) or not isinstance(horizon, int)):
         raise Refused(400, f"params.horizon must be an integer, got {json.dumps(horizon)}.")
-    level = params.get("level")
-    if level is not None and (isinstance(level, bool) or not isinstance(level, (str, int, float))):
-        raise Refused(400, f"params.level must be a level like \"80\" or \"80,90\", got {json.dumps(level)}.")
-    if isinstance(level, (int, float)):
-        params["level"] = str(level)  # the signature takes text, and MLflow would refuse a number
+    for key, example in (("level", '"80" or "80,90"'), ("quantiles", '"0.1,0.9"')):
+        value = params.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int, float))):
+            raise Refused(400, f"params.{key} must be text like {example}, got {json.dumps(value)}.")
+        if isinstance(value, (int, float)):
+            params[key] = str(value)  # the signature takes text, and MLflow would refuse a number
     fill = params.get("fill")
     if fill is not None and not isinstance(fill, str):
         raise Refused(400, f"params.fill must be a string (none, ffill or interpolate), got {json.dumps(fill)}.")

@@ -37,14 +37,16 @@ from forecast import artifact, tracking
 from forecast.artifact import LoadedModel, ModelMeta
 from forecast.data.panel import is_long, to_wide
 from forecast.errors import ForecastError
-from forecast.inference.io import check_fill, forecast_frame, panel_frame, parse_levels, prepare_history
+from forecast.inference.io import (
+    check_fill, forecast_frame, panel_frame, parse_levels, parse_quantiles, prepare_history,
+)
 from forecast.inference.predict import forecast_next
 
 LOADER = __name__  # MLflow imports this installed module and calls _load_pyfunc: the model folder holds no code
 DATA_DIR = "forecast"  # the folder of the model's files inside the MLflow model
 ARTIFACT_PATH = "model"
 DEFAULT_ALIAS = "champion"
-PARAMS = ("horizon", "fill", "level")  # the params of predict (and of the signature)
+PARAMS = ("horizon", "fill", "level", "quantiles")  # the params of predict (and of the signature)
 MAX_ROWS = 100_000  # rows a request may carry: far more than any L, far less than exhausts a worker
 
 
@@ -90,6 +92,7 @@ class Forecaster:
             check_fill(fill, "params.fill")
             levels = parse_levels(params.get("level") or None, self.model.intervals[0] if self.model.intervals
                                   else None, "params.level")
+            qs = parse_quantiles(params.get("quantiles") or None, self.model.quantiles, "params.quantiles")
             if len(model_input) > MAX_ROWS:
                 raise ForecastError(f"the request has {len(model_input):,} rows; send at most {MAX_ROWS:,} (the "
                                     f"model reads the last L={self.model.meta.seq_len}).")
@@ -101,7 +104,7 @@ class Forecaster:
                 # does (a gap or a disorder further back cannot change this forecast).
                 frame = _to_polars(model_input.tail(self.model.meta.seq_len))
             table = prepare_history(frame, self.model.meta, "input", fill)
-            fc = forecast_next(self.model, table, h, levels)
+            fc = forecast_next(self.model, table, h, levels, qs)
         except ForecastError as err:
             raise RequestError(str(err)) from None
         return (panel_frame(fc) if long else forecast_frame(fc)).to_pandas()
@@ -154,9 +157,9 @@ def signature(meta: ModelMeta) -> ModelSignature:
     # The date is "any": JSON and CSV bring strings, Python callers datetimes; prepare_history parses both.
     values = [ColSpec("double", c) for c in meta.columns]
     outputs = Schema([ColSpec("datetime", meta.date_column), *values])
-    horizon, fill, level = PARAMS
+    horizon, fill, level, quantiles = PARAMS
     params = ParamSchema([ParamSpec(horizon, "long", meta.horizon), ParamSpec(fill, "string", "none"),
-                          ParamSpec(level, "string", "")])
+                          ParamSpec(level, "string", ""), ParamSpec(quantiles, "string", "")])
     return ModelSignature(inputs=None, outputs=outputs, params=params)
 
 

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from forecast.errors import ForecastError, check_values, unknown_key
+from forecast.layers.quantile import QuantileForecaster
 from forecast.layers.revin import REVIN_MODES, Forecaster
 
 
@@ -112,16 +113,19 @@ def build_config(name: str, params: dict[str, Any] | None = None) -> Any:
         raise ForecastError(f"invalid model config for '{spec.name}': {err}") from None
 
 
-def create_model(name: str, cfg: Any, ctx: ModelContext) -> nn.Module:
+def create_model(name: str, cfg: Any, ctx: ModelContext, quantiles: tuple[float, ...] = ()) -> nn.Module:
     """The only constructor of forecasters. ``cfg`` is the model's config dataclass.
 
     Returns a :class:`forecast.layers.revin.Forecaster`: the backbone, wrapped in RevIN when
-    ``cfg.revin`` is ``plain`` or ``affine``. State-dict keys are ``backbone.*`` and ``revin.*``.
+    ``cfg.revin`` is ``plain`` or ``affine``. State-dict keys are ``backbone.*`` and ``revin.*``. With
+    ``quantiles`` (train.loss=quantile), that forecaster is the median of a
+    :class:`forecast.layers.quantile.QuantileForecaster` (``[B, H, N, Q]``; keys ``point.*``, ``spread.*``).
     """
     spec = get_spec(name)
     if not isinstance(cfg, spec.config_cls):
         raise TypeError(f"{name} expects a {spec.config_cls.__name__}, got {type(cfg).__name__}")
-    return Forecaster(spec.cls(cfg, ctx), ctx.n_vars, getattr(cfg, "revin", "none"))
+    point = Forecaster(spec.cls(cfg, ctx), ctx.n_vars, getattr(cfg, "revin", "none"))
+    return QuantileForecaster(point, ctx.seq_len, ctx.horizon, quantiles) if quantiles else point
 
 
 def extras_from_state(names: tuple[str, ...], state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

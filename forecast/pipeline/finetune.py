@@ -107,8 +107,9 @@ def parent_val_loss(parent: Parent, windows: Any, mean: np.ndarray, std: np.ndar
     for start in range(0, len(windows), batch_size):
         batch = windows[list(range(start, min(start + batch_size, len(windows))))]
         x = (batch["x"] * run_std + run_mean - own_mean) / own_std
-        pred = parent.model.forward_scaled(x, batch.get("x_mark"), batch.get("y_mark"))
-        pred = (pred * own_std + own_mean - run_mean) / run_std
+        pred = parent.model.forward_scaled(x, batch.get("x_mark"), batch.get("y_mark"), full=True)
+        shape = (-1, 1) if pred.dim() == 4 else (-1,)  # a quantile model's levels come last
+        pred = (pred * own_std.view(shape) + own_mean.view(shape) - run_mean.view(shape)) / run_std.view(shape)
         n = batch["x"].shape[0]
         total += float(loss_fn(pred, batch["y"])) * n
         count += n

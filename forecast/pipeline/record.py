@@ -145,7 +145,8 @@ def _plot_forecasts(module: ForecastModule, dm: ForecastDataModule, path: Path, 
     module.eval()
     with torch.no_grad():
         device = next(module.parameters()).device
-        pred = module.model(*(batch[k].to(device) if k in batch else None for k in ("x", "x_mark", "y_mark")))
+        pred = module.point(module.model(*(batch[k].to(device) if k in batch else None
+                                           for k in ("x", "x_mark", "y_mark"))))
     var = dm.n_vars - 1  # the last column: OT in the benchmarks
     fig, axes = plt.subplots(n_windows, 1, figsize=(9, 2.2 * n_windows), squeeze=False)
     L = batch["x"].shape[1]

@@ -42,7 +42,7 @@ def build(cfg: RunConfig, progress: bool = True, series: Series | None = None,
     ctx = ModelContext(seq_len=cfg.data.seq_len, horizon=cfg.data.horizon, n_vars=dm.n_vars, n_marks=dm.n_marks,
                        extras=extras)
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)  # model init independent of data loading
-    model = create_model(cfg.model_name, cfg.model, ctx)
+    model = create_model(cfg.model_name, cfg.model, ctx, cfg.train.model_quantiles)
     if init_state is not None:
         model.load_state_dict(init_state)
     dm.shuffle_origin = torch.get_rng_state()  # train.shuffle=reference goes on from here, as the reference does
@@ -111,7 +111,7 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
             metrics["parent_val_loss"] = parent_loss
         # Split conformal on the best weights' validation residuals (one more val pass): the intervals asked for, and
         # those whose edges are the nine quantiles of the test CRPS.
-        abs_res = residuals(module.model, dm.dataset("val"), cfg.train.eval_batch_size)
+        abs_res = residuals(module.model, dm.dataset("val"), cfg.train.eval_batch_size, module.point)
         if cfg.train.intervals:
             module.intervals = (cfg.train.intervals, torch.from_numpy(half_widths(abs_res, cfg.train.intervals)))
         module.crps_widths = torch.from_numpy(half_widths(abs_res, CRPS_LEVELS))

@@ -12,10 +12,15 @@ from torch import nn
 
 from forecast.config import TrainConfig
 from forecast.conformal import level_name, quantile_forecasts, window_crps
+from forecast.layers.quantile import pinball
 
 
-def make_loss(name: str, alpha: float = 0.5):
-    """``(pred, target) -> scalar``: mse, mae, or weighted_l1 = mean(|err| * (t+1)^-alpha) (not renormalized)."""
+def make_loss(name: str, alpha: float = 0.5, quantiles: tuple[float, ...] = ()):
+    """``(pred, target) -> scalar``: mse, mae, weighted_l1 = mean(|err| * (t+1)^-alpha) (not renormalized), or
+    quantile: the mean pinball loss of ``pred [B, H, N, Q]`` at ``quantiles``."""
+    if name == "quantile":
+        levels = torch.tensor(quantiles, dtype=torch.float32)
+        return lambda p, y: pinball(p, y, levels.to(p.device))
     if name == "mse":
         return lambda p, y: (p - y).pow(2).mean()
     if name == "mae":
@@ -54,7 +59,9 @@ class ForecastModule(pl.LightningModule):
         super().__init__()
         self.model = model
         self.cfg = cfg
-        self.loss_fn = make_loss(cfg.loss, cfg.loss_alpha)
+        self.loss_fn = make_loss(cfg.loss, cfg.loss_alpha, cfg.model_quantiles)
+        # the point forecast of a quantile model ([B, H, N, Q]) is its median
+        self.median_index = cfg.model_quantiles.index(0.5) if cfg.model_quantiles else None
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32), persistent=False)
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32), persistent=False)
         # [N] seasonal naive's in-sample MAE on the train rows (standardized): test_mase's denominators
@@ -122,8 +129,15 @@ class ForecastModule(pl.LightningModule):
     def on_test_epoch_start(self) -> None:
         self._sums = {}
 
+    def point(self, pred: torch.Tensor) -> torch.Tensor:
+        """``[B, H, N]``: the forecast itself, or a quantile model's median."""
+        return pred if self.median_index is None else pred[..., self.median_index]
+
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        pred, y = self._predict(batch), batch["y"]  # [B, H, N]
+        full, y = self._predict(batch), batch["y"]
+        if self.median_index is not None:
+            self._accumulate("pinball", self.loss_fn(full, y) * y.numel())
+        pred = self.point(full)  # [B, H, N]
         err = pred - y
         err_orig = err * self.std  # the same error in original units (the mean cancels)
         self._accumulate("sse", err.pow(2).sum())
@@ -165,6 +179,8 @@ class ForecastModule(pl.LightningModule):
                 self.test_metrics[f"test_width_{name}_orig"] = float(2 * (widths[k].double() * self.std.double().cpu()
                                                                           ).mean())
                 self.step_coverage[level] = covered[k].cpu().numpy()
+        if self.median_index is not None:  # the quantile model's own mean pinball loss over every test value
+            self.test_metrics["test_pinball"] = float(s["pinball"] / n)
         if self.crps_widths is not None:  # ProbTS's CRPS, averaged over the windows (forecast.conformal)
             self.test_metrics["test_crps"] = float(s["crps"] / s["windows"])
             self.test_metrics["test_crps_orig"] = float(s["crps_orig"] / s["windows"])

@@ -1,0 +1,43 @@
+"""Quantile forecasts for every model: a point forecaster becomes the median, and a spread head adds the other
+levels so that they never cross (Koenker's quantile regression, trained with the pinball loss).
+
+The head is one ``Linear(L -> H·(Q−1))`` per lookback window, shared by all variates like the LTSF-Linear maps;
+its outputs pass through a softplus and are summed outward from the median, so ``q_1 < ... < q_Q`` holds by
+construction. It is built once here, for every registered model (``create_model(..., quantiles=...)``).
+Contract: ``forward(x [B, L, N], x_mark, y_mark) -> [B, H, N, Q]``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class QuantileForecaster(nn.Module):
+    def __init__(self, point: nn.Module, seq_len: int, horizon: int, quantiles: tuple[float, ...]) -> None:
+        super().__init__()
+        self.point = point
+        self.register_buffer("quantiles", torch.tensor(quantiles, dtype=torch.float32))
+        self.median_index = list(quantiles).index(0.5)
+        self.horizon, self.n_spreads = horizon, len(quantiles) - 1
+        self.spread = nn.Linear(seq_len, horizon * self.n_spreads)
+
+    def forward(self, x: torch.Tensor, x_mark: torch.Tensor | None = None,
+                y_mark: torch.Tensor | None = None) -> torch.Tensor:
+        median = self.point(x, x_mark, y_mark)  # [B, H, N]
+        B, _, N = x.shape
+        gaps = F.softplus(self.spread(x.transpose(1, 2)))  # [B, N, H * (Q - 1)], positive
+        gaps = gaps.view(B, N, self.horizon, self.n_spreads).permute(0, 2, 1, 3)  # [B, H, N, Q - 1]
+        m = self.median_index
+        below = median.unsqueeze(-1) - torch.cumsum(gaps[..., :m], dim=-1)  # q_{m-1}, q_{m-2}, ...: falling
+        above = median.unsqueeze(-1) + torch.cumsum(gaps[..., m:], dim=-1)  # q_{m+1}, ...: rising
+        return torch.cat([below.flip(-1), median.unsqueeze(-1), above], dim=-1)
+
+
+def pinball(pred: torch.Tensor, y: torch.Tensor, quantiles: torch.Tensor) -> torch.Tensor:
+    """The mean pinball loss of ``pred [..., Q]`` at ``quantiles [Q]`` for ``y [...]``:
+    ``mean(max(q (y − ŷ_q), (q − 1)(y − ŷ_q)))``."""
+    err = y.unsqueeze(-1) - pred
+    q = quantiles.to(pred.dtype)
+    return torch.maximum(q * err, (q - 1) * err).mean()

@@ -1,0 +1,99 @@
+"""Quantile training for every model: the pinball loss, quantiles that never cross, the median as the point
+forecast, and the train -> predict -> pyfunc round trip with quantile columns, parametrized over every model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+import torch
+
+from forecast.errors import ForecastError
+from forecast.layers.quantile import QuantileForecaster, pinball
+from forecast.models import ModelContext, build_config, create_model, model_names
+from tests.helpers import run_cli
+
+
+def test_pinball_loss_by_hand() -> None:
+    pred = torch.tensor([[1.0, 2.0, 3.0]])  # one value, quantiles 0.1, 0.5, 0.9
+    y = torch.tensor([2.5])
+    q = torch.tensor([0.1, 0.5, 0.9])
+    by_hand = np.mean([0.1 * 1.5, 0.5 * 0.5, (0.9 - 1) * (2.5 - 3.0)])
+    assert float(pinball(pred, y, q)) == pytest.approx(by_hand)
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_quantiles_never_cross_and_the_median_is_the_point_model(name: str) -> None:
+    torch.manual_seed(0)
+    L, H, N = 32, 8, 3
+    extras = {"q_in": torch.linalg.qr(torch.randn(L, L))[0], "q_out": torch.linalg.qr(torch.randn(H, H))[0],
+              "season": torch.tensor(5)}
+    ctx = ModelContext(seq_len=L, horizon=H, n_vars=N, n_marks=4, extras=extras)
+    levels = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
+    model = create_model(name, build_config(name, {}), ctx, levels).eval()  # no dropout: compare exactly
+    assert isinstance(model, QuantileForecaster)
+    with torch.no_grad():
+        model.spread.weight.normal_(0, 3)  # any weights: the order holds by construction
+        x, marks = torch.randn(4, L, N), torch.rand(4, L, 4) - 0.5
+        out = model(x, marks, torch.rand(4, H, 4) - 0.5)
+        assert out.shape == (4, H, N, len(levels))
+        assert (out[..., 1:] >= out[..., :-1]).all()  # never crossing (equal only where a gap underflows)
+        point = model.point(x, marks, torch.rand(4, H, 4) - 0.5) if name == "flowformer" else model.point(x, marks)
+        if name != "flowformer":  # flowformer's decoder reads the future marks, drawn afresh above
+            assert torch.equal(out[..., 3], point)
+
+
+def test_bad_quantile_configs_are_one_line() -> None:
+    from forecast.config import TrainConfig
+
+    assert TrainConfig(loss="quantile", quantiles=[0.1, 0.5, 0.9]).model_quantiles == (0.1, 0.5, 0.9)
+    assert TrainConfig().model_quantiles == ()
+    for bad in ([0.1, 0.9], [0.9, 0.5, 0.1], [0.0, 0.5], "0.5"):
+        with pytest.raises(ForecastError, match="train.quantiles must be increasing levels in .* include 0.5"):
+            TrainConfig(loss="quantile", quantiles=bad)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", model_names())
+def test_every_model_trains_on_quantiles_and_predicts_them(name: str, tmp_path: Path, monkeypatch, capsys) -> None:
+    import dataclasses
+
+    import mlflow.pyfunc
+    from mlflow.tracking import MlflowClient
+
+    from forecast import tracking
+    from forecast.models import get_spec
+    from tests.test_artifact import TINY, _synthetic_csv
+
+    monkeypatch.chdir(tmp_path)
+    L, H = 24, 6
+    csv = _synthetic_csv(tmp_path / "toy.csv")
+    fields = {f.name for f in dataclasses.fields(get_spec(name).config_cls)} - set(get_spec(name).preset)
+    flags = [a for k, v in TINY.items() if k in fields for a in ("--set", f"model.{k}={v}")]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code, _, err = run_cli(["train", "-d", str(csv), "-m", name, "-L", str(L), "-H", str(H), "--epochs", "1",
+                            "--set", "train.limit_train_batches=2", "--set", "train.loss=quantile", "--set",
+                            "train.quantiles=[0.1,0.5,0.9]", *flags, "--tracking-uri", uri, "-q"], capsys)
+    assert code == 0, err
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("toy").experiment_id])
+    assert "test_pinball" in run.data.metrics and "test_mse" in run.data.metrics
+    history = pd.read_csv(csv).tail(L + 5)
+    history.to_csv(tmp_path / "history.csv", index=False)
+    out = tmp_path / "fc.csv"
+    code, _, err = run_cli(["predict", "-m", f"runs:/{run.info.run_id}/model", "-i", str(tmp_path / "history.csv"),
+                            "-o", str(out), "--quantiles", "0.1,0.9", "--tracking-uri", uri, "-q"], capsys)
+    assert code == 0, err
+    got = pl.read_csv(out)
+    for col in ("load", "temp", "OT"):
+        assert (got[f"{col}_q0.1"] < got[col]).all() and (got[col] < got[f"{col}_q0.9"]).all()
+    with tracking.fluent_store(uri):
+        served = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model").predict(
+            history, params={"quantiles": "0.1,0.9"})
+    np.testing.assert_allclose(served["OT_q0.9"].to_numpy(), got["OT_q0.9"].to_numpy(), rtol=1e-6)
+    code, _, err = run_cli(["predict", "-m", f"runs:/{run.info.run_id}/model", "-i", str(tmp_path / "history.csv"),
+                            "--quantiles", "0.25", "--tracking-uri", uri, "-q"], capsys)
+    assert code == 2 and "--quantiles 0.25 is not a level the model forecasts; its quantiles: 0.1, 0.5, 0.9" in err
