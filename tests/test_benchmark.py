@@ -453,3 +453,18 @@ def test_the_cost_chart_draws_baselines_as_reference_lines() -> None:
                       row("seasonal_naive", 0.42, 0.0, 0)])
     assert page.count("naive H24") == 4 and page.count("seasonal_naive H24") == 2  # both panels, as lines
     assert '"name":"naive"' not in page and '"name":"dlinear"' in page  # no point at 0 s and 0 parameters
+
+
+def test_the_tables_carry_crps_and_coverage() -> None:
+    from forecast.benchmark.results import TABLE_HEADER, csv_table, make_row, table_cells
+
+    recs = [{"test_mse": 0.4, "test_mae": 0.4, "n_params": 1, "run_id": r, "test_crps": c, "test_coverage_80": 0.8,
+             "test_coverage_90": 0.9} for r, c in (("a", 0.42), ("b", 0.44))]
+    row = make_row("ETTh1", 96, "dlinear", 336, recs, {})
+    assert row.crps == pytest.approx(0.43) and row.coverage_80 == pytest.approx(0.8)
+    cells = dict(zip(TABLE_HEADER, table_cells(row)))
+    assert cells["CRPS"] == "0.430" and cells["cover 80/90"] == "0.80/0.90"
+    header, line = csv_table([row]).splitlines()
+    assert dict(zip(header.split(","), line.split(",")))["crps"] == "0.43"
+    old = make_row("ETTh1", 96, "dlinear", 336, [{"test_mse": 0.4, "test_mae": 0.4, "run_id": "c"}], {})
+    assert dict(zip(TABLE_HEADER, table_cells(old)))["CRPS"] == ""  # a run from before CRPS was logged

@@ -48,6 +48,10 @@ class Row:
     run_ids: list[str]
     experiment_ids: list[str | None]  # of each run in run_ids
     published: Published | None
+    # the probabilistic scores, means over the seeds (NaN for runs from before they were logged)
+    crps: float = math.nan
+    coverage_80: float = math.nan
+    coverage_90: float = math.nan
 
     @property
     def delta_mse(self) -> float:
@@ -95,9 +99,11 @@ def make_row(dataset: str, horizon: int, model: str, lookback: int, records: lis
     mae, mae_std = _mean_std([r["test_mae"] for r in records])
     secs, _ = _mean_std([r.get("train_seconds", math.nan) for r in records])
     n_params = next((r["n_params"] for r in records if r.get("n_params") is not None), None)
+    scores = [_mean_std([r.get(k, math.nan) for r in records])[0]
+              for k in ("test_crps", "test_coverage_80", "test_coverage_90")]
     return Row(dataset, horizon, model, lookback, len(records), mse, mse_std, mae, mae_std, secs, n_params,
                [r["run_id"] for r in records], [r.get("experiment_id") for r in records],
-               lookup(published, model, dataset, horizon, lookback))
+               lookup(published, model, dataset, horizon, lookback), *scores)
 
 
 def aggregate_cells(cells: list[Cell], published: dict) -> list[Row]:
@@ -122,7 +128,7 @@ def fmt_delta(value: float) -> str:
 
 
 TABLE_HEADER = ["dataset", "H", "model", "L", "seeds", "test MSE", "test MAE", "published MSE", "Δ MSE",
-                "published MAE", "Δ MAE", "train s", "params"]
+                "published MAE", "Δ MAE", "CRPS", "cover 80/90", "train s", "params"]
 FULL_WIDTH = 150
 COMPACT_HEADER = ["dataset", "H", "model", "MSE", "MAE", "published (Δ)", "s"]
 
@@ -139,7 +145,8 @@ def table_cells(r: Row) -> list[str]:
     pub = r.published
     return [r.dataset, str(r.horizon), r.model, str(r.lookback), str(r.n), fmt(r.mse, r.mse_std),
             fmt(r.mae, r.mae_std), fmt(pub.mse) if pub else "", fmt_delta(r.delta_mse),
-            fmt(pub.mae) if pub else "", fmt_delta(r.delta_mae),
+            fmt(pub.mae) if pub else "", fmt_delta(r.delta_mae), fmt(r.crps),
+            "" if r.coverage_80 != r.coverage_80 else f"{r.coverage_80:.2f}/{r.coverage_90:.2f}",
             "" if r.train_seconds != r.train_seconds else f"{r.train_seconds:.1f}",
             "" if r.n_params is None else f"{r.n_params:,}"]
 
@@ -155,13 +162,14 @@ def csv_table(rows: list[Row]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["dataset", "horizon", "model", "lookback", "seeds", "mse", "mse_std", "mae", "mae_std",
                 "published_mse", "published_mae", "delta_mse", "delta_mae", "published_source", "train_seconds",
-                "n_params", "run_ids"])
+                "n_params", "run_ids", "crps", "coverage_80", "coverage_90"])
     for r in rows:
         p = r.published
         w.writerow([r.dataset, r.horizon, r.model, r.lookback, r.n, _num(r.mse), _num(r.mse_std), _num(r.mae),
                     _num(r.mae_std), _num(p.mse) if p else "", _num(p.mae) if p else "", _num(r.delta_mse),
                     _num(r.delta_mae), p.source if p else "", _num(r.train_seconds),
-                    "" if r.n_params is None else r.n_params, " ".join(r.run_ids)])
+                    "" if r.n_params is None else r.n_params, " ".join(r.run_ids), _num(r.crps),
+                    _num(r.coverage_80), _num(r.coverage_90)])
     return buf.getvalue()
 
 

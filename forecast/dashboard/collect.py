@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +37,12 @@ class Record:
     best_val_loss: float
     n_params: int | None
     group: str  # hash of the config without the seed
+    scores: dict[str, float] = field(default_factory=dict)  # test_crps, test_coverage_80/90 where logged
 
     def as_dict(self) -> dict[str, Any]:
         return {"test_mse": self.test_mse, "test_mae": self.test_mae, "train_seconds": self.train_seconds,
-                "n_params": self.n_params, "run_id": self.run_id, "experiment_id": self.experiment_id}
+                "n_params": self.n_params, "run_id": self.run_id, "experiment_id": self.experiment_id,
+                **self.scores}
 
 
 def _int(value: str | None) -> int | None:
@@ -65,7 +67,7 @@ def to_record(run: Run) -> Record | None:
     return Record(run.info.run_id, run.info.experiment_id, run.info.run_name or "", run.info.start_time or 0, model,
                   dataset, horizon, lookback, _int(p.get("train.seed")), m["test_mse"], m["test_mae"],
                   m.get("train_seconds", math.nan), m.get("best_val_loss", math.nan), _int(p.get("model.n_params")),
-                  group)
+                  group, {k: m[k] for k in ("test_crps", "test_coverage_80", "test_coverage_90") if k in m})
 
 
 def benchmark_names(mlf: MlflowClient) -> list[str]:

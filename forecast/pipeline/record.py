@@ -153,7 +153,13 @@ def _plot_forecasts(module: ForecastModule, dm: ForecastDataModule, path: Path, 
     for ax, i in zip(axes[:, 0], range(n_windows)):
         ax.plot(range(L), batch["x"][i, :, var], color="0.5", lw=1, label="history")
         ax.plot(range(L, L + batch["y"].shape[1]), batch["y"][i, :, var], color="k", lw=1.2, label="actual")
-        ax.plot(range(L, L + pred.shape[1]), pred[i, :, var].cpu(), color="tab:red", lw=1.2, label="forecast")
+        steps = range(L, L + pred.shape[1])
+        if module.intervals is not None:  # a fan chart: the conformal bands, widest first
+            for level, widths in sorted(zip(*module.intervals), key=lambda lw: -lw[0]):
+                w = widths[:, var].cpu()
+                ax.fill_between(steps, pred[i, :, var].cpu() - w, pred[i, :, var].cpu() + w, color="tab:red",
+                                alpha=0.12 if level > 0.85 else 0.22, lw=0, label=f"{level:.0%} interval")
+        ax.plot(steps, pred[i, :, var].cpu(), color="tab:red", lw=1.2, label="forecast")
         ax.set_title(f"test window {idx[i]} · {dm.series.columns[var]} (standardized)", fontsize=9)
     axes[0, 0].legend(loc="upper left", fontsize=8)
     fig.tight_layout()
