@@ -198,3 +198,28 @@ def test_baselines_log_like_any_model_and_their_mase_is_computed_from_the_train_
     scale = np.abs(train_rows[m:] - train_rows[:-m]).mean(axis=0)
     assert res.metrics["test_mase"] == pytest.approx((np.abs(err).mean(axis=(0, 1)) / scale).mean(), rel=1e-6)
     assert np.isfinite(res.best_val_loss)
+
+
+def test_the_published_protocol_scores_the_windows_a_drop_last_loader_kept(data_dir: Path) -> None:
+    """train.published_drop_last: test_mse_published is the MSE over the first floor(W / B) * B test windows (B the
+    train batch size), as LTSF-Linear's old test loader evaluated; the every-window metrics are unchanged."""
+    import lightning.pytorch as pl
+
+    from forecast.pipeline import build
+
+    cfg = resolve("dlinear", "ETTh1", {"data.seq_len": 48, "data.horizon": 24, "train.batch_size": 500})
+    assert cfg.train.published_drop_last  # the LTSF-Linear configs set it
+    dm, module = build(cfg, progress=False)
+    module.published_windows = len(dm.dataset("test")) // 500 * 500
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer.test(module, datamodule=dm, verbose=False)
+    ds = dm.dataset("test")
+    with torch.no_grad():
+        batch = ds[list(range(len(ds)))]
+        err = module.model(batch["x"]) - batch["y"]
+    kept = module.published_windows
+    assert kept == len(ds) // 500 * 500 and 0 < kept < len(ds)  # the last partial batch left out
+    m = module.test_metrics
+    assert m["test_mse_published"] == pytest.approx(err[:kept].pow(2).mean().item(), rel=1e-5)
+    assert m["test_mae_published"] == pytest.approx(err[:kept].abs().mean().item(), rel=1e-5)
+    assert m["test_mse"] == pytest.approx(err.pow(2).mean().item(), rel=1e-5) and m["test_windows_published"] == kept

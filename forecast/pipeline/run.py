@@ -115,6 +115,9 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
         if cfg.train.intervals:
             module.intervals = (cfg.train.intervals, torch.from_numpy(half_widths(abs_res, cfg.train.intervals)))
         module.crps_widths = torch.from_numpy(half_widths(abs_res, CRPS_LEVELS))
+        if cfg.train.published_drop_last and cfg.train.world_size == 1:  # in order, one process: the papers' subset
+            n_test, batch = len(dm.dataset("test")), cfg.train.batch_size
+            module.published_windows = n_test // batch * batch
         if opts.evaluate_test:
             trainer.test(module, datamodule=dm, verbose=False)
             metrics.update(module.test_metrics)
