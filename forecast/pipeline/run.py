@@ -115,7 +115,7 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
         if cfg.train.intervals:
             module.intervals = (cfg.train.intervals, torch.from_numpy(half_widths(abs_res, cfg.train.intervals)))
         module.crps_widths = torch.from_numpy(half_widths(abs_res, CRPS_LEVELS))
-        if cfg.train.published_drop_last and cfg.train.world_size == 1:  # in order, one process: the papers' subset
+        if opts.evaluate_test and cfg.train.published_drop_last and cfg.train.world_size == 1:  # the papers' subset
             n_test, batch = len(dm.dataset("test")), cfg.train.batch_size
             module.published_windows = n_test // batch * batch
         if opts.evaluate_test:
