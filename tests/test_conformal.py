@@ -43,13 +43,13 @@ def test_levels_predict_accepts() -> None:
 
     assert parse_levels("80,90", (0.8, 0.9)) == (0.8, 0.9) and parse_levels(0.9, (0.8, 0.9)) == (0.9,)
     assert parse_levels(None, None) == () and parse_levels("80, 80", (0.8,)) == (0.8,)
-    cases = {"95": "--level 95 was not calibrated; the model's intervals: 80, 90.",
-             "150": "--level 150 is outside (0, 100)", "high": "--level 'high' is not a coverage level",
+    cases = {"95": "--level 95 is not one the model has; its calibrated interval levels: 80, 90.",
+             "150": "--level 150 is outside (0, 100)", "high": "--level 'high' is not a number",
              "0": "--level 0 is outside (0, 100)"}
     for value, message in cases.items():
         with pytest.raises(ForecastError, match=message.replace("(", r"\(").replace(")", r"\)")):
             parse_levels(value, (0.8, 0.9))
-    with pytest.raises(ForecastError, match=r"the model's intervals: none \(trained with train.intervals: \[\]\)"):
+    with pytest.raises(ForecastError, match=r"interval levels: none \(trained with train.intervals: \[\]\)"):
         parse_levels("80", None)
 
 

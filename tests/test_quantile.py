@@ -96,4 +96,4 @@ def test_every_model_trains_on_quantiles_and_predicts_them(name: str, tmp_path: 
     np.testing.assert_allclose(served["OT_q0.9"].to_numpy(), got["OT_q0.9"].to_numpy(), rtol=1e-6)
     code, _, err = run_cli(["predict", "-m", f"runs:/{run.info.run_id}/model", "-i", str(tmp_path / "history.csv"),
                             "--quantiles", "0.25", "--tracking-uri", uri, "-q"], capsys)
-    assert code == 2 and "--quantiles 0.25 is not a level the model forecasts; its quantiles: 0.1, 0.5, 0.9" in err
+    assert code == 2 and "--quantiles 0.25 is not one the model has; its quantile levels: 0.1, 0.5, 0.9" in err

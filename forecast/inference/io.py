@@ -87,49 +87,40 @@ def prepare_history(df: pl.DataFrame, meta: ModelMeta, name: str, fill: str | No
     return table
 
 
-def parse_levels(value: Any, calibrated: tuple[float, ...] | None, name: str = "--level") -> tuple[float, ...]:
-    """Interval levels asked for (``80``, ``0.8``, ``"80,90"``), each one the model was calibrated at."""
+def _requested(value: Any, known: tuple[float, ...], name: str, what: str, percent: bool, show: Any,
+               none: str) -> tuple[float, ...]:
+    """The levels in ``value`` (a number, ``"a,b"`` or a list), each one of ``known``; one line for any other."""
     if value is None or value == "" or value == []:
         return ()
     items = value if isinstance(value, (list, tuple)) else str(value).split(",")
-    levels = []
+    example = "80 or 0.8 (80,90 for two)" if percent else "levels in (0, 1) like 0.1,0.9"
+    out = []
     for item in items:
         try:
             level = float(item)
         except (TypeError, ValueError):
-            raise ForecastError(f"{name} '{item}' is not a coverage level; give e.g. 80 or 0.8 (80,90 for two)."
-                                ) from None
-        level = level / 100 if level > 1 else level
+            raise ForecastError(f"{name} '{item}' is not a number; give {example}.") from None
+        level = level / 100 if percent and level > 1 else level
         if not 0 < level < 1:
-            raise ForecastError(f"{name} {item} is outside (0, 100); give a coverage level such as 80 or 90.")
-        found = [c for c in calibrated or () if abs(c - level) < 1e-9]
+            raise ForecastError(f"{name} {item} is outside {'(0, 100)' if percent else '(0, 1)'}; give {example}.")
+        found = [k for k in known if abs(k - level) < 1e-9]
         if not found:
-            have = ", ".join(level_name(c) for c in calibrated or ()) or "none (trained with train.intervals: [])"
-            raise ForecastError(f"{name} {level_name(level)} was not calibrated; the model's intervals: {have}.")
-        levels.append(found[0])
-    return tuple(dict.fromkeys(levels))
+            have = ", ".join(show(k) for k in known) or none
+            raise ForecastError(f"{name} {show(level)} is not one the model has; its {what}s: {have}.")
+        out.append(found[0])
+    return tuple(dict.fromkeys(out))
+
+
+def parse_levels(value: Any, calibrated: tuple[float, ...] | None, name: str = "--level") -> tuple[float, ...]:
+    """Interval levels asked for (``80``, ``0.8``, ``"80,90"``), each one the model was calibrated at."""
+    return _requested(value, calibrated or (), name, "calibrated interval level", True, level_name,
+                      "none (trained with train.intervals: [])")
 
 
 def parse_quantiles(value: Any, trained: tuple[float, ...], name: str = "--quantiles") -> tuple[float, ...]:
     """Quantile levels asked for (``"0.1,0.9"``), each one the model was trained for (train.quantiles)."""
-    if value is None or value == "" or value == []:
-        return ()
-    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
-    out = []
-    for item in items:
-        try:
-            q = float(item)
-        except (TypeError, ValueError):
-            raise ForecastError(f"{name} '{item}' is not a quantile level; give levels in (0, 1) like 0.1,0.9."
-                                ) from None
-        if not 0 < q < 1:
-            raise ForecastError(f"{name} {item} is outside (0, 1); give levels like 0.1,0.9.")
-        found = [t for t in trained if abs(t - q) < 1e-9]
-        if not found:
-            have = ", ".join(f"{t:g}" for t in trained) or "none (train it with --set train.loss=quantile)"
-            raise ForecastError(f"{name} {q:g} is not a level the model forecasts; its quantiles: {have}.")
-        out.append(found[0])
-    return tuple(dict.fromkeys(out))
+    return _requested(value, trained, name, "quantile level", False, lambda q: f"{q:g}",
+                      "none (train it with --set train.loss=quantile)")
 
 
 def forecast_frame(fc: Forecast, layout: str = "wide") -> pl.DataFrame:
