@@ -24,6 +24,12 @@ if os.environ.get("FORECAST_DATA_DIR"):
 elif SHARED_DATA.is_dir():
     os.environ["FORECAST_DATA_DIR"] = str(SHARED_DATA)
 
+# Caches (models fetched from a store, OrthoTrans bases) go to a folder of this session, never into the checkout.
+if not os.environ.get("FORECAST_CACHE_DIR"):
+    _CACHE = Path(tempfile.mkdtemp(prefix="forecast-test-cache-"))
+    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+    os.environ["FORECAST_CACHE_DIR"] = str(_CACHE)
+
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
@@ -60,7 +66,7 @@ if not REAL_DATA:
     atexit.register(shutil.rmtree, synthetic, ignore_errors=True)
     write_synthetic_etth1(synthetic / "ETTh1.csv.gz")
     os.environ["FORECAST_DATA_DIR"] = str(synthetic)
-    CATALOGUE["ETTh1"] = dataclasses.replace(CATALOGUE["ETTh1"], sha256=None)
+    CATALOGUE["ETTh1"] = dataclasses.replace(CATALOGUE["ETTh1"], sha256=())
 
 
 @pytest.fixture

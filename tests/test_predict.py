@@ -12,6 +12,7 @@ import gzip
 import json
 import os
 import signal
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -416,3 +417,32 @@ def test_minute_data_with_hourly_marks_predicts_with_the_same_marks(tmp_path, mo
     fc = pl.read_csv(out, try_parse_dates=True)
     assert fc.columns == ["date", "a", "b"] and fc.height == 12
     assert fc["date"][0] == dates[-1] + pd.Timedelta("10min")
+
+
+@pytest.mark.slow
+def test_a_runs_model_is_fetched_once_then_used_from_the_cache_checked(store, tmp_path) -> None:
+    """The second predict of a runs:/ model neither asks MLflow nor imports it; an edited cached copy is fetched
+    again, and the forecast is the same each time."""
+    cache = tmp_path / "cache"
+    env = {**os.environ, "FORECAST_CACHE_DIR": str(cache)}
+    code = ("import sys; from pathlib import Path; from forecast.inference.predict import run_predict; "
+            f"r = run_predict('runs:/{store['run_id']}/model', Path(r'{store['root'] / 'history.csv'}'), "
+            f"tracking_uri=r'{store['uri']}'); "
+            "print(repr(r.frame['OT'].to_list()), 'mlflow' in sys.modules)")
+
+    def predict() -> tuple[str, str]:
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        values, imported = out.stdout.strip().rsplit(" ", 1)
+        return values, imported
+
+    first, imported = predict()
+    assert imported == "True"  # fetched from the store
+    kept = list(cache.glob(f"models/*/{store['run_id']}/model/manifest.json"))
+    assert len(kept) == 1
+    second, imported = predict()
+    assert (second, imported) == (first, "False")  # from the cache, without MLflow
+    state = next(kept[0].parent.rglob("model_state.pt"))
+    state.write_bytes(state.read_bytes()[:100])  # a damaged copy
+    third, imported = predict()
+    assert (third, imported) == (first, "True")  # fetched again, whole

@@ -11,7 +11,7 @@ from forecast import artifact
 from forecast.console import console
 from forecast.errors import ForecastError
 from forecast.inference import server
-from forecast.inference.predict import model_dir
+from forecast.inference.fetch import model_dir
 
 
 def _check_port(host: str, port: int) -> None:

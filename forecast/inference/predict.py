@@ -9,7 +9,6 @@ MLflow is imported only to fetch a ``runs:/`` or ``models:/`` URI, Lightning nev
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,13 +19,14 @@ import polars as pl
 import torch
 
 import forecast
-from forecast import artifact, tracking
+from forecast import artifact
 from forecast.artifact import LoadedModel, ModelMeta
 from forecast.data.loading import Table
 from forecast.data.panel import ID, TARGET, TIME, is_long, to_wide
 from forecast.data.timefeatures import future_dates, time_features
 from forecast.data.windows import WindowDataset, batch_sampler, window_count
 from forecast.errors import ForecastError
+from forecast.inference.fetch import model_dir
 from forecast.inference.io import (
     LAYOUTS,
     Forecast,
@@ -42,38 +42,6 @@ from forecast.inference.io import (
     rolling_frame,
     write_atomic,
 )
-
-
-def is_remote_uri(model_uri: str) -> bool:
-    return "://" in model_uri or model_uri.startswith(("runs:/", "models:/"))
-
-
-@contextlib.contextmanager
-def model_dir(model_uri: str, tracking_uri: str | None = None) -> Iterator[Path]:
-    """Yields the model's local folder: a local folder as is, an MLflow URI downloaded to a temp dir."""
-    path = Path(model_uri).expanduser()
-    if path.exists():
-        yield path
-        return
-    if not is_remote_uri(model_uri):
-        raise ForecastError(f"model '{model_uri}' not found; give runs:/RUN_ID/model, models:/NAME@ALIAS "
-                            "or the path of a model folder.")
-    uri = tracking.resolve_uri(tracking_uri)
-    tracking.quiet_logs()
-    import mlflow.artifacts
-    from mlflow.exceptions import MlflowException
-
-    with tempfile.TemporaryDirectory(prefix="forecast-model-") as tmp:
-        try:
-            # runs:/ID/model resolves to the run's logged model through the fluent store, so point it at uri too.
-            with tracking.fluent_store(uri):
-                local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp, tracking_uri=uri,
-                                                            registry_uri=uri)
-        except (MlflowException, OSError) as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-            raise ForecastError(f"model '{model_uri}' could not be fetched from {uri} ({first}); check the run id "
-                                "or name@alias with `forecast runs`, and --tracking-uri.") from None
-        yield Path(local)
 
 
 @contextlib.contextmanager
