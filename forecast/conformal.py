@@ -33,8 +33,7 @@ def residuals(model: torch.nn.Module, windows, batch_size: int = 256,  # noqa: A
     model.eval()
     device = next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
     out = []
-    for start in range(0, len(windows), batch_size):
-        batch = windows[list(range(start, min(start + batch_size, len(windows))))]
+    for batch in windows.in_order(batch_size):
         x_mark, y_mark = (batch[k].to(device) if k in batch else None for k in ("x_mark", "y_mark"))
         pred = point(model(batch["x"].to(device), x_mark, y_mark))
         out.append((pred - batch["y"].to(device)).abs().float().cpu())

@@ -35,6 +35,12 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:
         return self.n
 
+    def in_order(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+        """Every window, in order, as batches of ``batch_size`` (the last one shorter): evaluation outside a Trainer
+        (conformal calibration, scoring a parent model)."""
+        for start in range(0, self.n, batch_size):
+            yield self[torch.arange(start, min(start + batch_size, self.n))]
+
     def __getitem__(self, idx: list[int] | torch.Tensor) -> dict[str, torch.Tensor]:
         idx = torch.as_tensor(idx, dtype=torch.long)
         win = self._win[idx].transpose(1, 2)  # [B, L+H, N]

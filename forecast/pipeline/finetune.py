@@ -104,8 +104,7 @@ def parent_val_loss(parent: Parent, windows: Any, mean: np.ndarray, std: np.ndar
     own_std = torch.as_tensor(np.asarray(meta.std), dtype=torch.float32)
     run_mean, run_std = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
     total, count = 0.0, 0
-    for start in range(0, len(windows), batch_size):
-        batch = windows[list(range(start, min(start + batch_size, len(windows))))]
+    for batch in windows.in_order(batch_size):
         x = (batch["x"] * run_std + run_mean - own_mean) / own_std
         pred = parent.model.forward_scaled(x, batch.get("x_mark"), batch.get("y_mark"), full=True)
         shape = (-1, 1) if pred.dim() == 4 else (-1,)  # a quantile model's levels come last

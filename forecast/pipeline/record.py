@@ -106,19 +106,22 @@ def log_outputs(mlf: MlflowClient, run_id: str, cfg: RunConfig, dm: ForecastData
                   "freq": dm.series.freq}
         (out / "scaler.json").write_text(json.dumps(scaler, indent=1))
         if module.step_mse is not None:
-            lines = ["step,mse"] + [f"{i + 1},{v:.6g}" for i, v in enumerate(module.step_mse)]
-            (out / "step_mse.csv").write_text("\n".join(lines) + "\n")
+            _write_steps(out / "step_mse.csv", {"mse": module.step_mse})
             with contextlib.suppress(Exception):  # a plot is a nicety, never a failure
                 _plot_forecasts(module, dm, out / "forecast.png")
         if module.step_coverage:  # the test coverage of each conformal interval, per horizon step
-            levels = list(module.step_coverage)
-            rows = zip(*(module.step_coverage[level] for level in levels))
-            lines = ["step," + ",".join(f"coverage_{level_name(v)}" for v in levels)]
-            lines += [f"{i + 1}," + ",".join(f"{c:.6g}" for c in row) for i, row in enumerate(rows)]
-            (out / "step_coverage.csv").write_text("\n".join(lines) + "\n")
+            _write_steps(out / "step_coverage.csv",
+                         {f"coverage_{level_name(v)}": c for v, c in module.step_coverage.items()})
         mlf.log_artifacts(run_id, str(out))
     intervals = None if module.intervals is None else (module.intervals[0], module.intervals[1].numpy())
     _log_pyfunc(uri, run_id, cfg, dm, state, intervals)
+
+
+def _write_steps(path: Path, columns: dict[str, np.ndarray]) -> None:
+    """A ``step,<name>,...`` CSV of per-horizon-step values (1-based steps)."""
+    lines = ["step," + ",".join(columns)]
+    lines += [f"{i + 1}," + ",".join(f"{v:.6g}" for v in row) for i, row in enumerate(zip(*columns.values()))]
+    path.write_text("\n".join(lines) + "\n")
 
 
 def _log_pyfunc(uri: str, run_id: str, cfg: RunConfig, dm: ForecastDataModule, state: dict[str, torch.Tensor],
