@@ -14,8 +14,9 @@ from typing import Annotated, Optional
 import typer
 
 from forecast.commands.flags import (
-    DEFAULT_MODEL, Accelerator, DataDir, Dataset, Experiment, Horizon, Model, Precision, Quiet, Seed, SeqLen, Sets,
-    Fill, Split, TrackingUri, overrides_of,
+    DEFAULT_MODEL, Accelerator, DataDir, Dataset, Experiment, Features, Fill, Force, Future, FutureCovariates,
+    Horizon, InitFrom, Level, Model, PastCovariates, Precision, Quantiles, Quiet, RefitScaler, Fresh, Seed, SeqLen,
+    Sets, Split, Target, TrackingUri, overrides_of,
 )
 
 app = typer.Typer(
@@ -57,6 +58,8 @@ def train(
     seed: Seed = None,
     split: Split = None,
     fill: Fill = None,
+    features: Features = None, target: Target = None,
+    past_covariates: PastCovariates = None, future_covariates: FutureCovariates = None,
     devices: Annotated[Optional[int], typer.Option("--devices", help="Devices per node (default 1; >1: DDP).")] = None,
     num_nodes: Annotated[Optional[int], typer.Option("--num-nodes", help="Nodes (default 1; see README).")] = None,
     strategy: Annotated[Optional[str], typer.Option("--strategy", help="auto (DDP only when asked for more than "
@@ -71,14 +74,10 @@ def train(
     experiment: Experiment = None,
     register: Annotated[Optional[str], typer.Option("--register", help="Register the model under this name.")] = None,
     alias: Annotated[str, typer.Option("--alias", help="Alias set on the registered version.")] = "champion",
-    fresh: Annotated[bool, typer.Option("--fresh", help="Start over instead of resuming an interrupted run of the "
-                                        "same config.")] = False,
-    init_from: Annotated[Optional[str], typer.Option("--init-from", help="Fine-tune: start from this logged model "
-                                                     "(models:/NAME@alias, runs:/ID/model or a folder).")] = None,
-    refit_scaler: Annotated[bool, typer.Option("--refit-scaler", help="With --init-from: fit the scaler on the new "
-                                               "train split (default: keep the parent's).")] = False,
-    force: Annotated[bool, typer.Option("--force", help="With --init-from and --register: register even if the "
-                                        "parent's val loss is lower.")] = False,
+    fresh: Fresh = False,
+    init_from: InitFrom = None,
+    refit_scaler: RefitScaler = False,
+    force: Force = False,
     tracking_uri: TrackingUri = None,
     quiet: Quiet = False,
 ) -> None:
@@ -89,7 +88,9 @@ def train(
 
     overrides = overrides_of(sets, horizon=horizon, seq_len=seq_len, epochs=epochs, batch_size=batch_size, lr=lr,
                            seed=seed, devices=devices, precision=precision, accelerator=accelerator, data_dir=data_dir,
-                           num_nodes=num_nodes, strategy=strategy, compile=compile, split=split, fill=fill)
+                           num_nodes=num_nodes, strategy=strategy, compile=compile, split=split, fill=fill,
+                           features=features, target=target, past_covariates=past_covariates,
+                           future_covariates=future_covariates)
     run(dataset, model, overrides, config, tracking_uri, experiment, quiet, register, alias, fresh, init_from,
         refit_scaler, force)
 
@@ -128,6 +129,8 @@ def tune(
     sets: Sets = None,
     data_dir: DataDir = None,
     split: Split = None,
+    features: Features = None, target: Target = None,
+    past_covariates: PastCovariates = None, future_covariates: FutureCovariates = None,
     experiment: Experiment = None,
     tracking_uri: TrackingUri = None,
     quiet: Quiet = False,
@@ -138,7 +141,8 @@ def tune(
 
     overrides = overrides_of(sets, horizon=horizon, seq_len=seq_len, epochs=epochs, batch_size=batch_size, lr=lr,
                            seed=seed, devices=devices, precision=precision, accelerator=accelerator, data_dir=data_dir,
-                           split=split)
+                           split=split, features=features, target=target, past_covariates=past_covariates,
+                           future_covariates=future_covariates)
     n_trials = trials if trials is not None else (None if timeout else 20)
     opts = TuneOptions(n_trials=n_trials, timeout=timeout, study_name=study_name, storage=storage, sampler=sampler,
                        sampler_seed=sampler_seed, pruner=pruner, pruner_startup=pruner_startup,
@@ -156,17 +160,16 @@ def predict(
     format: Annotated[str, typer.Option("--format", help="wide (date + columns) or long (variable, date, value).")] = "wide",
     fill: Annotated[Optional[str], typer.Option("--fill", help="Fill empty cells: ffill or interpolate.")] = None,
     rolling: Annotated[bool, typer.Option("--rolling", help="Forecast from every window; score vs actuals.")] = False,
-    level: Annotated[Optional[str], typer.Option("--level", help="Add conformal interval bounds, e.g. 80 or "
-                                                 "80,90 (<col>_lo80, <col>_hi80).")] = None,
-    quantiles: Annotated[Optional[str], typer.Option("--quantiles", help="A quantile-trained model's levels to add, "
-                                                     "e.g. 0.1,0.9 (<col>_q0.1).")] = None,
+    level: Level = None,
+    quantiles: Quantiles = None,
+    future: Future = None,
     tracking_uri: TrackingUri = None,
     quiet: Quiet = False,
 ) -> None:
     """Forecast the next H steps after an input's last L rows with a logged model (no training data needed)."""
     from forecast.commands.predict import predict as run
 
-    run(model, input, output, horizon, format, fill, rolling, tracking_uri, quiet, level, quantiles)
+    run(model, input, output, horizon, format, fill, rolling, tracking_uri, quiet, level, quantiles, future)
 
 
 @app.command()

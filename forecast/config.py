@@ -26,7 +26,8 @@ SECTIONS = ("data", "model", "train")
 FLAGS = {"data.horizon": "--horizon", "data.seq_len": "--seq-len", "train.epochs": "--epochs",
          "train.batch_size": "--batch-size", "train.lr": "--lr", "train.seed": "--seed", "train.devices": "--devices",
          "train.precision": "--precision", "train.accelerator": "--accelerator", "data.data_dir": "--data-dir",
-         "data.split": "--split", "data.fill": "--fill"}
+         "data.split": "--split", "data.fill": "--fill", "data.features": "--features", "data.target": "--target",
+         "data.past_covariates": "--past-covariates", "data.future_covariates": "--future-covariates"}
 TRAIN_FLAGS = {"train.num_nodes": "--num-nodes", "train.strategy": "--strategy", "train.compile": "--compile"}
 # Keys that say where the data is read from and how, never what the numbers are: no part of a config's identity.
 LOCATION_KEYS = ("data.data_dir", "data.num_workers")
@@ -37,6 +38,7 @@ LRADJ = ("type1", "cosine", "constant", "hold_decay")
 LOSSES = ("mse", "mae", "weighted_l1", "quantile")
 STRATEGIES = ("auto", "ddp")
 SHUFFLES = ("seed", "reference")
+FEATURES = ("M", "S", "MS")
 # Lightning's precision names (lightning.fabric.connector._PRECISION_INPUT_STR).
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine",
               "transformer-engine-float16")
@@ -61,8 +63,25 @@ class DataConfig:
     # Empty cells of a user's file (and series of a long panel on different timestamps, aligned first): None (an
     # error), "ffill" or "interpolate", as forecast predict --fill.
     fill: str | None = None
+    # What is forecast from what (forecast.data.roles): M, every column from every column (the papers' multivariate
+    # setting); S, each target alone; MS, targets from targets and past covariates. None: M, or MS when a target or
+    # a covariate is named. target: default the last column (the papers' OT). Past covariates are observed up to the
+    # forecast origin only; future covariates are known over the horizon too ("calendar": the time features).
+    features: str | None = None
+    target: tuple = field(default=(), metadata={"checked_by_post_init": True})
+    past_covariates: tuple = field(default=(), metadata={"checked_by_post_init": True})
+    future_covariates: tuple = field(default=(), metadata={"checked_by_post_init": True})
 
     def __post_init__(self) -> None:
+        for key in ("target", "past_covariates", "future_covariates"):
+            object.__setattr__(self, key, column_list(getattr(self, key), f"data.{key}"))
+        features = self.features
+        if features is None:
+            features = "MS" if self.target or self.past_covariates or self.future_covariates else "M"
+        elif not isinstance(features, str) or features.upper() not in FEATURES:
+            raise ForecastError(f"data.features must be one of {', '.join(FEATURES)} (M: all columns, S: each target "
+                                f"alone, MS: targets from covariates), got {features!r}.")
+        object.__setattr__(self, "features", features.upper())
         for key in ("seq_len", "horizon"):
             if getattr(self, key) < 1:
                 raise ForecastError(f"data.{key} must be a positive integer, got {getattr(self, key)}.")
@@ -79,6 +98,20 @@ class DataConfig:
             except ValueError:
                 raise ForecastError(f"data.mark_freq '{self.mark_freq}' is not a pandas frequency; use e.g. h, "
                                     "10min, D, or leave it unset for the data's own step.") from None
+
+
+def column_list(value: Any, name: str) -> tuple[str, ...]:
+    """Column names from ``"A,B"``, a list or nothing; each named once."""
+    if value is None or value == "":
+        return ()
+    items = str(value).split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in items):
+        raise ForecastError(f"{name} must be column names like OT or HUFL,HULL, got {value!r}.")
+    names = tuple(v.strip() for v in items)
+    twice = [c for c in names if names.count(c) > 1]
+    if twice:
+        raise ForecastError(f"{name} names column '{twice[0]}' twice; name each column once.")
+    return names
 
 
 def parse_split(text: Any) -> tuple[str, tuple]:

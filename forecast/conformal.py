@@ -18,6 +18,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from forecast.models import run_batch
+
 
 def conformal_rank(n: int, level: float) -> int:
     """The 1-based rank of the order statistic that is the level-``level`` half-width among ``n`` residuals."""
@@ -34,8 +36,7 @@ def residuals(model: torch.nn.Module, windows, batch_size: int = 256,  # noqa: A
     device = next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
     out = []
     for batch in windows.in_order(batch_size):
-        x_mark, y_mark = (batch[k].to(device) if k in batch else None for k in ("x_mark", "y_mark"))
-        pred = point(model(batch["x"].to(device), x_mark, y_mark))
+        pred = point(run_batch(model, batch, device))
         out.append((pred - batch["y"].to(device)).abs().float().cpu())
     model.train(was_training)
     return torch.cat(out)

@@ -212,7 +212,8 @@ def test_thuml_family_configs_use_hourly_marks_and_keep_the_hashes_of_hourly_dat
     import json
 
     doc = etth1.to_dict()
-    for key in ("data_dir", "num_workers", "mark_freq", "split", "fill"):
+    for key in ("data_dir", "num_workers", "mark_freq", "split", "fill", "features", "target", "past_covariates",
+                "future_covariates"):
         doc["data"].pop(key)
     for key in ("drop_last", "shuffle", "intervals", "quantiles", "published_drop_last"):
         doc["train"].pop(key)

@@ -50,7 +50,8 @@ def call(app, body: bytes, ctype: str = "application/json", path: str = "/invoca
     headers = [(b"content-type", ctype.encode())]
     if length is not None:
         headers.append((b"content-length", str(length).encode()))
-    scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
+    scope = {"type": "http", "method": "POST", "path": path, "headers": headers, "query_string": b"", "root_path": "",
+             "scheme": "http", "http_version": "1.1", "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1)}
     sent: list[dict] = []
 
     async def receive() -> dict:

@@ -41,10 +41,10 @@ class LoadedModel:
 
     @torch.no_grad()
     def forward_scaled(self, x: torch.Tensor, x_mark: torch.Tensor | None, y_mark: torch.Tensor | None,
-                       full: bool = False) -> torch.Tensor:
-        """``x [B, L, N]`` standardized -> ``[B, H, N]`` standardized (a quantile model's median; ``full``: all its
-        levels, ``[B, H, N, Q]``)."""
-        pred = self.model(x, x_mark, y_mark)
+                       full: bool = False, future: torch.Tensor | None = None) -> torch.Tensor:
+        """``x [B, L, N]`` standardized (targets, past covariates), ``future [B, L+H, F]`` -> ``[B, H, N_t]``
+        standardized (a quantile model's median; ``full``: all its levels, ``[B, H, N_t, Q]``)."""
+        pred = self.model(x, x_mark, y_mark, future)
         return pred if full or pred.dim() == 3 else pred[..., self.quantiles.index(0.5)]
 
 
@@ -94,7 +94,8 @@ def build_model(meta: ModelMeta, config: dict[str, Any], state: dict[str, torch.
                             ).model_quantiles if train.get("loss") == "quantile" else ()
 
     def build(device: str) -> torch.nn.Module:
-        ctx = ModelContext(seq_len=meta.seq_len, horizon=meta.horizon, n_vars=meta.n_vars, n_marks=meta.n_marks,
+        ctx = ModelContext(seq_len=meta.seq_len, horizon=meta.horizon, n_vars=meta.n_inputs, n_marks=meta.n_marks,
+                           n_targets=meta.n_targets, n_future=meta.n_future, univariate=meta.features == "S",
                            extras={k: v.to(device) for k, v in extras.items()})
         with torch.device(device):
             return create_model(meta.model_name, model_cfg, ctx, quantiles)
@@ -108,7 +109,8 @@ def build_model(meta: ModelMeta, config: dict[str, Any], state: dict[str, torch.
 
 def _check_shapes(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], meta: ModelMeta) -> None:
     what = (f"a {meta.model_name} with L={meta.seq_len}, H={meta.horizon}, {meta.n_vars} columns and {meta.n_marks} "
-            "time features")
+            "time features" + (f" ({meta.n_targets} targets, {meta.n_future} future covariates)"
+                               if meta.targets is not None else ""))
     missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     wrong = [k for k in expected if k in state and tuple(expected[k].shape) != tuple(state[k].shape)]
     if missing or extra:
@@ -183,7 +185,7 @@ def read_intervals(path: Path | None, meta: ModelMeta) -> tuple[tuple[float, ...
             levels, widths = np.asarray(f["levels"], np.float64), np.asarray(f["widths"], np.float32)
     except (OSError, ValueError, KeyError) as err:
         raise ForecastError(f"{path} could not be read ({err}); the model artifact is damaged.") from None
-    shape = (len(levels), meta.horizon, meta.n_vars)
+    shape = (len(levels), meta.horizon, meta.n_targets)
     if levels.ndim != 1 or widths.shape != shape or not ((levels > 0) & (levels < 1)).all() or \
             np.isnan(widths).any() or (widths < 0).any():
         raise ForecastError(f"{path}: levels in (0, 1) and non-negative widths of shape {list(shape)} expected, got "

@@ -39,6 +39,14 @@ class ModelMeta:
     date_column: str = DATE_COL
     format: int = META_FORMAT
     mark_freq: str | None = None  # the step of the time features when not ``freq`` (data.mark_freq)
+    # What the columns are for (forecast.data.roles): ``columns`` is targets + past + future covariates, in that order.
+    # None (models before covariates, and M): every column is a target.
+    features: str = "M"
+    targets: list[str] | None = None
+    past_covariates: list[str] | None = None
+    future_covariates: list[str] | None = None  # columns known over the horizon, given by --future when predicting
+    n_calendar: int = 0  # time features read as future covariates (the "calendar" covariate), 0: none
+    ignored_columns: list[str] | None = None  # columns of the training data in no role: dropped from a history
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -58,6 +66,28 @@ class ModelMeta:
     @property
     def n_vars(self) -> int:
         return len(self.columns)
+
+    @property
+    def target_columns(self) -> list[str]:
+        return list(self.targets) if self.targets is not None else list(self.columns)
+
+    @property
+    def n_targets(self) -> int:
+        return len(self.target_columns)
+
+    @property
+    def future_columns(self) -> list[str]:
+        return list(self.future_covariates or [])
+
+    @property
+    def n_inputs(self) -> int:
+        """Columns read over the lookback only: the targets and the past covariates."""
+        return self.n_vars - len(self.future_columns)
+
+    @property
+    def n_future(self) -> int:
+        """Future-covariate channels the network reads: the columns, then the calendar features."""
+        return len(self.future_columns) + self.n_calendar
 
     def check_horizon(self, horizon: int | None, name: str = "--horizon") -> int:
         """The steps to keep: ``horizon`` (``name``: the flag or ``params.horizon``), at most H; None means H."""
@@ -101,10 +131,32 @@ def _check_meta(meta: ModelMeta, where: str) -> None:
             raise bad(field, f"must be {len(meta.columns)} finite numbers, one per column")
     if not all(v > 0 for v in meta.std):
         raise bad("std", "must be positive")
+    _check_roles(meta, bad)
     for field in ("freq", "mark_freq"):
         value = getattr(meta, field)
         if value is not None and not _is_frequency(value):
             raise bad(field, f"must be a pandas frequency such as h or 15min, got {value!r}")
+
+
+def _check_roles(meta: ModelMeta, bad: Any) -> None:
+    """``columns`` must be exactly the targets, the past and the future covariates, in that order."""
+    if meta.features not in ("M", "S", "MS"):
+        raise bad("features", f"must be M, S or MS, got {meta.features!r}")
+    if not _is_int(meta.n_calendar) or not 0 <= meta.n_calendar <= MAX_MARKS:
+        raise bad("n_calendar", f"must be an integer in 0..{MAX_MARKS}, got {meta.n_calendar!r}")
+    groups = [meta.targets, meta.past_covariates, meta.future_covariates, meta.ignored_columns]
+    for name, group in zip(("targets", "past_covariates", "future_covariates", "ignored_columns"), groups):
+        if group is not None and (not isinstance(group, list) or not all(isinstance(c, str) for c in group)):
+            raise bad(name, "must be a list of column names")
+    if meta.targets is None:
+        if meta.past_covariates or meta.future_covariates:
+            raise bad("targets", "must be given with covariates")
+        return
+    if not meta.targets or [*meta.targets, *(meta.past_covariates or []), *(meta.future_covariates or [])] != \
+            meta.columns:
+        raise bad("columns", "must be the targets, then the past and the future covariates")
+    if meta.features == "S" and (meta.past_covariates or meta.future_covariates or meta.n_calendar):
+        raise bad("features", "S has no covariates")
 
 
 def _is_frequency(value: Any) -> bool:
@@ -116,7 +168,14 @@ def _is_frequency(value: Any) -> bool:
 
 
 def model_meta(model_name: str, seq_len: int, horizon: int, columns: list[str], mean: np.ndarray, std: np.ndarray,
-               freq: str, n_marks: int, mark_freq: str | None = None) -> ModelMeta:
+               freq: str, n_marks: int, mark_freq: str | None = None, roles: Any = None,
+               n_calendar: int = 0) -> ModelMeta:
+    """``roles`` (forecast.data.roles.Roles) when the columns are not all targets."""
+    groups: dict[str, Any] = {}
+    if roles is not None and not roles.is_default:
+        groups = {"features": roles.features, "targets": list(roles.targets), "past_covariates": list(roles.past),
+                  "future_covariates": list(roles.future), "n_calendar": n_calendar,
+                  "ignored_columns": list(roles.ignored)}
     return ModelMeta(model_name=model_name, seq_len=seq_len, horizon=horizon, columns=list(columns),
                      mean=[float(v) for v in mean], std=[float(v) for v in std], freq=freq, n_marks=n_marks,
-                     forecast_version=forecast.__version__, mark_freq=mark_freq)
+                     forecast_version=forecast.__version__, mark_freq=mark_freq, **groups)

@@ -20,7 +20,9 @@ HASH_EXCLUDE = [key.split(".") for key in (*LOCATION_KEYS, "train.published_drop
 # keep their hashes.
 HASH_DEFAULT_OMITTED = {("data", "mark_freq"): None, ("data", "split"): None, ("data", "fill"): None,
                         ("train", "drop_last"): False, ("train", "shuffle"): "seed",
-                        ("train", "intervals"): (0.8, 0.9), ("train", "quantiles"): (0.1, 0.5, 0.9)}
+                        ("train", "intervals"): (0.8, 0.9), ("train", "quantiles"): (0.1, 0.5, 0.9),
+                        ("data", "features"): "M", ("data", "target"): (), ("data", "past_covariates"): (),
+                        ("data", "future_covariates"): ()}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 

@@ -33,6 +33,28 @@ Split = Annotated[Optional[str], typer.Option("--split", help="Train end and val
                                               "papers' borders, 70/10/20 for a file.")]
 Fill = Annotated[Optional[str], typer.Option("--fill", help="Fill empty cells of your file (and align a long "
                                             "panel's series): ffill or interpolate; default: an error.")]
+# What is forecast from what (forecast.data.roles).
+Features = Annotated[Optional[str], typer.Option("--features", help="M (all columns), S (each target alone) or MS "
+                                                 "(targets from covariates); default M, MS with a target or covariates.")]
+Target = Annotated[Optional[str], typer.Option("--target", help="Column(s) to forecast, e.g. OT (default: the last).")]
+PastCovariates = Annotated[Optional[str], typer.Option("--past-covariates", help="Columns observed up to the forecast "
+                                                       "origin only (MS default: all the others).")]
+FutureCovariates = Annotated[Optional[str], typer.Option("--future-covariates", help="Columns known over the horizon "
+                                                         "too; 'calendar': the time features.")]
+Fresh = Annotated[bool, typer.Option("--fresh", help="Start over instead of resuming an interrupted run of the same "
+                                     "config.")]
+InitFrom = Annotated[Optional[str], typer.Option("--init-from", help="Fine-tune: start from this logged model "
+                                                 "(models:/NAME@alias, runs:/ID/model or a folder).")]
+RefitScaler = Annotated[bool, typer.Option("--refit-scaler", help="With --init-from: fit the scaler on the new train "
+                                           "split (default: keep the parent's).")]
+Force = Annotated[bool, typer.Option("--force", help="With --init-from and --register: register even if the parent's "
+                                     "val loss is lower.")]
+Level = Annotated[Optional[str], typer.Option("--level", help="Add conformal interval bounds, e.g. 80 or 80,90 "
+                                              "(<col>_lo80, <col>_hi80).")]
+Quantiles = Annotated[Optional[str], typer.Option("--quantiles", help="A quantile-trained model's levels to add, e.g. "
+                                                  "0.1,0.9 (<col>_q0.1).")]
+Future = Annotated[Optional[Path], typer.Option("--future", help="The future covariates over the H steps after the "
+                                                "input: date + those columns.")]
 Experiment = Annotated[Optional[str], typer.Option("--experiment", help="MLflow experiment (default: dataset).")]
 
 

@@ -12,11 +12,11 @@ from forecast.process import sigterm_as_interrupt
 
 def predict(model: str, input_path: Path, output: Path | None, horizon: int | None, layout: str, fill: str | None,
             rolling: bool, tracking_uri: str | None, quiet: bool, level: str | None = None,
-            quantiles: str | None = None) -> None:
+            quantiles: str | None = None, future: Path | None = None) -> None:
     """``forecast predict``: run it (:func:`run_predict`), then say what was written or print the forecast."""
     with sigterm_as_interrupt():  # a SIGTERM removes the temp output file like Ctrl-C does (exit 130)
         result = run_predict(model, input_path, output, horizon, layout, fill, rolling, tracking_uri, level=level,
-                             quantiles=quantiles)
+                             quantiles=quantiles, future_path=future)
     for line in result.warnings:
         print(f"warning: {line}", file=sys.stderr)
     if quiet:
@@ -38,6 +38,6 @@ def predict(model: str, input_path: Path, output: Path | None, horizon: int | No
         out.print(f"wrote {result.frame.height:,} rows ({shape}) to {result.output}")
     elif result.frame is not None:
         wide = layout == "wide" and meta.date_column in result.frame.columns  # long input comes back long
-        steps = result.frame.height if wide else result.frame.height // meta.n_vars
+        steps = result.frame.height if wide else result.frame.height // meta.n_targets
         out.print(frame_table(result.frame, f"{meta.model_name}: the next {steps} steps after "
                                              f"{result.rows_in:,} input rows"))

@@ -97,6 +97,8 @@ def train(dataset: str, model: str, overrides: dict, config: Path | None, tracki
                          title=f"{result.run_name}: {int(m.get('test_windows', 0)):,} test windows")
     out = console()
     out.print(table)
+    if result.setting:
+        out.print(f"setting {result.setting} (metrics on the targets)")
     if result.n_params:
         out.print(f"epochs {result.epochs_run} (best {result.best_epoch + 1}), {result.train_seconds:.1f} s, "
                   f"{result.n_params:,} parameters")

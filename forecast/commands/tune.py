@@ -26,8 +26,9 @@ def _command(name: str, dataset: str, model: str, config: Path | None, sets: dic
     """The command line that gives ``sets``: the named flags where there is one, ``--set`` for the rest."""
     parts = ["forecast", name, "--dataset", dataset, "--model", model]
     for key, flag in FLAGS.items():
-        if sets.get(key) is not None:
-            parts += [flag, str(sets[key])]
+        value = sets.get(key)
+        if value is not None:
+            parts += [flag, ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)]
     if config is not None:
         parts += ["--config", str(config)]
     for key, value in sets.items():

@@ -54,13 +54,16 @@ class ForecastDataModule(pl.LightningDataModule):
         self.series = series if series is not None else load_series(cfg, progress=progress)
         self._values = torch.from_numpy(self.series.scaled)
         self._marks = torch.from_numpy(self.series.marks) if self.series.marks is not None else None
+        future = self.series.future_values()
+        self._future = torch.from_numpy(future) if future is not None else None
         self._datasets: dict[str, WindowDataset] = {}
         self._train_gen: torch.Generator | None = None  # the shuffling RNG of the latest train loader
         self._train_gen_state: torch.Tensor | None = None  # from a checkpoint, for the next train loader
 
     @property
     def n_vars(self) -> int:
-        return self.series.n_vars
+        """Columns the network reads over the lookback (targets, then past covariates)."""
+        return self.series.n_inputs
 
     @property
     def n_marks(self) -> int:
@@ -70,8 +73,8 @@ class ForecastDataModule(pl.LightningDataModule):
         if split not in self._datasets:
             start, end = self.series.borders[split]
             self._datasets[split] = WindowDataset(
-                self._values, self._marks, start, end, self.cfg.seq_len, self.cfg.horizon
-            )
+                self._values[:, :self.series.n_inputs], self._marks, start, end, self.cfg.seq_len, self.cfg.horizon,
+                self.series.n_targets, self._future)
         return self._datasets[split]
 
     def _rank(self) -> tuple[int, int]:

@@ -13,6 +13,8 @@ Entry points: :func:`data_extras` (the tensors a model asks for through the regi
 
 from __future__ import annotations
 
+import hashlib
+
 import logging
 import re
 from pathlib import Path
@@ -54,8 +56,10 @@ def data_extras(names: tuple[str, ...], series: Series, seq_len: int, horizon: i
                                 f"use --seq-len {series.season} or more, or --set model.season=N.")
         out["season"] = torch.tensor(series.season)
     if {"q_in", "q_out"} & set(names):
-        bases = orthotrans_extras(series.raw, series.borders["train"][1], seq_len, horizon,
-                                  cache_dir=default_cache_dir() / "orthotrans", data_sha256=series.sha256)
+        key = series.sha256 if series.roles.is_default else hashlib.sha256(
+            f"{series.sha256}:{','.join(series.columns[:series.n_inputs])}".encode()).hexdigest()
+        bases = orthotrans_extras(series.raw[:, :series.n_inputs], series.borders["train"][1], seq_len, horizon,
+                                  cache_dir=default_cache_dir() / "orthotrans", data_sha256=key)
         out.update({name: bases[name] for name in names if name in bases})
     return out
 

@@ -12,6 +12,7 @@ from forecast.data import catalogue, store
 from forecast.data.gaps import check_frequency, fill_missing
 from forecast.data.loading import Table, read_bytes, read_frame, to_table
 from forecast.data.panel import is_long, to_wide
+from forecast.data.roles import Roles, resolve_roles
 from forecast.data.timefeatures import infer_freq, time_features
 from forecast.data.windows import window_count
 from forecast.errors import ForecastError
@@ -75,10 +76,35 @@ class Series:
     mean: np.ndarray  # [N] float64
     std: np.ndarray  # [N] float64
     marks: np.ndarray | None  # [T, C] float32 time features, or None
+    # What each column is for (forecast.data.roles); the columns are in its order: targets, past, future covariates
+    roles: Roles | None = None
+    calendar: np.ndarray | None = None  # [T, C] float32 time features read as future covariates (roles.calendar)
     scaled: np.ndarray = field(init=False)  # [T, N] float32
 
     def __post_init__(self) -> None:
         self.scaled = ((self.raw - self.mean) / self.std).astype(np.float32)
+        if self.roles is None:
+            self.roles = Roles("M", tuple(self.columns))
+
+    @property
+    def n_targets(self) -> int:
+        return self.roles.n_targets
+
+    @property
+    def n_inputs(self) -> int:
+        """Columns the network reads over the lookback: targets and past covariates."""
+        return self.roles.n_inputs
+
+    def future_values(self) -> np.ndarray | None:
+        """``[T, F]`` float32: the future covariates (standardized columns, then the calendar), or None."""
+        parts = [self.scaled[:, self.n_inputs:]] if self.roles.future else []
+        if self.calendar is not None:
+            parts.append(self.calendar)
+        return np.concatenate(parts, axis=1) if parts else None
+
+    @property
+    def n_future(self) -> int:
+        return len(self.roles.future) + (0 if self.calendar is None else self.calendar.shape[1])
 
     @property
     def season(self) -> int:
@@ -86,10 +112,10 @@ class Series:
         return season_of(self.freq)
 
     def mase_scale(self) -> np.ndarray:
-        """``[N]``: the in-sample MAE of the seasonal naive forecast on the train rows (standardized), MASE's
-        denominator per variate (Hyndman and Koehler 2006); NaN for a column that never changes."""
+        """``[n_targets]``: the in-sample MAE of the seasonal naive forecast on the train rows (standardized), MASE's
+        denominator per target (Hyndman and Koehler 2006); NaN for a column that never changes."""
         start, end = self.borders["train"]
-        train, m = self.scaled[start:end].astype(np.float64), self.season
+        train, m = self.scaled[start:end, :self.n_targets].astype(np.float64), self.season
         if end - start <= m:
             m = 1
         scale = np.abs(train[m:] - train[:-m]).mean(axis=0)
@@ -186,7 +212,15 @@ def load_series(cfg: DataConfig, progress: bool = True) -> Series:
                 f"the {split} split of {name} leaves no window of seq_len {cfg.seq_len} + horizon {cfg.horizon} "
                 f"({counts}); use a shorter --seq-len or --horizon, or move the --split borders."
             )
-    mean, std = fit_scaler(table.values[borders["train"][0]:borders["train"][1]])
-    marks = time_features(table.dates, cfg.mark_freq or freq) if (with_marks and cfg.time_features) else None
-    return Series(name=name, dates=table.dates, raw=table.values, columns=table.columns, freq=freq, sha256=digest,
-                  source=str(cfg.dataset), borders=borders, mean=mean, std=std, marks=marks)
+    roles = resolve_roles(cfg, table.columns, name)
+    order = [table.columns.index(c) for c in roles.columns]
+    raw = table.values if order == list(range(len(table.columns))) else table.values[:, order]
+    mean, std = fit_scaler(raw[borders["train"][0]:borders["train"][1]])
+    # The calendar is read as marks (the thuml-family models' built-in future covariate) or, when named among the
+    # future covariates, as those: never both.
+    feats = time_features(table.dates, cfg.mark_freq or freq) if (with_marks and cfg.time_features) or \
+        roles.calendar else None
+    calendar, marks = (feats, None) if roles.calendar else (None, feats)
+    return Series(name=name, dates=table.dates, raw=raw, columns=roles.columns, freq=freq, sha256=digest,
+                  source=str(cfg.dataset), borders=borders, mean=mean, std=std, marks=marks, roles=roles,
+                  calendar=calendar)

@@ -16,14 +16,18 @@ def window_count(start: int, end: int, seq_len: int, horizon: int) -> int:
 class WindowDataset(Dataset):
     """All stride-1 windows of ``values[start:end]``; item ``idx`` (a list of window indices) is a whole batch.
 
-    Window ``i``: ``x = S[i : i+L]``, ``y = S[i+L : i+L+H]`` with ``S = values[start:end]``; the marks follow.
-    The windows are ``unfold`` views of the split: no copy is made until a batch is gathered.
+    Window ``i``: ``x = S[i : i+L]``, ``y = S[i+L : i+L+H, :n_targets]`` with ``S = values[start:end]`` (the
+    targets first, then the past covariates, which are never read past the origin); the marks follow, and the future
+    covariates ``future [T, F]`` give ``F[i : i+L+H]``, lookback and horizon. The windows are ``unfold`` views of the
+    split: no copy is made until a batch is gathered.
     """
 
     def __init__(
-        self, values: torch.Tensor, marks: torch.Tensor | None, start: int, end: int, seq_len: int, horizon: int
+        self, values: torch.Tensor, marks: torch.Tensor | None, start: int, end: int, seq_len: int, horizon: int,
+        n_targets: int | None = None, future: torch.Tensor | None = None,
     ) -> None:
         self.seq_len, self.horizon = seq_len, horizon
+        self.n_targets = values.shape[1] if n_targets is None else n_targets
         span = seq_len + horizon
         seg = values[start:end]  # [T_s, N]
         self.n = window_count(0, seg.shape[0], seq_len, horizon)
@@ -31,6 +35,7 @@ class WindowDataset(Dataset):
             raise ValueError(f"split of {seg.shape[0]} rows is shorter than seq_len + horizon = {span}")
         self._win = seg.unfold(0, span, 1)  # [W, N, L+H] view
         self._mwin = marks[start:end].unfold(0, span, 1) if marks is not None else None  # [W, C, L+H] view
+        self._fwin = future[start:end].unfold(0, span, 1) if future is not None else None  # [W, F, L+H] view
 
     def __len__(self) -> int:
         return self.n
@@ -44,10 +49,12 @@ class WindowDataset(Dataset):
     def __getitem__(self, idx: list[int] | torch.Tensor) -> dict[str, torch.Tensor]:
         idx = torch.as_tensor(idx, dtype=torch.long)
         win = self._win[idx].transpose(1, 2)  # [B, L+H, N]
-        batch = {"x": win[:, : self.seq_len], "y": win[:, self.seq_len :]}
+        batch = {"x": win[:, : self.seq_len], "y": win[:, self.seq_len :, : self.n_targets]}
         if self._mwin is not None:
             mwin = self._mwin[idx].transpose(1, 2)  # [B, L+H, C]
             batch["x_mark"], batch["y_mark"] = mwin[:, : self.seq_len], mwin[:, self.seq_len :]
+        if self._fwin is not None:
+            batch["future"] = self._fwin[idx].transpose(1, 2)  # [B, L+H, F]
         return batch
 
 

@@ -15,6 +15,7 @@ from forecast.conformal import level_name
 from forecast.data.panel import ID, TARGET, TIME
 from forecast.data.gaps import FILL_METHODS, check_frequency, fill_missing
 from forecast.data.loading import Table, read_bytes, read_frame, to_table
+from forecast.data.timefeatures import future_dates
 from forecast.errors import ForecastError
 from forecast.process import atomic_path
 
@@ -76,6 +77,9 @@ def prepare_history(df: pl.DataFrame, meta: ModelMeta, name: str, fill: str | No
     ``min_rows`` (default L) rows; a step that is not the model's frequency.
     """
     check_fill(fill)
+    unused = [c for c in meta.ignored_columns or [] if c in df.columns]  # in the training file, read by no role
+    if unused:
+        df = df.drop(unused)
     table = to_table(df, name, date_col=meta.date_column, allow_nan=fill is not None, columns=meta.columns)
     need = meta.seq_len if min_rows is None else min_rows
     if len(table.dates) < need:
@@ -85,6 +89,49 @@ def prepare_history(df: pl.DataFrame, meta: ModelMeta, name: str, fill: str | No
     if fill is not None and not np.isfinite(table.values).all():
         table = Table(table.dates, fill_missing(table.values, table.columns, fill, name), table.columns)
     return table
+
+
+def _stamp(when: Any) -> str:
+    return str(np.datetime64(when, "m")).replace("T", " ")
+
+
+def future_hint(meta: ModelMeta, last: np.datetime64) -> str:
+    """``the 96 rows from 2018-06-23 00:00 to 2018-06-26 23:00 ('h' steps)``: what ``--future`` must hold."""
+    want = future_dates(last, meta.freq, meta.horizon)
+    return f"the {meta.horizon} rows from {_stamp(want[0])} to {_stamp(want[-1])} ('{meta.freq}' steps)"
+
+
+def prepare_future(df: pl.DataFrame | None, meta: ModelMeta, last: np.datetime64, name: str,
+                   flag: str = "--future FILE") -> np.ndarray | None:
+    """The future covariates ``[H, F]`` (original units, the model's order) over exactly the H steps after the
+    history's last timestamp ``last``; None for a model without them. Every mismatch is one line: no file, a file
+    for a model that reads none, a missing or extra column, an empty cell, a missing row or the wrong range."""
+    cols = meta.future_columns
+    if not cols:
+        if df is not None:
+            raise ForecastError(f"the model reads no future covariates; drop {flag}.")
+        return None
+    if df is None:
+        raise ForecastError(f"the model reads the future covariates {', '.join(cols)} over the horizon; give {flag} "
+                            f"with {future_hint(meta, last)} and the columns {meta.date_column}, "
+                            f"{', '.join(cols)}.")
+    table = to_table(df, name, date_col=meta.date_column, columns=cols)
+    want = future_dates(last, meta.freq, meta.horizon).astype("datetime64[ns]")
+    got = table.dates.astype("datetime64[ns]")
+    if len(got) != len(want) or (got != want).any():
+        if len(got) and got[0] != want[0]:
+            where = f"starts at {_stamp(got[0])}"
+        elif len(got) < len(want):
+            where = f"ends at {_stamp(got[-1])} ({len(got)} rows)"
+        elif len(got) > len(want):
+            where = f"goes on to {_stamp(got[-1])} ({len(got)} rows)"
+        else:
+            bad = int(np.flatnonzero(got != want)[0])
+            where = f"has {_stamp(got[bad])} at data row {bad + 1} instead of {_stamp(want[bad])}"
+        raise ForecastError(f"future covariates must cover {_stamp(want[0])} to {_stamp(want[-1])} ('{meta.freq}' "
+                            f"steps, the H={meta.horizon} after the history's last row {_stamp(last)}); {name} "
+                            f"{where}.")
+    return table.values
 
 
 def _requested(value: Any, known: tuple[float, ...], name: str, what: str, percent: bool, show: Any,

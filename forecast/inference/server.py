@@ -129,6 +129,16 @@ def trim_json(body: bytes, keep: int) -> bytes:
         data["data"] = _tail(data["data"], keep, "dataframe_split.data")
         if isinstance(data.get("index"), list):
             data["index"] = data["index"][-keep:]
+    elif key == "inputs" and isinstance(data, dict) and "history" in data:  # two frames: history and future
+        for name, frame in data.items():
+            rows = frame.get("data") if isinstance(frame, dict) else frame
+            if isinstance(rows, list):
+                cut = _tail(rows, keep if name == "history" else len(rows), f"inputs.{name}")
+                changed |= len(cut) != len(rows)
+                if isinstance(frame, dict):
+                    frame["data"] = cut
+                else:
+                    data[name] = cut
     elif isinstance(data, list):
         changed |= len(data) > keep
         doc[key] = _tail(data, keep, key)

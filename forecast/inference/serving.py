@@ -7,10 +7,13 @@ cloudpickled and no code travels in the model, so editing a downloaded model can
 Loading needs the ``forecast`` package installed (serve with ``--env-manager local``), never the training data.
 
 **Input** of ``predict``: a DataFrame with a ``date`` column (datetimes or ISO strings) and the model's
-variate columns (any order), at least L rows at the model's frequency, sorted, no duplicates, no gaps in the
-values unless ``params={"fill": "ffill" | "interpolate"}``. **Output**: the forecast of the H steps after the
-last row, as a DataFrame with ``date`` and the variate columns in original units; ``params={"horizon": h}``
-(h <= H) truncates it. Bad input raises an ``MlflowException`` (HTTP 400 when served) with a one-line message.
+columns (any order), at least L rows at the model's frequency, sorted, no duplicates, no gaps in the
+values unless ``params={"fill": "ffill" | "interpolate"}``. A model with future covariates takes two frames,
+``{"history": that DataFrame, "future": date + the future covariates over exactly the H steps after it}``; served,
+``{"inputs": {"history": {"columns": [...], "data": [...]}, "future": {"columns": [...], "data": [...]}}}``.
+**Output**: the forecast of the targets over the H steps after the last row, as a DataFrame with ``date`` and the
+target columns in original units; ``params={"horizon": h}`` (h <= H) truncates it. Bad input raises an
+``MlflowException`` (HTTP 400 when served) with a one-line message.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from forecast.artifact import LoadedModel, ModelMeta
 from forecast.data.panel import is_long, to_wide
 from forecast.errors import ForecastError
 from forecast.inference.io import (
-    check_fill, forecast_frame, panel_frame, parse_levels, parse_quantiles, prepare_history,
+    check_fill, forecast_frame, panel_frame, parse_levels, parse_quantiles, prepare_future, prepare_history,
 )
 from forecast.inference.predict import forecast_next
 
@@ -76,16 +79,15 @@ class Forecaster:
     def __init__(self, model: LoadedModel) -> None:
         self.model = model
 
-    def predict(self, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        """The next H (or ``params["horizon"]``) steps after ``model_input``'s last row, in original units."""
+    def predict(self, model_input: pd.DataFrame | dict, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """The next H (or ``params["horizon"]``) steps after ``model_input``'s last row, in original units
+        (``model_input``: the history, or ``{"history": ..., "future": ...}``)."""
         params = params or {}
         fill = params.get("fill") or None
         fill = None if fill in (None, "", "none") else str(fill)
         horizon = params.get("horizon")
         try:
-            if not isinstance(model_input, pd.DataFrame):
-                raise ForecastError("the input must be a table (DataFrame) with a date column and the model's "
-                                    f"columns, got {type(model_input).__name__}.")
+            model_input, future = input_frames(model_input)
             if horizon is not None and (isinstance(horizon, bool) or not str(horizon).lstrip("-").isdigit()):
                 raise ForecastError(f"params.horizon must be an integer, got {horizon!r}.")
             h = self.model.meta.check_horizon(None if horizon is None else int(horizon), "params.horizon")
@@ -104,7 +106,9 @@ class Forecaster:
                 # does (a gap or a disorder further back cannot change this forecast).
                 frame = _to_polars(model_input.tail(self.model.meta.seq_len))
             table = prepare_history(frame, self.model.meta, "input", fill)
-            fc = forecast_next(self.model, table, h, levels, qs)
+            rows = prepare_future(None if future is None else _to_polars(future), self.model.meta, table.dates[-1],
+                                  "the future frame", "a future frame (inputs.future: date + those columns)")
+            fc = forecast_next(self.model, table, h, levels, qs, rows)
         except ForecastError as err:
             raise RequestError(str(err)) from None
         return (panel_frame(fc) if long else forecast_frame(fc)).to_pandas()
@@ -134,6 +138,39 @@ class ForecastPyfunc(PythonModel):
         return self.forecaster.predict(model_input, params)
 
 
+def input_frames(model_input: Any) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(history, future or None) from a DataFrame, or from ``{"history": ..., "future": ...}`` whose values are
+    DataFrames, split-orient dicts (``columns``, ``data``) or lists of records (what the scoring server hands on from
+    ``{"inputs": {...}}``, each wrapped in a 0-d array)."""
+    if isinstance(model_input, pd.DataFrame):
+        return model_input, None
+    shape = ('a table (DataFrame) with a date column and the model\'s columns, or {"history": ..., "future": ...}')
+    if not isinstance(model_input, dict):
+        raise ForecastError(f"the input must be {shape}, got {type(model_input).__name__}.")
+    unknown = sorted(set(map(str, model_input)) - {"history", "future"})
+    if unknown or "history" not in model_input:
+        raise ForecastError(f"the input's frames must be history (and future for future covariates), got "
+                            f"{', '.join(map(str, model_input)) or 'none'}; send {shape}.")
+    return _frame(model_input["history"], "history"), (None if model_input.get("future") is None
+                                                       else _frame(model_input["future"], "future"))
+
+
+def _frame(value: Any, name: str) -> pd.DataFrame:
+    if isinstance(value, np.ndarray) and value.dtype == object and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, pd.DataFrame):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("columns"), list) and isinstance(value.get("data"), list):
+        try:
+            return pd.DataFrame(value["data"], columns=[str(c) for c in value["columns"]])
+        except ValueError as err:
+            raise ForecastError(f"inputs.{name}: its rows do not fit its columns ({err}).") from None
+    if isinstance(value, (list, np.ndarray)) and all(isinstance(r, dict) for r in value):
+        return pd.DataFrame(list(value))
+    raise ForecastError(f'inputs.{name} must be a frame: {{"columns": ["date", ...], "data": [[...], ...]}} or a '
+                        "list of records.")
+
+
 def _to_polars(df: pd.DataFrame) -> pl.DataFrame:
     """A polars frame of ``df``; object columns (mixed JSON values) go through as strings, so validation can
     name a bad cell instead of failing on the conversion."""
@@ -155,7 +192,7 @@ def signature(meta: ModelMeta) -> ModelSignature:
     itself, exactly as predict does (``date`` + the model's columns, in any order; the input example shows them).
     """
     # The date is "any": JSON and CSV bring strings, Python callers datetimes; prepare_history parses both.
-    values = [ColSpec("double", c) for c in meta.columns]
+    values = [ColSpec("double", c) for c in meta.target_columns]
     outputs = Schema([ColSpec("datetime", meta.date_column), *values])
     horizon, fill, level, quantiles = PARAMS
     params = ParamSchema([ParamSpec(horizon, "long", meta.horizon), ParamSpec(fill, "string", "none"),
@@ -185,6 +222,8 @@ def log_model(uri: str, run_id: str, meta: ModelMeta, config: dict[str, Any], st
     shortest = np.asarray(example_values).astype(str).astype(np.float64)  # 11.052, not 11.052000045776367
     for j, c in enumerate(meta.columns):
         example[c] = shortest[:, j]
+    if meta.future_columns:  # two frames: the request shape is in the module docstring and the README
+        example = None
     mlflow_log = logging.getLogger("mlflow")
     level = mlflow_log.level
     with tempfile.TemporaryDirectory(prefix="forecast-pyfunc-") as tmp:

@@ -4,7 +4,8 @@ levels so that they never cross (Koenker's quantile regression, trained with the
 The head is one ``Linear(L -> H·(Q−1))`` per lookback window, shared by all variates like the LTSF-Linear maps;
 its outputs pass through a softplus and are summed outward from the median, so ``q_1 < ... < q_Q`` holds by
 construction. It is built once here, for every registered model (``create_model(..., quantiles=...)``).
-Contract: ``forward(x [B, L, N], x_mark, y_mark) -> [B, H, N, Q]``.
+Contract: ``forward(x [B, L, N], x_mark, y_mark, future) -> [B, H, N_t, Q]``: the spreads are read from the
+targets' own lookback (the first ``N_t`` columns).
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ class QuantileForecaster(nn.Module):
         self.horizon, self.n_spreads = horizon, len(quantiles) - 1
         self.spread = nn.Linear(seq_len, horizon * self.n_spreads)
 
-    def forward(self, x: torch.Tensor, x_mark: torch.Tensor | None = None,
-                y_mark: torch.Tensor | None = None) -> torch.Tensor:
-        median = self.point(x, x_mark, y_mark)  # [B, H, N]
+    def forward(self, x: torch.Tensor, x_mark: torch.Tensor | None = None, y_mark: torch.Tensor | None = None,
+                future: torch.Tensor | None = None) -> torch.Tensor:
+        median = self.point(x, x_mark, y_mark, future)  # [B, H, N_t]
+        x = x[..., : median.shape[-1]]  # the targets' lookback
         B, _, N = x.shape
         gaps = F.softplus(self.spread(x.transpose(1, 2)))  # [B, N, H * (Q - 1)], positive
         gaps = gaps.view(B, N, self.horizon, self.n_spreads).permute(0, 2, 1, 3)  # [B, H, N, Q - 1]

@@ -14,4 +14,5 @@ from forecast.models.registry import (  # noqa: F401
     extras_from_state,
     get_spec,
     model_names,
+    run_batch,
 )

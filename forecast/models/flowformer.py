@@ -10,7 +10,12 @@ A Transformer encoder-decoder over temporal tokens (one token per time step):
   self-attention, softmax cross-attention to the encoder output and an FFN, final LayerNorm, ``Linear(D -> N)``;
 - output: the last H decoder steps, ``[B, H, N]``.
 
-Contract: ``forward(x [B, L, N], x_mark [B, L, C] | None, y_mark [B, H, C] | None) -> [B, H, N]``.
+Covariates: past covariates are more input channels of both embeddings (the decoder's are zero over the horizon,
+as the targets' are); future covariates join the time marks, so the encoder reads them over the lookback and the
+decoder over its warm-up rows and the horizon; ``Linear(D -> N_t)`` forecasts the targets.
+
+Contract: ``forward(x [B, L, N], x_mark [B, L, C] | None, y_mark [B, H, C] | None, future [B, L+H, F] | None)
+-> [B, H, N_t]``.
 The time-feature embedding is skipped when marks are None. No instance normalization by default
 (``revin: none``), as in the paper's baseline.
 """
@@ -64,8 +69,8 @@ class Flowformer(nn.Module):
         self.horizon = ctx.horizon
         # label_len may not exceed the lookback; a longer one is clipped (the default 48 vs a short L).
         self.label_len = min(cfg.label_len, ctx.seq_len)
-        self.enc_embed = DataEmbedding(N, D, ctx.n_marks, cfg.dropout)
-        self.dec_embed = DataEmbedding(N, D, ctx.n_marks, cfg.dropout)
+        self.enc_embed = DataEmbedding(N, D, ctx.n_marks + ctx.n_future, cfg.dropout)
+        self.dec_embed = DataEmbedding(N, D, ctx.n_marks + ctx.n_future, cfg.dropout)
         self.encoder = Encoder(
             [
                 MixerEncoderLayer(
@@ -89,12 +94,14 @@ class Flowformer(nn.Module):
             ],
             D,
         )
-        self.projection = nn.Linear(D, N)
+        self.projection = nn.Linear(D, ctx.n_targets)
 
-    def forward(
-        self, x: torch.Tensor, x_mark: torch.Tensor | None = None, y_mark: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, x_mark: torch.Tensor | None = None, y_mark: torch.Tensor | None = None,
+                future: torch.Tensor | None = None) -> torch.Tensor:
         B, L, N = x.shape
+        if future is not None:  # known over the horizon: the decoder reads them with the calendar
+            x_mark = future[:, :L] if x_mark is None else torch.cat([x_mark, future[:, :L]], dim=-1)
+            y_mark = future[:, L:] if y_mark is None else torch.cat([y_mark, future[:, L:]], dim=-1)
         H, label = self.horizon, min(self.label_len, L)
         x_dec = torch.cat([x[:, L - label :], x.new_zeros(B, H, N)], dim=1)  # [B, label + H, N]
         mark_dec = None
@@ -104,4 +111,4 @@ class Flowformer(nn.Module):
             mark_dec = torch.cat([x_mark[:, L - label :], y_mark], dim=1)  # [B, label + H, C]
         memory = self.encoder(self.enc_embed(x, x_mark))  # [B, L, D]
         h = self.decoder(self.dec_embed(x_dec, mark_dec), memory)  # [B, label + H, D]
-        return self.projection(h[:, -H:])  # [B, H, N]
+        return self.projection(h[:, -H:])  # [B, H, N_t]

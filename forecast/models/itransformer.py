@@ -3,7 +3,13 @@ ICLR 2024) and its inverted variants, which differ only in the token mixer (iFlo
 
 Each variate's whole lookback is one token (and, when marks are given, each time-feature series is one more
 token); a post-LN Transformer encoder mixes the tokens; ``Linear(D -> H)`` reads each token out and the
-first N tokens are the forecast. Contract: ``forward(x [B, L, N], x_mark [B, L, C] | None, y_mark) -> [B, H, N]``.
+first N tokens are the forecast. Contract: ``forward(x [B, L, N], x_mark [B, L, C] | None, y_mark, future) ->
+[B, H, N_t]``.
+
+Covariates (in the spirit of TimeXer): a past covariate is one more variate token, read from its lookback like a
+target (the MS setting of the official code); each future covariate is one more token embedded from its series over
+lookback *and* horizon (:class:`~forecast.layers.covariates.FutureTokens`). All tokens are mixed; only the targets'
+tokens are read out.
 RevIN (non-affine, the paper's ``use_norm``) is applied by ``create_model``, not here.
 
 Nothing in the model depends on N: embedding, mixer, FFN and projector are shared by all tokens, so a
@@ -18,6 +24,7 @@ import torch
 from torch import nn
 
 from forecast.layers.attention import AttentionLayer, FullAttention
+from forecast.layers.covariates import FutureTokens, append_future
 from forecast.layers.embed import InvertedEmbedding
 from forecast.layers.encoder import Encoder, MixerEncoderLayer
 from forecast.layers.flow_attention import FlowAttention
@@ -78,10 +85,12 @@ class ITransformer(nn.Module):
     def __init__(self, cfg: ITransformerConfig, ctx: ModelContext) -> None:
         super().__init__()
         self.use_marks = cfg.use_marks
-        n_tokens = ctx.n_vars + (ctx.n_marks if cfg.use_marks else 0)
+        n_tokens = ctx.n_vars + (ctx.n_marks if cfg.use_marks else 0) + ctx.n_future
+        self.n_targets = ctx.n_targets if ctx.n_targets < ctx.n_vars else None  # None: every variate (any N)
         self.ortho = (OrthoTrans.from_extras(ctx.extras, ctx.seq_len, ctx.horizon, "itransformer")
                       if cfg.orthotrans else None)
         self.embed = InvertedEmbedding(ctx.seq_len, cfg.d_model, cfg.dropout)
+        self.future_embed = FutureTokens.of(ctx, cfg.d_model, cfg.dropout)
         self.encoder = Encoder(
             [
                 MixerEncoderLayer(
@@ -93,16 +102,16 @@ class ITransformer(nn.Module):
         )
         self.projector = nn.Linear(cfg.d_model, ctx.horizon)
 
-    def forward(
-        self, x: torch.Tensor, x_mark: torch.Tensor | None = None, y_mark: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        n_vars = x.shape[-1]
+    def forward(self, x: torch.Tensor, x_mark: torch.Tensor | None = None, y_mark: torch.Tensor | None = None,
+                future: torch.Tensor | None = None) -> torch.Tensor:
+        n_out = self.n_targets or x.shape[-1]
         if self.ortho is not None:  # each variate's lookback in the orthogonal basis: [B, N, L] @ Q_in^T
             x = self.ortho.forward_transform(x.transpose(1, 2)).transpose(1, 2)
         tokens = self.embed(x, x_mark if self.use_marks else None)  # [B, T, D], T = N (+ C)
+        tokens = append_future(tokens, self.future_embed, future)  # (+ F)
         h = self.encoder(tokens)  # [B, T, D]
         out = self.projector(h)  # [B, T, H]
-        return out.transpose(1, 2)[:, :, :n_vars]  # [B, H, T] -> [B, H, N], covariate tokens dropped
+        return out.transpose(1, 2)[:, :, :n_out]  # [B, H, N_t]: the targets' tokens alone
 
 
 register_alias(

@@ -4,7 +4,13 @@ All three map along the time axis only, one forecast per channel, and ignore tim
 With ``orthotrans: true`` (OLinear's plug-in, arXiv 2505.08550) the same L->H maps act on the
 coefficients of the lookback in the OrthoTrans basis ``Q_i``, and their output is mapped back with ``Q_o``;
 the pipeline then supplies ``ctx.extras["q_in"] [L, L]`` and ``ctx.extras["q_out"] [H, H]``.
-Contract: ``forward(x [B, L, N], x_mark, y_mark) -> [B, H, N]``.
+
+Covariates: the L->H maps read the targets only (the first ``N_t`` columns of x), as the papers' models read each
+channel; past covariates (the other columns of x) and future covariates (over lookback and horizon) enter through one
+:class:`~forecast.layers.covariates.CovariateMap` added to the targets' forecast (zero at init; absent without
+covariates, so the papers' models are unchanged). Time marks are ignored; name ``calendar`` among the future
+covariates to give the calendar to these models.
+Contract: ``forward(x [B, L, N], x_mark, y_mark, future) -> [B, H, N_t]``.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from forecast.layers.covariates import CovariateMap
 from forecast.layers.decomposition import SeriesDecomposition
 from forecast.layers.orthotrans import OrthoTrans, orthotrans_needs
 from forecast.models.registry import ModelContext, register
@@ -43,6 +50,12 @@ class TimeLinear(nn.Module):
 
 def _ortho_or_none(enabled: bool, ctx: ModelContext, model: str) -> OrthoTrans | None:
     return OrthoTrans.from_extras(ctx.extras, ctx.seq_len, ctx.horizon, model) if enabled else None
+
+
+def _with_covariates(cov: CovariateMap | None, targets: torch.Tensor, x: torch.Tensor,
+                     future: torch.Tensor | None) -> torch.Tensor:
+    """``targets [B, H, N_t]`` plus the covariates' share: the past covariates are x's columns after the targets."""
+    return targets if cov is None else targets + cov(x[..., targets.shape[-1]:], future)
 
 
 def _forecast(head: TimeLinear, ortho: OrthoTrans | None, x: torch.Tensor) -> torch.Tensor:
@@ -77,11 +90,12 @@ class DLinearConfig:
 class Linear(nn.Module):
     def __init__(self, cfg: LinearConfig, ctx: ModelContext) -> None:
         super().__init__()
-        self.head = TimeLinear(ctx.seq_len, ctx.horizon, ctx.n_vars, cfg.individual)
+        self.head = TimeLinear(ctx.seq_len, ctx.horizon, ctx.n_targets, cfg.individual)
         self.ortho = _ortho_or_none(cfg.orthotrans, ctx, "linear")
+        self.covariates, self.n_targets = CovariateMap.of(ctx), ctx.n_targets
 
-    def forward(self, x: torch.Tensor, x_mark=None, y_mark=None) -> torch.Tensor:
-        return _forecast(self.head, self.ortho, x)
+    def forward(self, x: torch.Tensor, x_mark=None, y_mark=None, future=None) -> torch.Tensor:
+        return _with_covariates(self.covariates, _forecast(self.head, self.ortho, x[..., : self.n_targets]), x, future)
 
 
 @register("nlinear", LinearConfig, "NLinear: subtract the last value, linear map, add it back (LTSF-Linear)",
@@ -89,12 +103,14 @@ class Linear(nn.Module):
 class NLinear(nn.Module):
     def __init__(self, cfg: LinearConfig, ctx: ModelContext) -> None:
         super().__init__()
-        self.head = TimeLinear(ctx.seq_len, ctx.horizon, ctx.n_vars, cfg.individual)
+        self.head = TimeLinear(ctx.seq_len, ctx.horizon, ctx.n_targets, cfg.individual)
         self.ortho = _ortho_or_none(cfg.orthotrans, ctx, "nlinear")
+        self.covariates, self.n_targets = CovariateMap.of(ctx), ctx.n_targets
 
-    def forward(self, x: torch.Tensor, x_mark=None, y_mark=None) -> torch.Tensor:
-        last = x[:, -1:, :].detach()  # [B, 1, N]
-        return _forecast(self.head, self.ortho, x - last) + last
+    def forward(self, x: torch.Tensor, x_mark=None, y_mark=None, future=None) -> torch.Tensor:
+        targets = x[..., : self.n_targets]
+        last = targets[:, -1:, :].detach()  # [B, 1, N_t]
+        return _with_covariates(self.covariates, _forecast(self.head, self.ortho, targets - last) + last, x, future)
 
 
 @register("dlinear", DLinearConfig, "DLinear: moving-average trend + seasonal, one linear map each (LTSF-Linear)",
@@ -103,10 +119,12 @@ class DLinear(nn.Module):
     def __init__(self, cfg: DLinearConfig, ctx: ModelContext) -> None:
         super().__init__()
         self.decomp = SeriesDecomposition(cfg.kernel_size)
-        self.seasonal = TimeLinear(ctx.seq_len, ctx.horizon, ctx.n_vars, cfg.individual)
-        self.trend = TimeLinear(ctx.seq_len, ctx.horizon, ctx.n_vars, cfg.individual)
+        self.seasonal = TimeLinear(ctx.seq_len, ctx.horizon, ctx.n_targets, cfg.individual)
+        self.trend = TimeLinear(ctx.seq_len, ctx.horizon, ctx.n_targets, cfg.individual)
         self.ortho = _ortho_or_none(cfg.orthotrans, ctx, "dlinear")
+        self.covariates, self.n_targets = CovariateMap.of(ctx), ctx.n_targets
 
-    def forward(self, x: torch.Tensor, x_mark=None, y_mark=None) -> torch.Tensor:
-        seasonal, trend = self.decomp(x)  # [B, L, N] each
-        return _forecast(self.seasonal, self.ortho, seasonal) + _forecast(self.trend, self.ortho, trend)
+    def forward(self, x: torch.Tensor, x_mark=None, y_mark=None, future=None) -> torch.Tensor:
+        seasonal, trend = self.decomp(x[..., : self.n_targets])  # [B, L, N_t] each
+        out = _forecast(self.seasonal, self.ortho, seasonal) + _forecast(self.trend, self.ortho, trend)
+        return _with_covariates(self.covariates, out, x, future)

@@ -4,8 +4,8 @@ season, repeated). Nothing is learned: they have no parameters, so training them
 ``seasonal_naive``'s season ``m`` is ``model.season`` when given, else the data's (one day of steps for
 sub-daily data, 7 for daily, 52 for weekly: :func:`forecast.data.series.season_of`), which the data layer passes as
 ``ctx.extras["season"]`` and the model keeps as a buffer, so a saved model forecasts with the season it was tested
-with. Contract: ``forward(x [B, L, N], x_mark, y_mark) -> [B, H, N]``; step ``t`` of the forecast is
-``x[L - m + (t mod m)]``.
+with. Contract: ``forward(x [B, L, N], x_mark, y_mark, future) -> [B, H, N_t]``; step ``t`` of the forecast is
+``x[L - m + (t mod m)]``. Covariates are ignored: a baseline repeats each target's own history.
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ class SeasonalNaiveConfig:
 class Naive(nn.Module):
     def __init__(self, cfg: NaiveConfig, ctx: ModelContext) -> None:
         super().__init__()
-        self.horizon = ctx.horizon
+        self.horizon, self.n_targets = ctx.horizon, ctx.n_targets
 
-    def forward(self, x: torch.Tensor, x_mark=None, y_mark=None) -> torch.Tensor:
-        return x[:, -1:, :].expand(-1, self.horizon, -1)
+    def forward(self, x: torch.Tensor, x_mark=None, y_mark=None, future=None) -> torch.Tensor:
+        return x[:, -1:, : self.n_targets].expand(-1, self.horizon, -1)
 
 
 def _season_needs(cfg: SeasonalNaiveConfig) -> tuple[str, ...]:
@@ -60,8 +60,8 @@ class SeasonalNaive(nn.Module):
                                 f"longer than seq_len {ctx.seq_len}; use --seq-len {cfg.season} or more.")
         season = torch.tensor(cfg.season) if cfg.season else ctx.extras["season"]
         self.register_buffer("season", season.to(torch.long).reshape(()))
-        self.seq_len, self.horizon = ctx.seq_len, ctx.horizon
+        self.seq_len, self.horizon, self.n_targets = ctx.seq_len, ctx.horizon, ctx.n_targets
 
-    def forward(self, x: torch.Tensor, x_mark=None, y_mark=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, x_mark=None, y_mark=None, future=None) -> torch.Tensor:
         steps = torch.arange(self.horizon, device=x.device)
-        return x[:, self.seq_len - self.season + steps % self.season, :]
+        return x[:, self.seq_len - self.season + steps % self.season, : self.n_targets]

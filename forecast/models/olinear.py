@@ -5,7 +5,12 @@ token per variate, mixed across variates by NormLin encoder blocks, projected ba
 coefficients, moved back to time and reduced by an MLP head (model_specs.md §4.2-4.4).
 Affine RevIN is applied outside, by ``create_model`` (config ``revin: affine``); time marks are ignored.
 
-Contract: ``forward(x [B, L, N], x_mark, y_mark) -> [B, H, N]``. Needs ``ctx.extras["q_in"] [L, L]`` and
+Covariates: a past covariate is one more variate token (lifted, transformed and embedded like a target); each future
+covariate is one more token embedded from its lookback and horizon
+(:class:`~forecast.layers.covariates.FutureTokens`). NormLin mixes all of them; the output projection and the head
+read the targets' tokens alone.
+
+Contract: ``forward(x [B, L, N], x_mark, y_mark, future) -> [B, H, N_t]``. Needs ``ctx.extras["q_in"] [L, L]`` and
 ``ctx.extras["q_out"] [H, H]`` (train split only) unless ``orthotrans=False``.
 """
 
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from forecast.layers.covariates import FutureTokens, append_future
 from forecast.layers.encoder import Encoder, MixerEncoderLayer
 from forecast.layers.normlin import NormLin
 from forecast.layers.orthotrans import OrthoTrans, orthotrans_needs
@@ -67,14 +73,15 @@ class OLinear(nn.Module):
     def __init__(self, cfg: OLinearConfig, ctx: ModelContext) -> None:
         super().__init__()
         L, H, N, d, D = ctx.seq_len, ctx.horizon, ctx.n_vars, cfg.embed_size, cfg.d_model
-        self.horizon, self.embed_size = H, d
+        self.horizon, self.embed_size, self.n_targets = H, d, ctx.n_targets
         self.ortho = OrthoTrans.from_extras(ctx.extras, L, H, "olinear") if cfg.orthotrans else None
         self.phi = nn.Parameter(torch.randn(1, d))  # dimension extension, [1, d]
         self.delta_in = nn.Parameter(torch.zeros(1, N, 1, L))  # bias after OrthoTrans, [1, N, 1, L]
-        self.delta_out = nn.Parameter(torch.zeros(1, N, 1, H))  # bias after inverse OrthoTrans, [1, N, 1, H]
+        self.delta_out = nn.Parameter(torch.zeros(1, ctx.n_targets, 1, H))  # after inverse OrthoTrans, [1, N_t, 1, H]
         self.embed = nn.Linear(d * L, D)
+        self.future_embed = FutureTokens.of(ctx, D)
         layers = [
-            MixerEncoderLayer(self._mixer(cfg, N), D, cfg.d_ff, cfg.dropout, activation="gelu")
+            MixerEncoderLayer(self._mixer(cfg, N + ctx.n_future), D, cfg.d_ff, cfg.dropout, activation="gelu")
             for _ in range(cfg.e_layers)
         ]
         self.encoder = Encoder(layers, D)
@@ -88,19 +95,19 @@ class OLinear(nn.Module):
             return SelfAttentionMixer(cfg.d_model, cfg.n_heads, cfg.dropout)
         return NormLin(n_vars, cfg.d_model, cfg.dropout)
 
-    def forward(self, x: torch.Tensor, x_mark=None, y_mark=None) -> torch.Tensor:
-        B, _, N = x.shape
+    def forward(self, x: torch.Tensor, x_mark=None, y_mark=None, future=None) -> torch.Tensor:
+        B, n_t = x.shape[0], self.n_targets
         h = x.transpose(1, 2).unsqueeze(-1) * self.phi  # [B, N, L, 1] * [1, d] -> [B, N, L, d]
         h = h.transpose(-1, -2)  # [B, N, d, L]
         if self.ortho is not None:
             h = self.ortho.forward_transform(h)  # [B, N, d, L], coefficients in the Q_i basis
         h = h + self.delta_in
         h = self.embed(h.flatten(2))  # [B, N, d*L] (L fastest) -> [B, N, D]
-        h = self.encoder(h)  # [B, N, D]
-        h = self.project(h).reshape(B, N, self.embed_size, self.horizon)  # [B, N, d, H]
+        h = self.encoder(append_future(h, self.future_embed, future))[:, :n_t]  # [B, N (+F), D] -> [B, N_t, D]
+        h = self.project(h).reshape(B, n_t, self.embed_size, self.horizon)  # [B, N_t, d, H]
         if self.ortho is not None:
-            h = self.ortho.inverse_transform(h)  # [B, N, d, H], back to time
+            h = self.ortho.inverse_transform(h)  # [B, N_t, d, H], back to time
         h = h + self.delta_out
-        h = h.transpose(-1, -2).flatten(2)  # [B, N, H, d] -> [B, N, H*d]
-        y = self.out_dropout(self.head(h))  # [B, N, H]
-        return y.transpose(1, 2)  # [B, H, N]
+        h = h.transpose(-1, -2).flatten(2)  # [B, N_t, H, d] -> [B, N_t, H*d]
+        y = self.out_dropout(self.head(h))  # [B, N_t, H]
+        return y.transpose(1, 2)  # [B, H, N_t]

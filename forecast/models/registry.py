@@ -2,10 +2,14 @@
 
 Every forecaster is a plain ``nn.Module`` with the contract::
 
-    forward(x [B, L, N], x_mark [B, L, C] | None, y_mark [B, H, C] | None = None) -> [B, H, N]
+    forward(x [B, L, N], x_mark [B, L, C] | None, y_mark [B, H, C] | None = None,
+            future [B, L+H, F] | None = None) -> [B, H, N_t]
 
-``x`` is the standardized lookback, ``x_mark`` its time features (timeF, in [-0.5, 0.5]) and ``y_mark``
-the known calendar features of the horizon (only the vanilla Flowformer decoder uses them).
+``x`` is the standardized lookback of the targets (its first ``N_t = ctx.n_targets`` columns) and the past
+covariates (the rest), ``x_mark`` its time features (timeF, in [-0.5, 0.5]), ``y_mark`` the known calendar features
+of the horizon, and ``future`` the future covariates over lookback and horizon (:mod:`forecast.data.roles`). The
+forecast is of the targets alone. Without covariates ``N_t = N`` and ``future`` is None: the papers' setting.
+Each model file says how it reads covariates; none may read a target or a past covariate past the origin.
 Models are built by :func:`create_model` from their config dataclass and a :class:`ModelContext`
 whose sizes come from the data, never from the user.
 
@@ -40,6 +44,21 @@ class ModelContext:
     n_marks: int = 0  # C, time-feature channels (0 when the data has none)
     # Data-derived tensors computed from the train split, e.g. {"q_in": [L, L], "q_out": [H, H]}.
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    n_targets: int | None = None  # N_t, the first N_t variates are forecast; None: all N (no past covariates)
+    n_future: int = 0  # F, future-covariate channels
+    univariate: bool = False  # S: the backbone forecasts one target at a time from its own history (N = N_t = 1)
+
+    def __post_init__(self) -> None:
+        if self.n_targets is None:
+            object.__setattr__(self, "n_targets", self.n_vars)
+        if not 1 <= self.n_targets <= self.n_vars:
+            raise ValueError(f"n_targets must be in 1..n_vars={self.n_vars}, got {self.n_targets}")
+        if self.univariate and (self.n_targets != self.n_vars or self.n_future):
+            raise ValueError("a univariate (S) context has targets alone: no past or future covariates")
+
+    @property
+    def n_past(self) -> int:
+        return self.n_vars - self.n_targets
 
 
 @dataclass(frozen=True)
@@ -124,8 +143,18 @@ def create_model(name: str, cfg: Any, ctx: ModelContext, quantiles: tuple[float,
     spec = get_spec(name)
     if not isinstance(cfg, spec.config_cls):
         raise TypeError(f"{name} expects a {spec.config_cls.__name__}, got {type(cfg).__name__}")
-    point = Forecaster(spec.cls(cfg, ctx), ctx.n_vars, getattr(cfg, "revin", "none"))
+    inner = dataclasses.replace(ctx, n_vars=1, n_targets=1) if ctx.univariate else ctx
+    point = Forecaster(spec.cls(cfg, inner), inner.n_vars, getattr(cfg, "revin", "none"), fold=ctx.univariate)
     return QuantileForecaster(point, ctx.seq_len, ctx.horizon, quantiles) if quantiles else point
+
+
+def run_batch(model: nn.Module, batch: Mapping[str, torch.Tensor], device: torch.device | None = None) -> torch.Tensor:
+    """``model``'s forecast of a WindowDataset batch (``x``, and ``x_mark``, ``y_mark``, ``future`` when present),
+    moved to ``device`` first when given: the one place a batch becomes the forward's arguments."""
+    args = [batch.get(k) for k in ("x", "x_mark", "y_mark", "future")]
+    if device is not None:
+        args = [None if a is None else a.to(device) for a in args]
+    return model(*args)
 
 
 def extras_from_state(names: tuple[str, ...], state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

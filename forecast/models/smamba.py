@@ -4,7 +4,11 @@ wzhwzhwzh0921/S-D-Mamba).
 iTransformer with the attention replaced by a bidirectional Mamba over the variate tokens: each variate's
 lookback (and each time-feature series, when marks are given) is one token, the tokens ``[B, N + C, D]``
 are read as a sequence in column order, ``Linear(D -> H)`` reads each token out and the first N tokens are
-the forecast. Contract: ``forward(x [B, L, N], x_mark [B, L, C] | None, y_mark) -> [B, H, N]``.
+the forecast. Contract: ``forward(x [B, L, N], x_mark [B, L, C] | None, y_mark, future) -> [B, H, N_t]``.
+
+Covariates, as in iTransformer: a past covariate is one more variate token (after the targets, in column order), each
+future covariate one more token embedded from its lookback and horizon, placed after the mark tokens, so the
+bidirectional scan reads targets, past covariates, marks, future covariates; only the targets' tokens are read out.
 RevIN (non-affine, the paper's ``use_norm``) is applied by ``create_model``, not here.
 """
 
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from forecast.layers.covariates import FutureTokens, append_future
 from forecast.layers.embed import InvertedEmbedding
 from forecast.layers.encoder import Encoder, MixerEncoderLayer
 from forecast.layers.mamba import MambaBlock
@@ -67,6 +72,8 @@ class SMamba(nn.Module):
     def __init__(self, cfg: SMambaConfig, ctx: ModelContext) -> None:
         super().__init__()
         self.embed = InvertedEmbedding(ctx.seq_len, cfg.d_model, cfg.dropout)
+        self.future_embed = FutureTokens.of(ctx, cfg.d_model, cfg.dropout)
+        self.n_targets = ctx.n_targets if ctx.n_targets < ctx.n_vars else None  # None: every variate
         self.encoder = Encoder(
             [
                 MixerEncoderLayer(
@@ -89,11 +96,11 @@ class SMamba(nn.Module):
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return f"{active_scan_backend(device)} on {device.type}"
 
-    def forward(
-        self, x: torch.Tensor, x_mark: torch.Tensor | None = None, y_mark: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        n_vars = x.shape[-1]
+    def forward(self, x: torch.Tensor, x_mark: torch.Tensor | None = None, y_mark: torch.Tensor | None = None,
+                future: torch.Tensor | None = None) -> torch.Tensor:
+        n_out = self.n_targets or x.shape[-1]
         tokens = self.embed(x, x_mark)  # [B, T, D], T = N (+ C): variates in column order, then marks
+        tokens = append_future(tokens, self.future_embed, future)  # (+ F)
         h = self.encoder(tokens)  # [B, T, D]
         out = self.projector(h)  # [B, T, H]
-        return out.transpose(1, 2)[:, :, :n_vars]  # [B, H, N], mark tokens dropped
+        return out.transpose(1, 2)[:, :, :n_out]  # [B, H, N_t], covariate and mark tokens dropped

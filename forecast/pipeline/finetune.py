@@ -103,12 +103,24 @@ def parent_val_loss(parent: Parent, windows: Any, mean: np.ndarray, std: np.ndar
     own_mean = torch.as_tensor(np.asarray(meta.mean), dtype=torch.float32)
     own_std = torch.as_tensor(np.asarray(meta.std), dtype=torch.float32)
     run_mean, run_std = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
+
+    def rescale(v: torch.Tensor, cols: slice, into_own: bool) -> torch.Tensor:
+        """``v [..., n]`` of the columns ``cols`` from the run's scale into the parent's (or back)."""
+        (m0, s0), (m1, s1) = ((run_mean, run_std), (own_mean, own_std))[::1 if into_own else -1]
+        return (v * s0[cols] + m0[cols] - m1[cols]) / s1[cols]
+
+    k, n_t, n_f = meta.n_inputs, meta.n_targets, len(meta.future_columns)
     total, count = 0.0, 0
     for batch in windows.in_order(batch_size):
-        x = (batch["x"] * run_std + run_mean - own_mean) / own_std
-        pred = parent.model.forward_scaled(x, batch.get("x_mark"), batch.get("y_mark"), full=True)
-        shape = (-1, 1) if pred.dim() == 4 else (-1,)  # a quantile model's levels come last
-        pred = (pred * own_std.view(shape) + own_mean.view(shape) - run_mean.view(shape)) / run_std.view(shape)
+        future = batch.get("future")
+        if future is not None and n_f:  # the covariate columns move scale; the calendar stays as it is
+            future = torch.cat([rescale(future[..., :n_f], slice(k, k + n_f), True), future[..., n_f:]], dim=-1)
+        pred = parent.model.forward_scaled(rescale(batch["x"], slice(0, k), True), batch.get("x_mark"),
+                                           batch.get("y_mark"), full=True, future=future)
+        if pred.dim() == 4:  # a quantile model's levels come last
+            pred = rescale(pred.movedim(-1, 0), slice(0, n_t), False).movedim(0, -1)
+        else:
+            pred = rescale(pred, slice(0, n_t), False)
         n = batch["x"].shape[0]
         total += float(loss_fn(pred, batch["y"])) * n
         count += n

@@ -45,3 +45,4 @@ class TrainResult:
     metrics: dict[str, float]
     step_mse: np.ndarray | None = None
     is_global_zero: bool = True  # False on the other DDP ranks, which record nothing
+    setting: str = ""  # what was forecast from what, when not every column from every column (Roles.describe)

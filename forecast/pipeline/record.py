@@ -20,6 +20,7 @@ from forecast import artifact, runguard, tracking
 from forecast.config import RunConfig
 from forecast.data.datamodule import ForecastDataModule
 from forecast.inference import serving
+from forecast.models import run_batch
 from forecast.pipeline.options import TrainOptions
 from forecast.train import ForecastModule, epoch_metrics
 from forecast.conformal import level_name
@@ -64,6 +65,7 @@ class RunRecorder(pl.Callback):
         if not opts.parent_run_id:  # nested runs (trials) are guarded with their parent (forecast.tuning)
             self._guard = runguard.watch(self.uri, self.run_id)
         params = tracking.params_of({**cfg.flat(), "data.n_vars": dm.n_vars, "data.n_marks": dm.n_marks,
+                                     "data.n_targets": dm.series.n_targets, "data.n_future": dm.series.n_future,
                                      "data.freq": dm.series.freq, "model.n_params": self.n_params,
                                      "dist.world_size": world_size})
         mlf.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
@@ -130,7 +132,7 @@ def _log_pyfunc(uri: str, run_id: str, cfg: RunConfig, dm: ForecastDataModule, s
     is the last L rows of the train split."""
     s = dm.series
     meta = artifact.model_meta(cfg.model_name, cfg.data.seq_len, cfg.data.horizon, s.columns, s.mean, s.std, s.freq,
-                              dm.n_marks, cfg.data.mark_freq)
+                              dm.n_marks, cfg.data.mark_freq, s.roles, 0 if s.calendar is None else s.calendar.shape[1])
     end = s.borders["train"][1]
     serving.log_model(uri, run_id, meta, cfg.to_dict(), state, s.dates[end - cfg.data.seq_len:end],
                       s.raw[end - cfg.data.seq_len:end], intervals)
@@ -148,9 +150,8 @@ def _plot_forecasts(module: ForecastModule, dm: ForecastDataModule, path: Path, 
     module.eval()
     with torch.no_grad():
         device = next(module.parameters()).device
-        pred = module.point(module.model(*(batch[k].to(device) if k in batch else None
-                                           for k in ("x", "x_mark", "y_mark"))))
-    var = dm.n_vars - 1  # the last column: OT in the benchmarks
+        pred = module.point(run_batch(module.model, batch, device))
+    var = dm.series.n_targets - 1  # the last target: OT in the benchmarks
     fig, axes = plt.subplots(n_windows, 1, figsize=(9, 2.2 * n_windows), squeeze=False)
     L = batch["x"].shape[1]
     for ax, i in zip(axes[:, 0], range(n_windows)):

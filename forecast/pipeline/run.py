@@ -39,14 +39,16 @@ def build(cfg: RunConfig, progress: bool = True, series: Series | None = None,
     needs = get_spec(cfg.model_name).extras(cfg.model)  # data-derived tensors, from the train split only
     extras = (extras_from_state(needs, init_state) if init_state is not None
               else data_extras(needs, dm.series, cfg.data.seq_len, cfg.data.horizon))
+    s = dm.series
     ctx = ModelContext(seq_len=cfg.data.seq_len, horizon=cfg.data.horizon, n_vars=dm.n_vars, n_marks=dm.n_marks,
-                       extras=extras)
+                       n_targets=s.n_targets, n_future=s.n_future, univariate=s.roles.univariate, extras=extras)
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)  # model init independent of data loading
     model = create_model(cfg.model_name, cfg.model, ctx, cfg.train.model_quantiles)
     if init_state is not None:
         model.load_state_dict(init_state)
     dm.shuffle_origin = torch.get_rng_state()  # train.shuffle=reference goes on from here, as the reference does
-    return dm, ForecastModule(model, cfg.train, dm.series.mean, dm.series.std, dm.series.mase_scale())
+    n_t = s.n_targets  # metrics are the targets' alone
+    return dm, ForecastModule(model, cfg.train, s.mean[:n_t], s.std[:n_t], s.mase_scale())
 
 
 def run_name(cfg: RunConfig, series_name: str) -> str:
@@ -129,7 +131,8 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
             ckpt.clear()
         return TrainResult(run.run_id or "", run.experiment_id or "", name, uri, best.best, best.best_epoch,
                            int(trainer.current_epoch), train_seconds, n_params, metrics, module.step_mse,
-                           is_global_zero=bool(trainer.is_global_zero))
+                           is_global_zero=bool(trainer.is_global_zero),
+                           setting="" if dm.series.roles.is_default else dm.series.roles.describe())
     except KeyboardInterrupt:
         status = "KILLED"
         raise

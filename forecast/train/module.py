@@ -13,6 +13,7 @@ from torch import nn
 from forecast.config import TrainConfig
 from forecast.conformal import level_name, quantile_forecasts, window_crps
 from forecast.layers.quantile import pinball
+from forecast.models import run_batch
 
 
 def make_loss(name: str, alpha: float = 0.5, quantiles: tuple[float, ...] = ()):
@@ -82,12 +83,11 @@ class ForecastModule(pl.LightningModule):
         # torch.compile'd forward (train.compile); kept out of the module tree so the state dict is unchanged.
         object.__setattr__(self, "_compiled", torch.compile(model) if cfg.compile else None)
 
-    def forward(self, x: torch.Tensor, x_mark=None, y_mark=None) -> torch.Tensor:
-        return self.model(x, x_mark, y_mark)
+    def forward(self, x: torch.Tensor, x_mark=None, y_mark=None, future=None) -> torch.Tensor:
+        return self.model(x, x_mark, y_mark, future)
 
     def _predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        net = self._compiled if self._compiled is not None else self.model
-        return net(batch["x"], batch.get("x_mark"), batch.get("y_mark"))
+        return run_batch(self._compiled if self._compiled is not None else self.model, batch)
 
     def on_train_epoch_start(self) -> None:
         # Read here: by the end of the epoch the per-epoch scheduler has already stepped to the next epoch's lr.
@@ -95,7 +95,7 @@ class ForecastModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         k = self.cfg.partial_variates
-        if 0 < k < batch["x"].shape[-1]:
+        if 0 < k < batch["x"].shape[-1] and batch["y"].shape[-1] == batch["x"].shape[-1]:  # M: every column a target
             # Partial-variate training (iTransformer): a fresh random subset of k variates per batch.
             keep = torch.randperm(batch["x"].shape[-1], device=batch["x"].device)[:k]
             batch = {**batch, "x": batch["x"][..., keep], "y": batch["y"][..., keep]}
