@@ -1,0 +1,96 @@
+"""Targets and covariates (issue 24): the papers' univariate (S) results, and what covariates buy over S.
+
+1. DLinear S on ETTh1 (target OT, L=336, the official script's lr and epochs) at H = 96, 192, 336, 720, beside
+   the numbers cure-lab/LTSF-Linear's own script records (scripts/EXP-LongForecasting/DLinear/univariate/etth1.sh,
+   the ``# mse:..., mae:...`` comment above each run; its test loader dropped the last partial batch, so the like for
+   like figure is ``test_mse_published``, issue 23).
+2. ETTh1 OT and Weather OT at H=96, for DLinear and iTransformer at their configs' defaults: S (the target alone),
+   MS with every other column as a past covariate, and MS plus the calendar as a future covariate.
+
+Every cell trains once through ``forecast.pipeline.train`` into a temporary store; early stopping reads val, nothing
+is chosen on test. Results: ``benchmarks/results/covariates.{md,json}``.
+
+    python benchmarks/covariates.py [published] [compare]
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import md_table, write_results  # noqa: E402
+
+SCRIPT = "cure-lab/LTSF-Linear scripts/EXP-LongForecasting/DLinear/univariate/etth1.sh (commit 92994e1)"
+# The script's recorded (mse, mae) per horizon, and what it changes at H=720 (lr 0.05, 5 epochs).
+PUBLISHED_S = {96: (0.05591415613889694, 0.1803210824728012), 192: (0.07117306441068649, 0.20417816936969757),
+               336: (0.09767461568117142, 0.24392887949943542), 720: (0.11864475905895233, 0.2740800678730011)}
+SCRIPT_720 = {"train.lr": 0.05, "train.epochs": 5}
+SETTINGS = {"S": {"data.features": "S", "data.target": "OT"},
+            "MS (past covariates)": {"data.features": "MS", "data.target": "OT"},
+            "MS + calendar (future)": {"data.features": "MS", "data.target": "OT", "data.future_covariates": "calendar"}}
+
+
+def _train(uri: str, model: str, dataset: str, overrides: dict) -> dict:
+    from forecast.pipeline import TrainOptions, train
+    from forecast.resolve import resolve
+
+    cfg = resolve(model, dataset, overrides)
+    t0 = time.perf_counter()
+    res = train(cfg, TrainOptions(tracking_uri=uri, quiet=True, log_artifacts=False))
+    return {**res.metrics, "wall_s": time.perf_counter() - t0, "setting": res.setting}
+
+
+def published(uri: str) -> tuple[str, list]:
+    rows, found = [], []
+    for h, (mse, mae) in PUBLISHED_S.items():
+        m = _train(uri, "dlinear", "ETTh1", {"data.horizon": h, **SETTINGS["S"], **(SCRIPT_720 if h == 720 else {})})
+        gap = m["test_mse_published"] / mse - 1
+        rows.append([h, m["test_mse_published"], m["test_mae_published"], mse, mae, f"{gap:+.1%}", m["test_mse"],
+                     m["test_mae"], int(m["test_windows_published"]), int(m["test_windows"])])
+        found.append({"horizon": h, "metrics": m, "published": {"mse": mse, "mae": mae, "source": SCRIPT}})
+        print("S", h, round(m["test_mse_published"], 4), "vs", round(mse, 4), flush=True)
+    header = ["H", "MSE (published subset)", "MAE (published subset)", "script MSE", "script MAE", "MSE gap",
+              "MSE (every window)", "MAE (every window)", "windows (subset)", "windows (all)"]
+    return "## DLinear S on ETTh1 (target OT, L=336), against the official script\n\n" + md_table(header, rows), found
+
+
+def compare(uri: str) -> tuple[str, list]:
+    rows, found = [], []
+    for dataset in ("ETTh1", "Weather"):
+        for model in ("dlinear", "itransformer"):
+            base = None
+            for name, sets in SETTINGS.items():
+                m = _train(uri, model, dataset, {"data.horizon": 96, **sets})
+                base = base or m["test_mse"]
+                rows.append([dataset, model, name, m["test_mse"], m["test_mae"], m["test_mse_orig"],
+                             f"{m['test_mse'] / base - 1:+.1%}", f"{m['wall_s']:.0f}"])
+                found.append({"dataset": dataset, "model": model, "setting": name, "metrics": m})
+                print(dataset, model, name, round(m["test_mse"], 4), flush=True)
+    header = ["dataset", "model", "setting", "test MSE", "test MAE", "test MSE (orig)", "vs S", "wall s"]
+    return "## What covariates buy over S (target OT, H=96, every test window)\n\n" + md_table(header, rows), found
+
+
+def main(parts: list[str]) -> None:
+    sections, data = [], {}
+    with tempfile.TemporaryDirectory(prefix="covariates-") as tmp:
+        uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
+        for part in parts:
+            table, found = {"published": published, "compare": compare}[part](uri)
+            sections.append(table)
+            data[part] = found
+    path = write_results("covariates", "Targets and covariates: S reproduced, and what covariates buy",
+                         "\n\n".join(sections), data,
+                         f"Source of the published S numbers: {SCRIPT}. Metrics are on the target alone, standardized "
+                         "with the train split's statistics (and in original units where marked). S: each target from "
+                         "its own history; MS: every other column as a past covariate (observed up to the origin); "
+                         "calendar: the time features as future covariates (known over the horizon). iTransformer reads "
+                         "the calendar as mark tokens of the lookback in S and MS by default (use_marks), and over "
+                         "lookback and horizon when it is a future covariate.")
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or ["published", "compare"])
