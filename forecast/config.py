@@ -63,10 +63,10 @@ class DataConfig:
     # Empty cells of a user's file (and series of a long panel on different timestamps, aligned first): None (an
     # error), "ffill" or "interpolate", as forecast predict --fill.
     fill: str | None = None
-    # What is forecast from what (forecast.data.roles): M, every column from every column (the papers' multivariate
-    # setting); S, each target alone; MS, targets from targets and past covariates. None: M, or MS when a target or
-    # a covariate is named. target: default the last column (the papers' OT). Past covariates are observed up to the
-    # forecast origin only; future covariates are known over the horizon too ("calendar": the time features).
+    # What is forecast from what (forecast.data.roles): M, every column from every column (the papers'); S, each
+    # target alone; MS, targets from covariates too. None: M, or MS when a target or a covariate is named. target:
+    # default the last column (OT). Past covariates are observed up to the origin only; future covariates over the
+    # horizon too ("calendar": the time features).
     features: str | None = None
     target: tuple = field(default=(), metadata={"checked_by_post_init": True})
     past_covariates: tuple = field(default=(), metadata={"checked_by_post_init": True})
@@ -75,10 +75,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         for key in ("target", "past_covariates", "future_covariates"):
             object.__setattr__(self, key, column_list(getattr(self, key), f"data.{key}"))
-        features = self.features
-        if features is None:
-            features = "MS" if self.target or self.past_covariates or self.future_covariates else "M"
-        elif not isinstance(features, str) or features.upper() not in FEATURES:
+        features = self.features or ("MS" if self.target or self.past_covariates or self.future_covariates else "M")
+        if not isinstance(features, str) or features.upper() not in FEATURES:
             raise ForecastError(f"data.features must be one of {', '.join(FEATURES)} (M: all columns, S: each target "
                                 f"alone, MS: targets from covariates), got {features!r}.")
         object.__setattr__(self, "features", features.upper())
@@ -99,18 +97,23 @@ class DataConfig:
                 raise ForecastError(f"data.mark_freq '{self.mark_freq}' is not a pandas frequency; use e.g. h, "
                                     "10min, D, or leave it unset for the data's own step.") from None
 
+    @property
+    def setting(self) -> str:
+        """``""`` for the papers' M; else ``S OT``, ``MS OT + covariates``: beside the dataset in tables."""
+        covariates = bool(self.past_covariates or self.future_covariates)
+        return "" if self.features == "M" and not covariates else \
+            f"{self.features} {','.join(self.target) or 'last column'}" + (" + covariates" if covariates else "")
+
 
 def column_list(value: Any, name: str) -> tuple[str, ...]:
     """Column names from ``"A,B"``, a list or nothing; each named once."""
-    if value is None or value == "":
-        return ()
-    items = str(value).split(",") if isinstance(value, str) else value
+    items = () if value is None or value == "" else value.split(",") if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in items):
         raise ForecastError(f"{name} must be column names like OT or HUFL,HULL, got {value!r}.")
     names = tuple(v.strip() for v in items)
-    twice = [c for c in names if names.count(c) > 1]
-    if twice:
-        raise ForecastError(f"{name} names column '{twice[0]}' twice; name each column once.")
+    if len(set(names)) < len(names):
+        raise ForecastError(f"{name} names column '{next(c for c in names if names.count(c) > 1)}' twice; name each "
+                            "column once.")
     return names
 
 

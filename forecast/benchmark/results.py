@@ -111,7 +111,8 @@ def aggregate_cells(cells: list[Cell], published: dict) -> list[Row]:
     groups: dict[tuple[str, int, str, int], list[dict[str, Any]]] = {}
     for c in cells:
         if c.status in ("done", "skipped") and "test_mse" in c.metrics:
-            groups.setdefault((c.dataset, c.horizon, c.model, c.cfg.data.seq_len), []).append(
+            label = f"{c.dataset} [{c.cfg.data.setting}]" if c.cfg.data.setting else c.dataset  # S, MS: own rows
+            groups.setdefault((label, c.horizon, c.model, c.cfg.data.seq_len), []).append(
                 {**c.metrics, "n_params": c.n_params, "run_id": c.run_id, "experiment_id": c.experiment_id})
     return [make_row(d, h, m, L, recs, published) for (d, h, m, L), recs in groups.items()]
 

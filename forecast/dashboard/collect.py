@@ -58,6 +58,8 @@ def to_record(run: Run) -> Record | None:
     model = t.get("model") or p.get("model.name")
     horizon, lookback = _int(p.get("data.horizon")), _int(p.get("data.seq_len"))
     dataset = t.get("dataset") or p.get("data.dataset")
+    if dataset and p.get("data.setting"):  # S or MS: its own row, never beside the multivariate one
+        dataset = f"{dataset} [{p['data.setting']}]"
     if not model or not dataset or horizon is None or lookback is None or "test_mae" not in m:
         return None
     # An unset key (logged as "") is left out, so runs from before a key existed group with those after it.

@@ -66,6 +66,7 @@ class RunRecorder(pl.Callback):
             self._guard = runguard.watch(self.uri, self.run_id)
         params = tracking.params_of({**cfg.flat(), "data.n_vars": dm.n_vars, "data.n_marks": dm.n_marks,
                                      "data.n_targets": dm.series.n_targets, "data.n_future": dm.series.n_future,
+                                     **({"data.setting": cfg.data.setting} if cfg.data.setting else {}),
                                      "data.freq": dm.series.freq, "model.n_params": self.n_params,
                                      "dist.world_size": world_size})
         mlf.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
