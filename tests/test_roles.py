@@ -53,6 +53,9 @@ def test_config_values_are_checked_once() -> None:
     with pytest.raises(ForecastError, match="names column 'OT' twice"):
         DataConfig(target="OT,OT")
     assert DataConfig(target=["OT", "HUFL"]).target == ("OT", "HUFL") and DataConfig(features="ms").features == "MS"
+    # what tables put beside the dataset: an S or MS result never shares the M row (or its published number)
+    assert DataConfig().setting == "" and DataConfig(features="S", target="OT").setting == "S OT"
+    assert DataConfig(target="OT", future_covariates="calendar").setting == "MS OT + covariates"
 
 
 def test_ms_windows_forecast_the_targets_from_covariates_on_the_papers_split() -> None:
@@ -78,3 +81,22 @@ def test_a_role_mistake_on_the_command_line_exits_2(capsys, tmp_path, monkeypatc
     assert code == 2 and err.count("\n") == 1 and "--target names 'oil', which ETTh1 does not have" in err
     code, _, err = run_cli(["train", "-d", "ETTh1", "--features", "X", "-q"], capsys)
     assert code == 2 and "data.features must be one of M, S, MS" in err
+
+
+def test_an_s_run_gets_its_own_leaderboard_row() -> None:
+    """The dashboard groups runs by (dataset, H, model) and picks the lowest val loss: an S run (one target, a lower
+    loss) must not take the multivariate row, nor be set beside its published number."""
+    from types import SimpleNamespace
+
+    from forecast.dashboard.collect import select, to_record
+
+    def run(run_id: str, setting: str, val: float) -> SimpleNamespace:
+        params = {"model.name": "dlinear", "data.dataset": "ETTh1", "data.horizon": "96", "data.seq_len": "336",
+                  "train.seed": "2021", **({"data.setting": setting} if setting else {})}
+        return SimpleNamespace(info=SimpleNamespace(run_id=run_id, experiment_id="1", run_name=run_id, start_time=1),
+                               data=SimpleNamespace(params=params, tags={}, metrics={"test_mse": val, "test_mae": val,
+                                                                                    "best_val_loss": val}))
+
+    cells = select([to_record(run("m", "", 0.7)), to_record(run("s", "S OT", 0.05))])
+    assert {k: [r.run_id for r in v] for k, v in cells.items()} == {("ETTh1", 96, "dlinear"): ["m"],
+                                                                    ("ETTh1 [S OT]", 96, "dlinear"): ["s"]}
