@@ -33,6 +33,27 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, s
     return code, out.out, out.err
 
 
+def run_cli_io(argv: list[str]) -> tuple[int, str, str]:
+    """run_cli for module-scoped fixtures (no capsys): the CLI in-process, output captured."""
+    import contextlib
+    import io
+
+    import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    old = sys.argv
+    sys.argv = ["forecast", *argv]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            cli.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = old
+    return code, out.getvalue(), err.getvalue()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket() as sock:

@@ -3,7 +3,6 @@ headless chromium with the network blocked, one-line errors). Tiny budgets: 1 ep
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import math
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import run_cli, run_cli_io
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--set", "train.epochs=1", "--set", "train.limit_train_batches=3", "--set", "data.seq_len=96"]
@@ -21,22 +20,7 @@ GRID = ["benchmark", "--models", "dlinear,nlinear", "--datasets", "ETTh1", "--ho
         *TINY]
 
 
-def _cli(argv: list[str]) -> tuple[int, str, str]:
-    """run_cli for module-scoped fixtures (no capsys): the CLI in-process, output captured."""
-    import cli
-
-    out, err = io.StringIO(), io.StringIO()
-    old = sys.argv
-    sys.argv = ["forecast", *argv]
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            cli.main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        sys.argv = old
-    return code, out.getvalue(), err.getvalue()
+_cli = run_cli_io  # module-scoped fixtures have no capsys
 
 
 def _data_available() -> bool:

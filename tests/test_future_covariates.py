@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 import torch
 
-from tests.helpers import run_cli
+from tests.helpers import run_cli, run_cli_io
 
 L, H = 24, 8
 ROLES = ["--target", "OT", "--past-covariates", "load", "--future-covariates", "temp,calendar"]
@@ -34,7 +34,7 @@ def _csv(path: Path, n: int = 480) -> Path:
     return path
 
 
-def _train(root: Path, name: str, capsys) -> tuple[str, str]:  # noqa: ANN001
+def _train(root: Path, name: str, cli) -> tuple[str, str]:  # noqa: ANN001 (argv -> (code, out, err))
     import dataclasses
 
     from mlflow.tracking import MlflowClient
@@ -44,9 +44,8 @@ def _train(root: Path, name: str, capsys) -> tuple[str, str]:  # noqa: ANN001
     fields = {f.name for f in dataclasses.fields(get_spec(name).config_cls)} - set(get_spec(name).preset)
     flags = [a for k, v in TINY.items() if k in fields for a in ("--set", f"model.{k}={v}")]
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    code, _, err = run_cli(["train", "-d", str(root / "toy.csv"), "-m", name, "-L", str(L), "-H", str(H), "--epochs",
-                            "1", "--set", "train.limit_train_batches=2", *ROLES, *flags, "--tracking-uri", uri, "-q"],
-                           capsys)
+    code, _, err = cli(["train", "-d", str(root / "toy.csv"), "-m", name, "-L", str(L), "-H", str(H), "--epochs", "1",
+                        "--set", "train.limit_train_batches=2", *ROLES, *flags, "--tracking-uri", uri, "-q"])
     assert code == 0, err
     client = MlflowClient(tracking_uri=uri)
     run = client.search_runs([client.get_experiment_by_name("toy").experiment_id], filter_string=f"tags.model = '{name}'",
@@ -99,7 +98,7 @@ def test_every_model_round_trips_with_future_covariates(name: str, tmp_path: Pat
 
     monkeypatch.chdir(tmp_path)
     _csv(tmp_path / "toy.csv")
-    run_id, uri = _train(tmp_path, name, capsys)
+    run_id, uri = _train(tmp_path, name, lambda argv: run_cli(argv, capsys))
     want, history, future = _last_test_window(tmp_path, name, run_id, uri)
     history.to_csv(tmp_path / "history.csv", index=False)
     future.to_csv(tmp_path / "future.csv", index=False)
@@ -139,12 +138,7 @@ def _check_rest(pyfunc, history: pd.DataFrame, future: pd.DataFrame, want: np.nd
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("cov")
     _csv(root / "toy.csv")
-
-    class Quiet:  # run_cli reads what was printed; nothing to read here
-        def readouterr(self):  # noqa: ANN201
-            return type("Out", (), {"out": "", "err": ""})()
-
-    run_id, uri = _train(root, "dlinear", Quiet())
+    run_id, uri = _train(root, "dlinear", run_cli_io)
     df = pd.read_csv(root / "toy.csv")
     df.iloc[:400].drop(columns="spare").to_csv(root / "history.csv", index=False)
     df.iloc[400:400 + H][["date", "temp"]].to_csv(root / "future.csv", index=False)

@@ -114,12 +114,10 @@ def forecast_next(lm: LoadedModel, table: Table, horizon: int | None = None,
     fut = future_dates(table.dates[-1], meta.freq, meta.horizon).astype("datetime64[ns]")
     x = torch.from_numpy(_scaled(meta, hist[:, :k]))[None]
     x_mark, y_mark = _marks(meta, table.dates[-L:]), _marks(meta, fut)
-    covariates = None
-    if meta.n_future:
-        rows = np.concatenate([hist[:, k:], future]) if meta.future_columns else np.empty((L + meta.horizon, 0))
-        covariates = _future(meta, np.concatenate([table.dates[-L:].astype("datetime64[ns]"), fut]), rows)[None]
+    rows = np.concatenate([hist[:, k:], future if future is not None else np.empty((meta.horizon, meta.n_vars - k))])
+    covariates = _future(meta, np.concatenate([table.dates[-L:].astype("datetime64[ns]"), fut]), rows)
     full = lm.forward_scaled(x, None if x_mark is None else x_mark[None], None if y_mark is None else y_mark[None],
-                             full=True, future=covariates)
+                             full=True, future=None if covariates is None else covariates[None])
     pred = full if full.dim() == 3 else full[..., lm.quantiles.index(0.5)]
     values = _targets(meta, pred[0, :h].numpy())
     by_level = {q: _targets(meta, full[0, :h, :, lm.quantiles.index(q)].numpy()) for q in quantiles}

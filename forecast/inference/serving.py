@@ -218,12 +218,12 @@ def log_model(uri: str, run_id: str, meta: ModelMeta, config: dict[str, Any], st
 
     ``example_dates``/``example_values`` (the last L training rows, original units) become the input example.
     """
-    example = pd.DataFrame({meta.date_column: pd.DatetimeIndex(example_dates).strftime("%Y-%m-%d %H:%M:%S")})
-    shortest = np.asarray(example_values).astype(str).astype(np.float64)  # 11.052, not 11.052000045776367
-    for j, c in enumerate(meta.columns):
-        example[c] = shortest[:, j]
-    if meta.future_columns:  # two frames: the request shape is in the module docstring and the README
-        example = None
+    example = None  # a model with future covariates takes two frames: their shape is in the docstring and README
+    if not meta.future_columns:
+        example = pd.DataFrame({meta.date_column: pd.DatetimeIndex(example_dates).strftime("%Y-%m-%d %H:%M:%S")})
+        shortest = np.asarray(example_values).astype(str).astype(np.float64)  # 11.052, not 11.052000045776367
+        for j, c in enumerate(meta.columns):
+            example[c] = shortest[:, j]
     mlflow_log = logging.getLogger("mlflow")
     level = mlflow_log.level
     with tempfile.TemporaryDirectory(prefix="forecast-pyfunc-") as tmp:

@@ -54,8 +54,7 @@ def build(cfg: RunConfig, progress: bool = True, series: Series | None = None,
 def run_name(cfg: RunConfig, series_name: str) -> str:
     """``dlinear_ETTh1_sl336_pl96``, then ``_S`` or ``_MS`` when not every column is forecast from every column."""
     d = cfg.data
-    roles = "" if d.features == "M" and not d.past_covariates and not d.future_covariates else f"_{d.features}"
-    return f"{cfg.model_name}_{series_name}_sl{d.seq_len}_pl{d.horizon}{roles}"
+    return f"{cfg.model_name}_{series_name}_sl{d.seq_len}_pl{d.horizon}" + (f"_{d.features}" if d.setting else "")
 
 
 def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | None = None) -> TrainResult:

@@ -32,10 +32,9 @@ from forecast.tuning.storage import make_pruner, make_sampler, n_trials, open_st
 def default_study_name(cfg: RunConfig) -> str:
     """``dlinear-ETTh1-pl96``; a run with targets or covariates is another study: ``dlinear-ETTh1-pl96-MS-OT``."""
     d = cfg.data
-    roles = "" if d.features == "M" and not d.past_covariates and not d.future_covariates else \
-        f"-{d.features}" + (f"-{'+'.join(d.target)}" if d.target else "") + ("-cov" if d.past_covariates or
-                                                                            d.future_covariates else "")
-    return f"{cfg.model_name}-{dataset_name(cfg.data.dataset)}-pl{cfg.data.horizon}{roles}"
+    roles = "" if not d.setting else f"-{d.features}" + ("-" + "+".join(d.target) if d.target else "") + \
+        ("-cov" if d.past_covariates or d.future_covariates else "")
+    return f"{cfg.model_name}-{dataset_name(d.dataset)}-pl{d.horizon}{roles}"
 
 
 def run_study(model: str, dataset: str, overrides: dict[str, Any], user_yaml: str | Path | None,
