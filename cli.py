@@ -14,9 +14,9 @@ from typing import Annotated, Optional
 import typer
 
 from forecast.commands.flags import (
-    DEFAULT_MODEL, Accelerator, DataDir, Dataset, Experiment, Features, Fill, Force, Future, FutureCovariates,
-    Horizon, InitFrom, Level, Model, PastCovariates, Precision, Quantiles, Quiet, RefitScaler, Fresh, Seed, SeqLen,
-    Sets, Split, Target, TrackingUri, overrides_of,
+    DEFAULT_MODEL, Accelerator, Adaptive, AdaptiveRate, DataDir, Dataset, Experiment, Features, Fill, Force, Future,
+    FutureCovariates, Horizon, InitFrom, Level, Model, PastCovariates, Precision, Quantiles, Quiet, RefitScaler, Fresh,
+    RollingFlag, Seed, SeqLen, Sets, Split, Target, TrackingUri, overrides_of,
 )
 
 app = typer.Typer(
@@ -159,17 +159,16 @@ def predict(
     horizon: Annotated[Optional[int], typer.Option("--horizon", "-H", help="Steps to keep, at most the model's H.")] = None,
     format: Annotated[str, typer.Option("--format", help="wide (date + columns) or long (variable, date, value).")] = "wide",
     fill: Annotated[Optional[str], typer.Option("--fill", help="Fill empty cells: ffill or interpolate.")] = None,
-    rolling: Annotated[bool, typer.Option("--rolling", help="Forecast from every window; score vs actuals.")] = False,
-    level: Level = None,
-    quantiles: Quantiles = None,
-    future: Future = None,
+    rolling: RollingFlag = False, adaptive: Adaptive = False, adaptive_rate: AdaptiveRate = None,
+    level: Level = None, quantiles: Quantiles = None, future: Future = None,
     tracking_uri: TrackingUri = None,
     quiet: Quiet = False,
 ) -> None:
     """Forecast the next H steps after an input's last L rows with a logged model (no training data needed)."""
     from forecast.commands.predict import predict as run
 
-    run(model, input, output, horizon, format, fill, rolling, tracking_uri, quiet, level, quantiles, future)
+    run(model, input, output, horizon, format, fill, rolling, tracking_uri, quiet, level, quantiles, future,
+        adaptive, adaptive_rate)
 
 
 @app.command()

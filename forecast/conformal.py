@@ -13,7 +13,7 @@ Everything is on the standardized scale; original units are ``w * std``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -53,6 +53,20 @@ def half_widths(abs_residuals: torch.Tensor, levels: tuple[float, ...]) -> np.nd
     return torch.stack(out).numpy().astype(np.float32)
 
 
+def artifact_intervals(levels: tuple[float, ...], widths: np.ndarray, crps_widths: np.ndarray | None
+                       ) -> tuple[tuple[float, ...], np.ndarray]:
+    """The levels a model artifact stores: those asked for (``train.intervals``) and the :data:`CRPS_LEVELS`, sorted,
+    with their half-widths ``[K, H, N]``; every one is a split-conformal interval on the same validation residuals,
+    so predict can ask for any of them and ``--rolling`` can score CRPS. Nothing when no interval was asked for."""
+    if not levels:
+        return (), widths
+    merged = dict(zip(levels, widths))
+    if crps_widths is not None:
+        merged.update((lv, w) for lv, w in zip(CRPS_LEVELS, crps_widths) if lv not in merged)
+    order = sorted(merged)
+    return tuple(order), np.stack([np.asarray(merged[lv], np.float32) for lv in order])
+
+
 def level_name(level: float) -> str:
     """``80`` for 0.8, ``97.5`` for 0.975: the suffix of metric and column names."""
     pct = round(level * 100, 6)
@@ -80,3 +94,39 @@ def window_crps(quantiles: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     q = torch.tensor(CRPS_QUANTILES, dtype=y.dtype, device=y.device).view(-1, 1, 1, 1)
     loss = 2 * ((y - quantiles) * ((y <= quantiles).to(y.dtype) - q)).abs().sum(dim=(2, 3))  # [9, B]
     return loss.mean(dim=0) / y.abs().sum(dim=(1, 2))
+
+
+def online_widths(abs_err: np.ndarray, static: np.ndarray, levels: tuple[float, ...], rate: float
+                  ) -> Iterator[np.ndarray]:
+    """Intervals that adapt as the actuals arrive: online quantile tracking on the split-conformal intervals (the
+    "P" of conformal PID control, Angelopoulos et al. 2023, in the spirit of adaptive conformal inference, Gibbs and
+    Candès 2021).
+
+    ``abs_err [W, h, N]``: the absolute residuals of consecutive stride-1 windows in time order (NaN where the actual
+    is not known); ``static [K, h, N]``: the split-conformal half-widths at ``levels`` (increasing). Yields, window
+    by window, the half-widths ``[K, h, N]`` it forecasts with: ``s · static``, where the scale ``s`` of each level,
+    step and variate starts at 1. The actual of step ``j`` of window ``t`` is observed from window ``t + j + 1`` on;
+    then ``s += rate · (miss − (1 − level))``, floored at 0, so ``s`` grows after a miss and shrinks slowly while
+    the targets fall inside. Whatever the residuals do, the long-run miss rate of each tracker is within
+    ``(max s + rate) / (rate · T)`` of ``1 − level`` (plus the delay's share), so coverage follows a val-to-test
+    shift instead of keeping the validation period's. The levels stay nested (a wider level never narrower).
+    A window's half-width reads only the residuals observed before it.
+    """
+    W, h, N = abs_err.shape
+    scale = np.ones(static.shape)
+    target = 1.0 - np.asarray(levels, np.float64)[:, None, None]
+    finite = np.isfinite(static)
+    missed = np.zeros((h, *static.shape), bool)  # ring buffer: the misses of the last h windows
+    observed = np.zeros((h, h, N), bool)
+    steps = np.arange(h)
+    for t in range(W):
+        widths = np.maximum.accumulate(np.where(finite, scale * np.where(finite, static, 0.0), np.inf), axis=0)
+        yield widths
+        err = abs_err[t]
+        missed[t % h] = err[None] > widths  # NaN compares False; masked out below
+        observed[t % h] = ~np.isnan(err)
+        rows = (t - steps) % h  # the actuals now arriving: step j of window t - j
+        arrived = observed[rows, steps] & (steps <= t)[:, None]  # [h, N]
+        miss = missed[rows, :, steps].transpose(1, 0, 2)  # [K, h, N]
+        scale += rate * (miss - target) * arrived[None]
+        np.maximum(scale, 0.0, out=scale)

@@ -116,15 +116,17 @@ def test_every_model_round_trips_through_predict_and_the_pyfunc(name: str, tmp_p
     # Conformal intervals: the point forecast -/+ the stored half-width (x std), in predict and in the pyfunc.
     with np.load(next(local.rglob("intervals.npz"))) as f:
         levels, widths = f["levels"], f["widths"]
-    assert levels.tolist() == [0.8, 0.9] and widths.shape == (2, H, 3) and (widths[1] >= widths[0]).all()
+    # train.intervals (0.8, 0.9) and the CRPS levels, sorted and nested: a wider level is never narrower
+    assert levels.tolist() == [0.2, 0.4, 0.6, 0.8, 0.9] and widths.shape == (5, H, 3)
+    assert (np.diff(widths, axis=0) >= 0).all()
     code, _, err = run_cli(["predict", "-m", f"runs:/{run_id}/model", "-i", str(tmp_path / "history.csv"), "-o",
                             str(out), "--level", "80", "--tracking-uri", uri, "-q"], capsys)
     assert code == 0, err
     got = pl.read_csv(out)
     std = np.asarray(pd.read_csv(csv)[["load", "temp", "OT"]].head(int(len(pd.read_csv(csv)) * 0.7)).std(ddof=0))
     for j, col in enumerate(["load", "temp", "OT"]):
-        np.testing.assert_allclose(got[f"{col}_hi80"] - got[col], widths[0, :, j] * std[j], rtol=1e-4, atol=1e-6)
-        np.testing.assert_allclose(got[col] - got[f"{col}_lo80"], widths[0, :, j] * std[j], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(got[f"{col}_hi80"] - got[col], widths[3, :, j] * std[j], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(got[col] - got[f"{col}_lo80"], widths[3, :, j] * std[j], rtol=1e-4, atol=1e-6)
     with tracking.fluent_store(uri):
         banded = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(history, params={"level": "80"})
     np.testing.assert_allclose(banded["OT_lo80"].to_numpy(), got["OT_lo80"].to_numpy(), rtol=1e-6)

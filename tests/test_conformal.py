@@ -104,3 +104,49 @@ def test_crps_is_probts_quantile_loss_averaged_over_levels_and_windows() -> None
         assert float(got[b]) == pytest.approx(np.mean(losses), rel=1e-12)
     # a perfect point forecast with zero-width intervals scores 0
     assert float(window_crps(quantile_forecasts(y, torch.zeros(4, H, N, dtype=torch.float64)), y).max()) == 0.0
+
+
+def _tracked(abs_err: np.ndarray, static: np.ndarray, levels: tuple[float, ...], rate: float = 0.05) -> np.ndarray:
+    from forecast.conformal import online_widths
+
+    return np.stack(list(online_widths(abs_err, static, levels, rate)))  # [W, K, h, N]
+
+
+def test_adaptive_intervals_follow_a_shift_the_static_ones_miss() -> None:
+    """Calibrated on N(0, 1) residuals, scored on residuals twice as wide: the split-conformal 80% interval covers
+    about P(|z| < 0.64) = 48%, the tracked one the nominal 80% (within the delay's and the noise's share)."""
+    gen = np.random.default_rng(0)
+    W, h, N, levels = 4000, 4, 2, (0.8, 0.9)
+    calib = torch.from_numpy(np.abs(gen.standard_normal((3000, h, N))))
+    static = half_widths(calib, levels).astype(np.float64)
+    test = np.abs(2 * gen.standard_normal((W, h, N)))
+    widths = _tracked(test, static, levels)
+    assert widths.shape == (W, *static.shape) and np.array_equal(widths[0], static)  # starts at the static ones
+    for k, level in enumerate(levels):
+        fixed = (test <= static[k]).mean()
+        moving = (test <= widths[:, k]).mean()
+        assert fixed < level - 0.25 and abs(moving - level) < 0.03, (level, fixed, moving)
+    assert (widths[:, 1] >= widths[:, 0]).all()  # nested: the 90% interval is never narrower than the 80%
+    # exchangeable residuals: the tracked intervals keep the nominal coverage too
+    same = np.abs(gen.standard_normal((W, h, N)))
+    assert abs((same <= _tracked(same, static, levels)[:, 0]).mean() - 0.8) < 0.03
+
+
+def test_an_adaptive_interval_reads_only_the_actuals_observed_before_its_window() -> None:
+    """Step j of window t is observed from window t + j + 1 on: changing every residual not yet observed at window
+    t0 leaves the widths of windows 0..t0 as they were, and changes later ones."""
+    gen = np.random.default_rng(1)
+    W, h, N, t0 = 60, 5, 3, 30
+    err = np.abs(gen.standard_normal((W, h, N)))
+    static = np.ones((1, h, N))
+    later = np.arange(W)[:, None] + np.arange(h)[None, :] + 1 > t0  # [W, h]: not observed by window t0
+    changed = err.copy()
+    changed[later] += 10.0
+    a, b = _tracked(err, static, (0.8,)), _tracked(changed, static, (0.8,))
+    assert np.array_equal(a[: t0 + 1], b[: t0 + 1]) and not np.array_equal(a[t0 + 1:], b[t0 + 1:])
+    # unknown actuals (NaN: past the end of the input) never move a tracker: once the last known one has arrived
+    # (step h - 1 of window t0 - 1, at window t0 + h - 1) the widths stay put
+    nan = err.copy()
+    nan[t0:] = np.nan
+    got = _tracked(nan, static, (0.8,))
+    assert (got[t0 + h - 1:] == got[t0 + h - 1]).all() and not (got[t0: t0 + h - 1] == got[t0 + h - 1]).all()

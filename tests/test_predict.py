@@ -169,17 +169,41 @@ def test_rolling_reproduces_the_training_test_metrics(store, no_data, tmp_path, 
                       tracking_uri=store["uri"])
     got = res.rolling.metrics
     assert got["windows"] == m["test_windows"] == 2857
-    for key in ("mse", "mae", "mse_orig", "mae_orig"):
+    for key in ("mse", "mae", "mse_orig", "mae_orig", "coverage_80", "coverage_90", "width_80", "width_90_orig",
+                "crps", "crps_orig"):  # the conformal intervals and CRPS score as training's test pass does
         assert got[key] == pytest.approx(m[f"test_{key}"], rel=1e-5), key
     out = tmp_path / "rolling.parquet"
-    code, printed, err = run_cli(["predict", "-m", f"runs:/{store['run_id']}/model", "-i",
-                                  str(store["root"] / "test_split.csv"), "--rolling", "-o", str(out),
+    model, test_csv = f"runs:/{store['run_id']}/model", str(store["root"] / "test_split.csv")
+    code, printed, err = run_cli(["predict", "-m", model, "-i", test_csv, "--rolling", "-o", str(out),
                                   "--tracking-uri", store["uri"]], capsys)
     assert code == 0, err
     assert "2,857 scored windows" in printed and f"{m['test_mse']:.4f}" in printed
+    assert "coverage 80%" in printed and f"{m['test_crps']:.4f}" in printed
     frame = pl.read_parquet(out)
     assert frame.height == (TEST_ROWS[1] - TEST_ROWS[0] - L + 1) * H
-    assert frame.columns[:3] == ["origin", "date", "step"]
+    assert frame.columns[:3] == ["origin", "date", "step"] and "OT_lo80" not in frame.columns
+    # --adaptive: intervals that follow the test period, scored beside the static ones and written with --level
+    code, printed, err = run_cli(["predict", "-m", model, "-i", test_csv, "--rolling", "--adaptive", "--level", "80",
+                                  "-o", str(out), "--tracking-uri", store["uri"]], capsys)
+    assert code == 0, err
+    assert "adaptive coverage 80%" in printed and "adaptive CRPS" in printed
+    banded = pl.read_parquet(out)
+    assert banded.columns == [*frame.columns[:3], *[f"{c}{s}" for c in frame.columns[3:] for s in ("", "_lo80",
+                                                                                                    "_hi80")]]
+    assert (banded["OT_lo80"] <= banded["OT"]).all() and (banded["OT_hi80"] >= banded["OT"]).all()
+    np.testing.assert_array_equal(banded["OT"].to_numpy(), frame["OT"].to_numpy())
+    res = run_predict(model, store["root"] / "test_split.csv", rolling=True, tracking_uri=store["uri"], adaptive=0.05)
+    got = res.rolling.metrics
+    assert got["coverage_80"] == pytest.approx(m["test_coverage_80"], rel=1e-5)  # the static ones are unchanged
+    assert abs(got["adaptive_coverage_80"] - 0.8) < abs(got["coverage_80"] - 0.8) and got["adaptive_rate"] == 0.05
+    # the first window's adaptive bounds are the static ones: nothing has been observed yet
+    from forecast.inference.predict import load_model
+
+    lm = load_model(model, store["uri"])
+    half = lm.intervals[1][lm.intervals[0].index(0.8), :, -1] * lm.meta.std[-1]  # OT's static 80% half-widths [H]
+    first, last = banded.head(H), banded.tail(H)
+    np.testing.assert_allclose((first["OT_hi80"] - first["OT"]).to_numpy(), half, rtol=1e-5)
+    assert not np.allclose((last["OT_hi80"] - last["OT"]).to_numpy(), half, rtol=1e-3)  # by then it has adapted
 
 
 def _bad_inputs(root: Path, hist: pl.DataFrame) -> dict[str, tuple[Path, str]]:
@@ -258,6 +282,11 @@ def test_fill_and_option_errors(store, bad_inputs, no_data, tmp_path, capsys) ->
         (["--fill", "mean"], "unknown --fill 'mean'"),
         (["-o", str(tmp_path / "x.xlsx")], "must end in .csv or .parquet"),
         (["--format", "tall"], "--format 'tall' is not one of wide, long"),
+        (["--adaptive"], "--adaptive needs --rolling"),
+        (["--rolling", "--adaptive", "--adaptive-rate", "2"], "--adaptive-rate 2 is outside (0, 1]"),
+        (["--rolling", "--adaptive-rate", "0.1"], "--adaptive-rate sets the step of --adaptive intervals"),
+        (["--rolling", "--level", "95"], "--level 95 is not one the model has; its calibrated interval levels: 20, "
+                                         "40, 60, 80, 90."),
     ]:
         code, _, err = run_cli(["predict", "-m", model, "-i", hist, "--tracking-uri", store["uri"], *argv], capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

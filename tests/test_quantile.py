@@ -97,3 +97,6 @@ def test_every_model_trains_on_quantiles_and_predicts_them(name: str, tmp_path: 
     code, _, err = run_cli(["predict", "-m", f"runs:/{run.info.run_id}/model", "-i", str(tmp_path / "history.csv"),
                             "--quantiles", "0.25", "--tracking-uri", uri, "-q"], capsys)
     assert code == 2 and "--quantiles 0.25 is not one the model has; its quantile levels: 0.1, 0.5, 0.9" in err
+    code, _, err = run_cli(["predict", "-m", f"runs:/{run.info.run_id}/model", "-i", str(tmp_path / "history.csv"),
+                            "--rolling", "--quantiles", "0.1", "--tracking-uri", uri, "-q"], capsys)
+    assert code == 2 and "--quantiles is for the next forecast; --rolling scores the point forecast" in err

@@ -53,6 +53,11 @@ Level = Annotated[Optional[str], typer.Option("--level", help="Add conformal int
                                               "(<col>_lo80, <col>_hi80).")]
 Quantiles = Annotated[Optional[str], typer.Option("--quantiles", help="A quantile-trained model's levels to add, e.g. "
                                                   "0.1,0.9 (<col>_q0.1).")]
+RollingFlag = Annotated[bool, typer.Option("--rolling", help="Forecast from every window; score vs actuals.")]
+Adaptive = Annotated[bool, typer.Option("--adaptive", help="With --rolling: conformal intervals that adapt as the "
+                                        "actuals arrive (online quantile tracking).")]
+AdaptiveRate = Annotated[Optional[float], typer.Option("--adaptive-rate", help="With --adaptive: the step of each "
+                                                       "interval's scale per actual (default 0.05).")]
 Future = Annotated[Optional[Path], typer.Option("--future", help="The future covariates over the H steps after the "
                                                 "input: date + those columns.")]
 Experiment = Annotated[Optional[str], typer.Option("--experiment", help="MLflow experiment (default: dataset).")]

@@ -6,17 +6,23 @@ import sys
 from pathlib import Path
 
 from forecast.console import console, frame_table, metric_table
+from forecast.errors import ForecastError
 from forecast.inference.predict import run_predict
+from forecast.inference.rolling import ADAPTIVE_RATE, interval_rows
 from forecast.process import sigterm_as_interrupt
 
 
 def predict(model: str, input_path: Path, output: Path | None, horizon: int | None, layout: str, fill: str | None,
             rolling: bool, tracking_uri: str | None, quiet: bool, level: str | None = None,
-            quantiles: str | None = None, future: Path | None = None) -> None:
+            quantiles: str | None = None, future: Path | None = None, adaptive: bool = False,
+            adaptive_rate: float | None = None) -> None:
     """``forecast predict``: run it (:func:`run_predict`), then say what was written or print the forecast."""
+    if adaptive_rate is not None and not adaptive:
+        raise ForecastError("--adaptive-rate sets the step of --adaptive intervals; add --adaptive (with --rolling).")
+    rate = (ADAPTIVE_RATE if adaptive_rate is None else adaptive_rate) if adaptive else None
     with sigterm_as_interrupt():  # a SIGTERM removes the temp output file like Ctrl-C does (exit 130)
         result = run_predict(model, input_path, output, horizon, layout, fill, rolling, tracking_uri, level=level,
-                             quantiles=quantiles, future_path=future)
+                             quantiles=quantiles, future_path=future, adaptive=rate)
     for line in result.warnings:
         print(f"warning: {line}", file=sys.stderr)
     if quiet:
@@ -28,7 +34,8 @@ def predict(model: str, input_path: Path, output: Path | None, horizon: int | No
             m = rl.metrics
             out.print(f"{meta.model_name} rolling forecast: {int(m['windows']):,} scored windows of "
                       f"{rl.windows:,}, {rl.dates.shape[1]} steps each")
-            out.print(metric_table([("MSE", m["mse"], m["mse_orig"]), ("MAE", m["mae"], m["mae_orig"])]))
+            out.print(metric_table([("MSE", m["mse"], m["mse_orig"]), ("MAE", m["mae"], m["mae_orig"]),
+                                    *interval_rows(m)]))
         else:
             out.print(f"{rl.windows:,} windows forecast; no metrics: the input has no window with all "
                       f"{rl.dates.shape[1]} actuals after it (it needs at least L + h = "

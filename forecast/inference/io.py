@@ -30,6 +30,18 @@ def check_fill(fill: str | None, name: str = "--fill") -> None:
         raise ForecastError(f"unknown {name} '{fill}'; use ffill or interpolate.")
 
 
+def check_adaptive(rate: float | None, rolling: bool) -> None:
+    """``--adaptive RATE``: a step in (0, 1], and only for a rolling forecast (it needs actuals to adapt to)."""
+    if rate is None:
+        return
+    if not rolling:
+        raise ForecastError("--adaptive needs --rolling: intervals adapt to the actuals of a rolling forecast; "
+                            "add --rolling or drop --adaptive.")
+    if not 0 < rate <= 1:
+        raise ForecastError(f"--adaptive-rate {rate:g} is outside (0, 1]; the default is 0.05 (a miss widens an "
+                            "interval by 5% of its width).")
+
+
 @dataclass
 class Forecast:
     dates: np.ndarray  # [h] datetime64[ns]
@@ -50,6 +62,7 @@ class Rolling:
     windows: int  # W = T - L + 1
     scored_windows: int  # windows whose h actuals are all in the input
     metrics: dict[str, float] = field(default_factory=dict)
+    bounds: dict[float, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # level -> (lo, hi) [W, h, N]
 
 
 def read_input(path: Path) -> pl.DataFrame:
@@ -170,12 +183,16 @@ def parse_quantiles(value: Any, trained: tuple[float, ...], name: str = "--quant
                       "none (train it with --set train.loss=quantile)")
 
 
+def bound_columns(bounds: dict[float, tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+    """``{"lo80": lower, "hi80": upper, ...}``: the interval bounds' column suffixes, one naming for every output."""
+    return {f"{side}{level_name(level)}": b for level, pair in bounds.items() for side, b in zip(("lo", "hi"), pair)}
+
+
 def forecast_frame(fc: Forecast, layout: str = "wide") -> pl.DataFrame:
     """Wide: ``date`` + one column per variate (then ``<col>_q0.1``, ... per quantile and ``<col>_lo80``,
     ``<col>_hi80``, ... per interval). Long: ``variable, date, value`` (then ``q0.1``, ``lo80``, ...)."""
     bounds = {f"q{q:g}": v for q, v in fc.quantiles.items()}
-    bounds.update({f"{side}{level_name(level)}": b for level, pair in fc.bounds.items()
-                   for side, b in zip(("lo", "hi"), pair)})
+    bounds.update(bound_columns(fc.bounds))
     if layout == "wide":
         cols: dict[str, Any] = {DATE_COL: fc.dates}
         for j, c in enumerate(fc.columns):
@@ -197,20 +214,26 @@ def panel_frame(fc: Forecast) -> pl.DataFrame:
 
 
 def rolling_frame(rl: Rolling, layout: str = "wide") -> pl.DataFrame:
-    """Wide: ``origin, date, step`` + the variates. Long: ``origin, date, step, variable, value``."""
+    """Wide: ``origin, date, step`` + the variates (then ``<col>_lo80``, ``<col>_hi80``, ... per interval). Long:
+    ``origin, date, step, variable, value`` (then ``lo80``, ``hi80``, ...)."""
     assert rl.values is not None
     W, h, n = rl.values.shape
     origin = np.repeat(rl.origins, h)
     dates = rl.dates.reshape(-1)
     step = np.tile(np.arange(1, h + 1, dtype=np.int32), W)
+    bounds = bound_columns(rl.bounds)
     if layout == "wide":
         flat = rl.values.reshape(W * h, n)
-        return pl.DataFrame({"origin": origin, DATE_COL: dates, "step": step,
-                             **{c: flat[:, j] for j, c in enumerate(rl.columns)}})
+        cols: dict[str, Any] = {"origin": origin, DATE_COL: dates, "step": step}
+        for j, c in enumerate(rl.columns):
+            cols[c] = flat[:, j]
+            cols.update({f"{c}_{key}": b.reshape(W * h, n)[:, j] for key, b in bounds.items()})
+        return pl.DataFrame(cols)
     return pl.DataFrame({
         "origin": np.repeat(origin, n), DATE_COL: np.repeat(dates, n), "step": np.repeat(step, n),
         "variable": np.tile(np.asarray(rl.columns, dtype=object), W * h).tolist(),
         "value": rl.values.reshape(-1),
+        **{key: b.reshape(-1) for key, b in bounds.items()},
     })
 
 

@@ -23,7 +23,7 @@ from forecast.inference import serving
 from forecast.models import run_batch
 from forecast.pipeline.options import TrainOptions
 from forecast.train import ForecastModule, epoch_metrics
-from forecast.conformal import level_name
+from forecast.conformal import artifact_intervals, level_name
 
 
 class RunRecorder(pl.Callback):
@@ -116,7 +116,9 @@ def log_outputs(mlf: MlflowClient, run_id: str, cfg: RunConfig, dm: ForecastData
             _write_steps(out / "step_coverage.csv",
                          {f"coverage_{level_name(v)}": c for v, c in module.step_coverage.items()})
         mlf.log_artifacts(run_id, str(out))
-    intervals = None if module.intervals is None else (module.intervals[0], module.intervals[1].numpy())
+    crps = None if module.crps_widths is None else module.crps_widths.numpy()
+    intervals = None if module.intervals is None else artifact_intervals(module.intervals[0],
+                                                                          module.intervals[1].numpy(), crps)
     _log_pyfunc(uri, run_id, cfg, dm, state, intervals)
 
 
