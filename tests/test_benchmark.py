@@ -112,6 +112,8 @@ def test_dashboard_files(grid: dict) -> None:
     assert "Plotly.newPlot" in page and 'id="leaderboard"' in page
     assert page.count('data-dataset="ETTh1"') == 4
     assert "http://127.0.0.1:5000/#/experiments/" in page and "data:image/png;base64," in page
+    # coverage by horizon step: a chart per dataset, a line per model and interval level, the nominal levels drawn
+    assert 'id="coverage-ETTh1"' in page and '"name":"dlinear 80%"' in page and "nominal 90%" in page
     rows = list(csv.DictReader((dash / "leaderboard.csv").open()))
     assert sorted((r["model"], r["horizon"]) for r in rows) == [("dlinear", "24"), ("dlinear", "48"),
                                                                ("nlinear", "24"), ("nlinear", "48")]
@@ -159,6 +161,7 @@ def test_dashboard_in_headless_chromium_offline(grid: dict, tmp_path: Path) -> N
         assert len(driver.find_elements(By.CSS_SELECTOR, "table#leaderboard td.best")) >= 2
         # the plots really drew: traces in the SVG, and the base64 forecast images decoded
         assert driver.find_elements(By.CSS_SELECTOR, "#cost-chart .main-svg .scatterlayer .trace")
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#coverage-ETTh1 .main-svg .scatterlayer .trace")) >= 4
         assert driver.execute_script(
             "return [...document.querySelectorAll('.card img')].every(i => i.complete && i.naturalWidth > 0)")
         # nothing could be fetched from the network: a probe request fails

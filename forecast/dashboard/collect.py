@@ -139,11 +139,14 @@ def best_flags(rows: list[Row]) -> list[tuple[bool, bool]]:
             for r in rows]
 
 
-def read_step_mse(mlf: MlflowClient, run_id: str, tmp: Path) -> list[float] | None:
-    """The run's per-step test MSE (its step_mse.csv artifact), or None when it has none."""
+def read_steps(mlf: MlflowClient, run_id: str, name: str, tmp: Path) -> dict[str, list[float]]:
+    """The columns of a run's per-step artifact (``step_mse.csv``: mse; ``step_coverage.csv``: coverage_80, ...),
+    each a value per horizon step; {} when the run has none."""
     try:
-        path = Path(mlf.download_artifacts(run_id, "step_mse.csv", str(tmp)))
-        lines = path.read_text().strip().splitlines()[1:]
-        return [float(line.split(",")[1]) for line in lines]
+        path = Path(mlf.download_artifacts(run_id, name, str(tmp)))
+        header, *lines = path.read_text().strip().splitlines()
+        columns = header.split(",")[1:]
+        rows = [[float(v) for v in line.split(",")[1:]] for line in lines]
+        return {c: [row[j] for row in rows] for j, c in enumerate(columns)}
     except Exception:  # noqa: BLE001 - a missing or unreadable artifact only leaves a gap in the chart
-        return None
+        return {}

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from plotly.subplots import make_subplots
 
 from forecast.benchmark.results import TABLE_HEADER, Row, fmt, table_cells
-from forecast.dashboard.collect import Record, best_flags, read_step_mse
+from forecast.dashboard.collect import Record, best_flags, read_steps
 from forecast.models import BASELINES
 
 
@@ -146,19 +146,29 @@ def _axis_type(values: list[float | int | None]) -> str:
     return "log" if vals and max(vals) / min(vals) >= 10 else "linear"
 
 
-def steps_html(mlf: MlflowClient, selected: dict[tuple[str, int, str], list[Record]]) -> str:
-    """Per dataset: one panel per horizon, one line per model (the first run of each selected group)."""
-    colors = _colors([m for (_, _, m) in selected])
-    curves: dict[tuple[str, int, str], list[float]] = {}
+def _step_curves(mlf: MlflowClient, selected: dict[tuple[str, int, str], list[Record]], name: str
+                 ) -> dict[tuple[str, int, str], dict[str, list[float]]]:
+    """``{(dataset, H, model): {column: values per step}}`` from the first run of each selected group."""
+    curves = {}
     with tempfile.TemporaryDirectory() as tmp:
         for i, (cell, runs) in enumerate(selected.items()):
             sub = Path(tmp) / str(i)
             sub.mkdir()
-            values = read_step_mse(mlf, runs[0].run_id, sub)
+            values = read_steps(mlf, runs[0].run_id, name, sub)
             if values:
                 curves[cell] = values
+    return curves
+
+
+def steps_html(mlf: MlflowClient, selected: dict[tuple[str, int, str], list[Record]], name: str = "step_mse.csv",
+               y_title: str = "test MSE", chart: str = "steps") -> str:
+    """Per dataset: one panel per horizon, one line per model and column of the runs' ``name`` artifact (the test
+    MSE per step; or the coverage of each conformal interval per step, dashed per level, with the nominal levels
+    as dotted lines)."""
+    colors = _colors([m for (_, _, m) in selected])
+    curves = _step_curves(mlf, selected, name)
     if not curves:
-        return '<p class="empty">No step_mse.csv artifacts in the selected runs.</p>'
+        return f'<p class="empty">No {html.escape(name)} artifacts in the selected runs.</p>'
     parts = []
     for d in sorted({c[0] for c in curves}, key=str.lower):
         horizons = sorted({h for (dd, h, _) in curves if dd == d})
@@ -166,19 +176,27 @@ def steps_html(mlf: MlflowClient, selected: dict[tuple[str, int, str], list[Reco
                             horizontal_spacing=0.05)
         shown: set[str] = set()
         for j, h in enumerate(horizons, start=1):
-            for (dd, hh, m), values in curves.items():
+            nominal: set[float] = set()
+            for (dd, hh, m), columns in curves.items():
                 if dd != d or hh != h:
                     continue
-                fig.add_trace(go.Scatter(x=list(range(1, len(values) + 1)), y=values, mode="lines", name=m,
-                                         legendgroup=m, showlegend=m not in shown,
-                                         line={"color": colors[m], "width": 1.6,
-                                               "dash": "dot" if m in BASELINES else "solid"}), row=1, col=j)
-                shown.add(m)
+                for k, (column, values) in enumerate(columns.items()):
+                    label = m if len(columns) == 1 else f"{m} {column.replace('coverage_', '')}%"
+                    dash = "dot" if m in BASELINES else ("solid", "dash", "dashdot")[k % 3]
+                    fig.add_trace(go.Scatter(x=list(range(1, len(values) + 1)), y=values, mode="lines", name=label,
+                                             legendgroup=label, showlegend=label not in shown,
+                                             line={"color": colors[m], "width": 1.6, "dash": dash}), row=1, col=j)
+                    shown.add(label)
+                    if column.startswith("coverage_"):
+                        nominal.add(float(column.removeprefix("coverage_")) / 100)
+            for level in sorted(nominal):
+                fig.add_hline(y=level, line={"dash": "dot", "width": 1, "color": "#555"}, row=1, col=j,
+                              annotation_text=f"nominal {level:.0%}", annotation_font={"size": 9})
             fig.update_xaxes(title_text="step", row=1, col=j)
-        fig.update_yaxes(title_text="test MSE", row=1, col=1)
+        fig.update_yaxes(title_text=y_title, row=1, col=1)
         fig.update_layout(height=330, margin={"l": 60, "r": 20, "t": 60, "b": 40}, template="plotly_white",
                           legend={"orientation": "h", "y": 1.18, "yanchor": "bottom", "x": 0, "xanchor": "left"})
-        parts.append(_fig_html(fig, f"steps-{_slug(d)}"))
+        parts.append(_fig_html(fig, f"{chart}-{_slug(d)}"))
     return "\n".join(parts)
 
 
