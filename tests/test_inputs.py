@@ -78,6 +78,20 @@ def test_blank_lines_at_the_end_are_ignored(tmp_path: Path, capsys) -> None:
     assert pl.read_csv(out)["date"][0] == "2018-06-09 08:00:00"  # the hour after the last real row
 
 
+def test_a_replacement_character_written_as_utf8_is_a_name_not_a_decoding_error(tmp_path: Path) -> None:
+    """Weather's published header has ``SWDR (W/m\ufffd)`` as valid UTF-8: a user's copy of it is their data, read
+    with its names as written; the same name from latin-1 bytes (``W/m²``) is still refused."""
+    header = [*HEADER[:-1], "SWDR (W/m\ufffd)"]
+    table = to_table(read_frame(_csv(header, ROWS), "weather.csv"), "weather.csv")
+    assert table.columns[-1] == "SWDR (W/m\ufffd)" and table.values.shape == (200, 7)
+    latin1 = _csv(HEADER, ROWS).replace(b"OT", "W/m²".encode("latin-1"))
+    with pytest.raises(ForecastError, match="is not UTF-8 text"):
+        read_frame(latin1, "weather.csv")
+    path = tmp_path / "weather.csv"
+    path.write_bytes(_csv(header, ROWS))
+    assert read_frame(path, "weather.csv").columns[-1] == "SWDR (W/m\ufffd)"
+
+
 def test_a_truncated_gzip_and_a_missing_data_dir_are_one_line(tmp_path: Path, capsys) -> None:
     path = tmp_path / "mine.csv.gz"
     path.write_bytes(gzip.compress(_csv(HEADER, ROWS))[:300])

@@ -27,12 +27,14 @@ def read_frame(source: Path | bytes, name: str, has_header: bool = True, benchma
     """A polars frame from CSV or parquet bytes/path; an unreadable or empty file is a ForecastError.
 
     A user's header is checked (:func:`check_header`); a checksummed ``benchmark`` is read as published (Weather's
-    header has a latin-1 ``W/m²``)."""
+    header has ``W/m\ufffd``, a replacement character its publisher wrote as UTF-8)."""
+    utf8 = True  # parquet names are UTF-8 by format
     try:
         if isinstance(source, Path) and source.suffix.lower() in (".parquet", ".pq"):
             df = pl.read_parquet(source)
         else:
             data = source if isinstance(source, bytes) else read_bytes(source)
+            utf8 = _utf8_header(data)
             if not data.strip():
                 raise ForecastError(f"{name} is empty; give a CSV with a date column and numeric columns.")
             df = pl.read_csv(io.BytesIO(data), has_header=has_header, infer_schema_length=10000,
@@ -47,19 +49,30 @@ def read_frame(source: Path | bytes, name: str, has_header: bool = True, benchma
     if df.height == 0 or df.width == 0:
         raise ForecastError(f"{name} has no data rows; give a CSV with a date column and numeric columns.")
     if not benchmark:
-        check_header(df.columns, name)
+        check_header(df.columns, name, utf8)
     return df
 
 
-def check_header(columns: list[str], name: str) -> None:
+def _utf8_header(data: bytes) -> bool:
+    """Whether the first line is valid UTF-8 (then a U+FFFD in it is a character of the name, as in Weather's
+    published ``SWDR (W/m\ufffd)``, not a byte that failed to decode)."""
+    try:
+        data.split(b"\n", 1)[0].decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def check_header(columns: list[str], name: str, utf8: bool = False) -> None:
     """Column names as written, never silently changed: no spaces around a name, no name twice (polars would make
-    the second ``OT_duplicated_0``), and UTF-8 text (a latin-1 ``ÖT`` would read as ``\ufffdT``)."""
+    the second ``OT_duplicated_0``), and UTF-8 text (a latin-1 ``ÖT`` would read as ``\ufffdT``; ``utf8``: the
+    header's bytes were valid UTF-8, so a U+FFFD is the name's own)."""
     for i, c in enumerate(columns):
         if not c.strip():
             raise ForecastError(f"{name}: column {i + 1} of the header has no name; name every column.")
         if c != c.strip():
             raise ForecastError(f"{name}: column {c!r} has spaces around its name; write it as '{c.strip()}'.")
-        if "\ufffd" in c:
+        if "\ufffd" in c and not utf8:
             raise ForecastError(f"{name}: column {c!r} is not UTF-8 text; save the file as UTF-8.")
         base, sep, _ = c.rpartition("_duplicated_")
         if sep and base in columns:
