@@ -9,9 +9,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 import forecast
+from forecast.data.timefeatures import fixed_step
 from forecast.errors import ForecastError
 
 META_FORMAT = 1
@@ -160,6 +160,10 @@ def _check_roles(meta: ModelMeta, bad: Any) -> None:
 
 
 def _is_frequency(value: Any) -> bool:
+    if fixed_step(value) is not None:
+        return True
+    import pandas as pd
+
     try:
         pd.tseries.frequencies.to_offset(value)
     except (TypeError, ValueError):
