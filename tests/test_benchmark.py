@@ -139,6 +139,25 @@ def _external_refs(page: str) -> list[str]:
     return found
 
 
+BAND_PIXELS = """
+const tints = arguments[0];
+return [...document.querySelectorAll('.card img')].map(img => {
+  const canvas = document.createElement('canvas');
+  canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+  const g = canvas.getContext('2d');
+  g.drawImage(img, 0, 0);
+  const px = g.getImageData(0, 0, canvas.width, canvas.height).data;
+  const counts = tints.map(() => 0);
+  for (let i = 0; i < px.length; i += 4) {
+    tints.forEach((t, k) => {
+      if (Math.abs(px[i] - t[0]) <= 3 && Math.abs(px[i + 1] - t[1]) <= 3 && Math.abs(px[i + 2] - t[2]) <= 3) counts[k]++;
+    });
+  }
+  return counts;
+});
+"""
+
+
 @pytest.mark.slow
 def test_dashboard_in_headless_chromium_offline(grid: dict, tmp_path: Path) -> None:
     sys.path.insert(0, str(ROOT))
@@ -164,6 +183,10 @@ def test_dashboard_in_headless_chromium_offline(grid: dict, tmp_path: Path) -> N
         assert len(driver.find_elements(By.CSS_SELECTOR, "#coverage-ETTh1 .main-svg .scatterlayer .trace")) >= 4
         assert driver.execute_script(
             "return [...document.querySelectorAll('.card img')].every(i => i.complete && i.naturalWidth > 0)")
+        # each fan chart shows its bands: tab:red (214, 39, 40) at alpha 0.12 over white is the 90% band's tint
+        # (250, 229, 229); the 80% band at 0.22 on top of it is (242, 187, 188). Pixels of each, per image:
+        tints = driver.execute_script(BAND_PIXELS, [[250, 229, 229], [242, 187, 188]])
+        assert len(tints) == 2 and all(outer > 500 and inner > 500 for outer, inner in tints), tints
         # nothing could be fetched from the network: a probe request fails
         assert driver.execute_script(
             "var x = new XMLHttpRequest(); try { x.open('GET', 'http://example.com/', false); x.send(); "
