@@ -43,14 +43,25 @@ def residuals(model: torch.nn.Module, windows, batch_size: int = 256,  # noqa: A
 
 
 def half_widths(abs_residuals: torch.Tensor, levels: tuple[float, ...]) -> np.ndarray:
-    """``[K, H, N]`` float32: the level-``α`` half-width per step and variate for each of the ``K`` levels."""
-    n = abs_residuals.shape[0]
-    ordered = torch.sort(abs_residuals, dim=0).values  # [W, H, N]
-    out = []
-    for level in levels:
-        k = conformal_rank(n, level)
-        out.append(ordered[k - 1] if k <= n else torch.full_like(ordered[0], math.inf))
-    return torch.stack(out).numpy().astype(np.float32)
+    """``[K, H, N]`` float32: the level-``α`` half-width per step and variate for each of the ``K`` levels.
+
+    One selection (``np.partition`` at every rank asked for) rather than a sort: the order statistics are the same
+    values, found in a fraction of the time."""
+    n, shape = abs_residuals.shape[0], tuple(abs_residuals.shape[1:])
+    ranks = [conformal_rank(n, level) for level in levels]
+    finite = sorted({k - 1 for k in ranks if k <= n})
+    flat = abs_residuals.detach().cpu().reshape(n, -1).numpy()
+    picked = dict(zip(finite, np.partition(flat, finite, axis=0)[finite])) if finite else {}
+    out = [picked[k - 1] if k <= n else np.full(flat.shape[1], np.inf, np.float32) for k in ranks]
+    return np.stack(out).reshape(len(levels), *shape).astype(np.float32) if out else np.zeros((0, *shape), np.float32)
+
+
+def calibrate(model: torch.nn.Module, windows, batch_size: int, point: Callable[[torch.Tensor], torch.Tensor],  # noqa: ANN001
+              levels: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The half-widths ``[K, H, N]`` at ``levels`` and ``[4, H, N]`` at :data:`CRPS_LEVELS`, from one pass over
+    ``windows`` (the validation split) and one selection."""
+    widths = half_widths(residuals(model, windows, batch_size, point), (*levels, *CRPS_LEVELS))
+    return widths[:len(levels)], widths[len(levels):]
 
 
 def artifact_intervals(levels: tuple[float, ...], widths: np.ndarray, crps_widths: np.ndarray | None

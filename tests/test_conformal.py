@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from forecast.conformal import conformal_rank, half_widths, level_name
+from forecast.conformal import CRPS_LEVELS, calibrate, conformal_rank, half_widths, level_name, residuals
 from forecast.errors import ForecastError
 
 
@@ -19,6 +19,44 @@ def test_the_half_width_is_the_finite_sample_order_statistic() -> None:
     w = half_widths(r, (0.5, 0.8))
     assert w.shape == (2, 1, 1) and w[0, 0, 0] == 3.0 and w[1, 0, 0] == 6.0  # 5th and 8th smallest
     assert math.isinf(half_widths(r[:3], (0.9,))[0, 0, 0])  # rank 4 of 3: no finite interval has the guarantee
+
+
+def test_the_selection_gives_the_sorted_order_statistics_with_ties_and_every_level_at_once() -> None:
+    gen = torch.Generator().manual_seed(3)
+    r = torch.randint(0, 20, (257, 5, 3), generator=gen).float() / 4  # many ties
+    levels = (0.9, 0.2, 0.8, 0.999, 0.8, 0.5)  # unsorted, a repeat, and one past the last rank (inf)
+    ordered = torch.sort(r, dim=0).values
+    want = [ordered[conformal_rank(257, lv) - 1] if conformal_rank(257, lv) <= 257 else torch.full((5, 3), math.inf)
+            for lv in levels]
+    got = half_widths(r, levels)
+    assert got.dtype == np.float32 and got.shape == (6, 5, 3)
+    np.testing.assert_array_equal(got, torch.stack(want).numpy())
+    assert half_widths(r, ()).shape == (0, 5, 3)
+
+
+def test_calibrate_is_one_pass_for_the_asked_levels_and_the_crps_levels() -> None:
+    from forecast.data.windows import WindowDataset
+
+    gen = torch.Generator().manual_seed(4)
+    values = torch.randn(200, 3, generator=gen)
+    windows = WindowDataset(values, None, 0, 200, 24, 8, 3)
+    model = _Last()
+    widths, crps = calibrate(model, windows, 16, lambda p: p, (0.8, 0.9))
+    abs_res = residuals(model, windows, 64)
+    np.testing.assert_array_equal(widths, half_widths(abs_res, (0.8, 0.9)))
+    np.testing.assert_array_equal(crps, half_widths(abs_res, CRPS_LEVELS))
+    assert widths.shape == (2, 8, 3) and crps.shape == (4, 8, 3)
+
+
+class _Last(torch.nn.Module):
+    """Repeats the last lookback value over the horizon (the naive forecast), with one parameter for the device."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor, *_: object) -> torch.Tensor:
+        return x[:, -1:].expand(-1, 8, -1) + self.anchor
 
 
 def test_coverage_on_exchangeable_data_is_the_nominal_level() -> None:

@@ -25,7 +25,7 @@ from forecast.pipeline.finetune import adapt_series, parent_val_loss
 from forecast.pipeline.options import TrainOptions, TrainResult
 from forecast.pipeline.record import RunRecorder, log_outputs
 from forecast.train import BestWeights, EpochCheckpoint, ForecastModule, make_trainer
-from forecast.conformal import CRPS_LEVELS, half_widths, residuals
+from forecast.conformal import calibrate
 
 
 def build(cfg: RunConfig, progress: bool = True, series: Series | None = None,
@@ -115,10 +115,11 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
             metrics["parent_val_loss"] = parent_loss
         # Split conformal on the best weights' validation residuals (one more val pass): the intervals asked for, and
         # those whose edges are the nine quantiles of the test CRPS.
-        abs_res = residuals(module.model, dm.dataset("val"), cfg.train.eval_batch_size, module.point)
+        widths, crps_widths = calibrate(module.model, dm.dataset("val"), cfg.train.eval_batch_size, module.point,
+                                        cfg.train.intervals)
         if cfg.train.intervals:
-            module.intervals = (cfg.train.intervals, torch.from_numpy(half_widths(abs_res, cfg.train.intervals)))
-        module.crps_widths = torch.from_numpy(half_widths(abs_res, CRPS_LEVELS))
+            module.intervals = (cfg.train.intervals, torch.from_numpy(widths))
+        module.crps_widths = torch.from_numpy(crps_widths)
         if opts.evaluate_test and cfg.train.published_drop_last and cfg.train.world_size == 1:  # the papers' subset
             n_test, batch = len(dm.dataset("test")), cfg.train.batch_size
             module.published_windows = n_test // batch * batch

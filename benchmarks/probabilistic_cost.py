@@ -1,0 +1,125 @@
+"""What probabilistic forecasts cost: a quantile-trained step against the point step, and conformal calibration
+against one validation pass, measured side by side in one interleaved run.
+
+For each cell (``model:dataset:horizon``; default DLinear and iTransformer on ETTh1 at H=96, the configs'
+defaults), the point model and its quantile twin (``train.loss=quantile``, the default levels 0.1/0.5/0.9) are built
+by ``forecast.pipeline.build`` exactly as ``forecast train`` builds them. Then, in rounds that alternate the two:
+
+- **training step**: ``zero_grad`` + the module's loss on its own forward + ``backward`` + the optimizer's step, over
+  the same fixed train batches (the DataModule's shuffled loader, so the batches a run sees);
+- **calibration**: ``forecast.conformal.calibrate`` (the residuals of every validation window, then the half-widths
+  at the asked-for and the CRPS levels: what ``train`` does after fitting), against one validation pass as the Trainer runs
+  it each epoch (``validation_step`` over the val loader: forward and loss).
+
+Medians over rounds; the ratios are the figures (timings on a shared machine move, ratios taken side by side less).
+Results: ``benchmarks/results/probabilistic_cost.{md,json}``.
+
+    python benchmarks/probabilistic_cost.py [--rounds 5] [--steps 30] [dlinear:ETTh1:96 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import md_table, write_results  # noqa: E402
+
+CELLS = ["dlinear:ETTh1:96", "itransformer:ETTh1:96"]
+
+
+def _step_seconds(module, optimizer, batches: list[dict]) -> float:  # noqa: ANN001
+    module.train()
+    t = time.perf_counter()
+    for batch in batches:
+        optimizer.zero_grad(set_to_none=True)
+        module.loss_fn(module._predict(batch), batch["y"]).backward()
+        optimizer.step()
+    return (time.perf_counter() - t) / len(batches)
+
+
+def _val_pass_seconds(module, loader) -> float:  # noqa: ANN001
+    import torch
+
+    module.eval()
+    t = time.perf_counter()
+    with torch.no_grad():
+        for batch in loader:
+            module.loss_fn(module._predict(batch), batch["y"])
+    return time.perf_counter() - t
+
+
+def _calibration_seconds(module, dm, cfg) -> float:  # noqa: ANN001
+    from forecast.conformal import calibrate
+
+    t = time.perf_counter()
+    calibrate(module.model, dm.dataset("val"), cfg.train.eval_batch_size, module.point, cfg.train.intervals)
+    return time.perf_counter() - t
+
+
+def measure(cell: str, rounds: int, steps: int) -> dict:
+    import itertools
+
+    import torch
+
+    from forecast.pipeline.run import build
+    from forecast.resolve import resolve
+
+    model, dataset, horizon = cell.split(":")
+    built = {}
+    for loss in ("mse", "quantile"):
+        cfg = resolve(model, dataset, {"data.horizon": int(horizon), **({"train.loss": loss} if loss != "mse" else {})})
+        dm, module = build(cfg, progress=False)
+        dm.setup("fit")
+        batches = list(itertools.islice(iter(dm.train_dataloader()), steps))
+        optimizer = torch.optim.Adam(module.parameters(), lr=cfg.train.lr)
+        _step_seconds(module, optimizer, batches[:2])  # warm-up: allocator, thread pool
+        built[loss] = (cfg, dm, module, optimizer, batches)
+    times: dict[str, list[float]] = {k: [] for k in ("step point", "step quantile", "val pass", "calibration")}
+    for _ in range(rounds):
+        for loss in ("mse", "quantile"):
+            cfg, dm, module, optimizer, batches = built[loss]
+            times[f"step {'point' if loss == 'mse' else 'quantile'}"].append(_step_seconds(module, optimizer, batches))
+        cfg, dm, module, _, _ = built["mse"]
+        times["val pass"].append(_val_pass_seconds(module, dm.val_dataloader()))
+        times["calibration"].append(_calibration_seconds(module, dm, cfg))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    cfg, dm = built["mse"][0], built["mse"][1]
+    return {"cell": cell, "median_s": med, "all_s": times, "batch_size": cfg.train.batch_size,
+            "eval_batch_size": cfg.train.eval_batch_size, "val_windows": len(dm.dataset("val")),
+            "quantile_step_ratio": med["step quantile"] / med["step point"],
+            "calibration_over_val_pass": med["calibration"] / med["val pass"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=30, help="train batches timed per round and variant")
+    ap.add_argument("cells", nargs="*", default=CELLS)
+    args = ap.parse_args()
+    found, rows = [], []
+    for cell in args.cells:
+        r = measure(cell, args.rounds, args.steps)
+        found.append(r)
+        m = r["median_s"]
+        rows.append([cell, r["batch_size"], f"{1000 * m['step point']:.2f}", f"{1000 * m['step quantile']:.2f}",
+                     f"{r['quantile_step_ratio']:.3f}", r["val_windows"], f"{1000 * m['val pass']:.0f}",
+                     f"{1000 * m['calibration']:.0f}", f"{r['calibration_over_val_pass']:.2f}"])
+        print(rows[-1], flush=True)
+    header = ["cell", "batch", "point step ms", "quantile step ms", "quantile / point", "val windows",
+              "val pass ms", "calibration ms", "calibration / val pass"]
+    path = write_results(
+        "probabilistic_cost", "The cost of probabilistic forecasts: quantile training steps and conformal calibration",
+        md_table(header, rows), found,
+        f"Medians over {args.rounds} interleaved rounds of {args.steps} train steps per variant. Targets (issue 23): "
+        "quantile training adds at most 15% to a training step (ratio <= 1.15); calibration costs at most one extra "
+        "pass over the validation windows (ratio <= 1, within noise). Calibration runs once per run, after the last "
+        "epoch; the val pass runs every epoch.")
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    main()
