@@ -7,7 +7,6 @@ options come from ``forecast.commands.flags``, which imports typer alone).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -264,36 +263,18 @@ def ui(
 
 
 def main() -> None:
-    """Entry point: user mistakes print one line and exit 2; no stack trace."""
-    from forecast.errors import ForecastError
+    """Entry point: user mistakes print one line and exit 2; no stack trace (forecast.commands.entry)."""
+    from forecast.commands.entry import run_app
 
-    try:
-        # click returns typer.Exit's code here instead of exiting; the name is `forecast` however it was started
-        code = app(standalone_mode=False, prog_name="forecast")
-        if isinstance(code, int) and code:
-            sys.exit(code)
-    except ForecastError as err:
-        typer.echo(f"error: {err}", err=True)
-        sys.exit(err.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
-    except Exception as exc:
-        # Usage errors (a missing or unknown option, a bad value): one line instead of click's usage block. typer
-        # ships its own copy of click, so match by shape.
-        if callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int):
-            ctx = getattr(exc, "ctx", None)
-            where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-            message = " ".join(str(exc.format_message()).split())
-            typer.echo(f"error: {message}{where}", err=True)
-            sys.exit(exc.exit_code)
-        raise
+    run_app(app)
+
+
+def entry() -> None:
+    """The ``forecast`` command: :func:`main`, then an exit without the interpreter's teardown."""
+    from forecast.commands.entry import exit_after
+
+    exit_after(main)
 
 
 if __name__ == "__main__":
-    main()
+    entry()

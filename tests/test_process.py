@@ -35,3 +35,35 @@ def test_a_killed_writers_temp_file_is_removed_by_the_next_write(tmp_path: Path)
     assert out.read_text() == "date,OT\n"
     assert not stale.exists() or Path(f"/proc/{pid}").exists()  # unless the pid was reused meanwhile
     assert other.exists()
+
+
+EXIT_SCRIPT = """
+import atexit, sys, threading, time
+from forecast.commands.entry import exit_after
+
+out = sys.argv[1]
+atexit.register(lambda: open(out + '.atexit', 'w').write('ran'))
+worker = threading.Thread(target=lambda: (time.sleep(0.3), open(out + '.thread', 'w').write('done')))
+
+def main():
+    worker.start()
+    print('x' * 200_000, end='')  # more than a pipe holds: the flush must happen before the exit
+    sys.exit({code})
+
+exit_after(main)
+open(out + '.after', 'w').write('exit_after returned')
+"""
+
+
+@pytest.mark.parametrize("code, rc, err", [("3", 3, ""), ("None", 0, ""), ("'no such file'", 1, "no such file")])
+def test_the_quick_exit_keeps_the_exit_code_the_output_threads_and_atexit_work(code: str, rc: int, err: str,
+                                                                                 tmp_path: Path) -> None:
+    """`forecast` skips the interpreter's teardown (forecast.commands.entry.exit_after) but nothing a normal exit
+    would have finished: a running thread, atexit handlers and buffered output."""
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", EXIT_SCRIPT.format(code=code), str(out)], capture_output=True,
+                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == rc, proc.stderr
+    assert proc.stdout == "x" * 200_000 and proc.stderr.strip() == err
+    assert (tmp_path / "run.atexit").read_text() == "ran" and (tmp_path / "run.thread").read_text() == "done"
+    assert not (tmp_path / "run.after").exists()

@@ -1,0 +1,83 @@
+"""The fixed cost of a `forecast train` process: what it spends before its first epoch, between its last epoch and its
+last line, and between its last line and its exit; the quick exit (``forecast.commands.entry.exit_after``, what the
+``forecast`` command runs) against the interpreter's normal teardown (``cli.main()`` and a plain return), interleaved.
+
+Each process trains DLinear on ETTh1 (the configs' defaults, L=336, H=96) for ``--epochs`` epochs into its own
+sqlite store. Its output lines are time-stamped as they arrive; the epoch lines give each epoch's own seconds.
+Phases (medians over the rounds): ``start`` = first epoch line's time minus that epoch's seconds (imports, data,
+model, the MLflow run); ``after`` = last line's time minus the last epoch line's (test pass, calibration, artifacts,
+the pyfunc model, the summary); ``teardown`` = exit minus last line.
+Results: ``benchmarks/results/run_overhead.{md,json}``.
+
+    python benchmarks/run_overhead.py [--rounds 3] [--epochs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import md_table, write_results  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+EPOCH = re.compile(r"epoch (\d+)/\d+ .* ([0-9.]+) s$")
+VARIANTS = {"normal exit (cli.main)": ["-c", "import cli; cli.main()"], "quick exit (forecast)": ["-m", "cli"]}
+
+
+def one_run(argv: list[str], cwd: Path) -> dict[str, float]:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                            env={**os.environ, "COLUMNS": "200"})
+    stamped = [(time.perf_counter() - t0, line.rstrip()) for line in proc.stdout]
+    rc = proc.wait()
+    end = time.perf_counter() - t0
+    if rc != 0:
+        raise SystemExit(f"{argv} exited {rc}:\n" + "\n".join(line for _, line in stamped[-20:]))
+    epochs = [(t, float(m.group(2))) for t, line in stamped if (m := EPOCH.search(line))]
+    first_t, first_s = epochs[0]
+    last_line = max(t for t, line in stamped if line.strip())
+    return {"total": end, "start": first_t - first_s, "epochs": sum(s for _, s in epochs),
+            "after": last_line - epochs[-1][0], "teardown": end - last_line}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=2)
+    args = ap.parse_args()
+    found: dict[str, list[dict[str, float]]] = {k: [] for k in VARIANTS}
+    with tempfile.TemporaryDirectory(prefix="run-overhead-") as tmp:
+        for r in range(args.rounds + 1):  # round 0 warms the page cache and creates the stores
+            for name, how in VARIANTS.items():
+                store = Path(tmp) / f"{len(found[name])}-{name[:5]}.db"
+                argv = [sys.executable, *how, "train", "-d", "ETTh1", "-m", "dlinear", "--epochs", str(args.epochs),
+                        "--tracking-uri", f"sqlite:///{store}"]
+                got = one_run(argv, Path(tmp))
+                if r:
+                    found[name].append(got)
+                    print(name, {k: round(v, 2) for k, v in got.items()}, flush=True)
+    rows = []
+    for name, runs in found.items():
+        med = {k: statistics.median(run[k] for run in runs) for k in runs[0]}
+        rows.append([name, *(f"{med[k]:.2f}" for k in ("total", "start", "epochs", "after", "teardown")),
+                     f"{med['total'] - med['epochs']:.2f}"])
+    header = ["process", "total s", "start s", "epochs s", "after s", "teardown s", "fixed cost s (total - epochs)"]
+    path = write_results(
+        "run_overhead", "The fixed cost of a forecast train process (DLinear ETTh1, L=336, H=96)", md_table(header, rows),
+        found, f"Medians over {args.rounds} interleaved rounds of {args.epochs} epochs each, one process at a time. "
+        "'start': imports (Lightning alone is about 3.5 s: it imports scipy, torchmetrics, matplotlib and "
+        "torch._dynamo), data, model and the MLflow run; 'after': the test pass over every window, conformal "
+        "calibration, artifacts, the pyfunc model and the summary; 'teardown': from the last line to the exit.")
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    main()
