@@ -9,7 +9,7 @@ move with each actual as it arrives. The adaptive width over the static one meas
 residuals. Nothing is tuned on test: the rate is the default (0.05), fixed before this ran.
 Results: ``benchmarks/results/intervals_adaptive.{md,json}``.
 
-    python benchmarks/intervals_adaptive.py [dlinear:ETTh1:96 ...]
+    python benchmarks/intervals_adaptive.py [--name=NAME] [dlinear:ETTh1:96 ...]   (results/intervals_adaptive_NAME)
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def test_split_file(dataset: str, seq_len: int, out: Path) -> Path:
     return path
 
 
-def main(cells: list[str]) -> None:
+def main(cells: list[str], name: str = "") -> None:
     from forecast.inference.predict import run_predict
     from forecast.inference.rolling import ADAPTIVE_RATE
     from forecast.pipeline import TrainOptions, train
@@ -75,7 +75,7 @@ def main(cells: list[str]) -> None:
     header = ["model", "dataset", "H", "level", "cover (static)", "cover (adaptive)", "width (static)",
               "width (adaptive)", "width ratio", "CRPS (static)", "CRPS (adaptive)", "rolling s"]
     path = write_results(
-        "intervals_adaptive", "Split-conformal against adaptive intervals on every test window (predict --rolling)",
+        "intervals_adaptive" + (f"_{name}" if name else ""), "Split-conformal against adaptive intervals on every test window (predict --rolling)",
         md_table(header, rows), found,
         f"Rate {ADAPTIVE_RATE} (the default, fixed beforehand). Coverage is the share of test targets inside the "
         "interval, over every stride-1 test window, step and variate; widths are mean full widths on the standardized "
@@ -87,4 +87,5 @@ def main(cells: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or CELLS)
+    names = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--name=")]
+    main([a for a in sys.argv[1:] if not a.startswith("--name=")] or CELLS, names[0] if names else "")

@@ -107,6 +107,34 @@ def window_crps(quantiles: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return loss.mean(dim=0) / y.abs().sum(dim=(1, 2))
 
 
+def crps_sums(pred: torch.Tensor, y: torch.Tensor, widths: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
+              ) -> torch.Tensor:
+    """``[2]`` float64: the sums over the ``B`` windows of :func:`window_crps` of :func:`quantile_forecasts`,
+    standardized and in original units, from ``pred, y [B, H, N]`` and the :data:`CRPS_LEVELS` half-widths
+    ``widths [4, H, N]`` (or per window, ``[B, 4, H, N]``); ``mean, std [N]``: the scaler.
+
+    The same numbers without the nine quantile forecasts: the quantile loss of ``u = y − ŷ_q`` is ``q·u + relu(−u)``,
+    it is positively homogeneous (in original units every ``u`` is the standardized one times ``std``, the mean
+    cancels), so one pass over the levels gives both scales, in place, without building ``[9, B, H, N]`` twice
+    (which was most of a test pass)."""
+    pred, y = pred.double(), y.double()
+    mean, std = mean.to(y).double(), std.to(y).double()
+    err = y - pred
+    neg = -err
+    # the median's loss, then each level's pair: q·u at ŷ − w (q = (1 − α)/2, u = err + w) and at ŷ + w
+    # (q = (1 + α)/2, u = err − w) sum to err − α·w; their relu(−u) terms follow
+    loss = 0.5 * err.abs() + len(CRPS_LEVELS) * err
+    for k, level in enumerate(CRPS_LEVELS):
+        w = widths.select(-3, k).to(err)
+        loss -= level * w
+        loss += torch.relu_(neg - w)
+        loss += torch.relu_(w - err)
+    n_levels = 2 * len(CRPS_LEVELS) + 1
+    crps = 2 * loss.sum(dim=(1, 2)) / n_levels / y.abs().sum(dim=(1, 2))
+    crps_orig = 2 * (loss * std).sum(dim=(1, 2)) / n_levels / (y * std + mean).abs().sum(dim=(1, 2))
+    return torch.stack([crps.sum(), crps_orig.sum()])
+
+
 def online_widths(abs_err: np.ndarray, static: np.ndarray, levels: tuple[float, ...], rate: float
                   ) -> Iterator[np.ndarray]:
     """Intervals that adapt as the actuals arrive: online quantile tracking on the split-conformal intervals (the

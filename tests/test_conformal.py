@@ -144,6 +144,27 @@ def test_crps_is_probts_quantile_loss_averaged_over_levels_and_windows() -> None
     assert float(window_crps(quantile_forecasts(y, torch.zeros(4, H, N, dtype=torch.float64)), y).max()) == 0.0
 
 
+def test_crps_sums_equal_the_nine_quantile_forecasts_in_both_scales_and_with_per_window_widths() -> None:
+    """The fused computation the test pass and --rolling use gives window_crps's numbers (to float64 rounding)."""
+    from forecast.conformal import CRPS_LEVELS, crps_sums, quantile_forecasts, window_crps
+
+    gen = torch.Generator().manual_seed(5)
+    B, H, N = 64, 12, 3
+    pred, y = torch.randn(B, H, N, generator=gen), torch.randn(B, H, N, generator=gen)
+    mean, std = torch.tensor([10.0, -3.0, 0.5]), torch.tensor([2.0, 0.1, 7.0])
+    shared = torch.from_numpy(half_widths(torch.randn(200, H, N, generator=gen).abs(), CRPS_LEVELS))  # [4, H, N]
+    per_window = shared * (0.5 + torch.rand(B, 1, H, N, generator=gen))  # [B, 4, H, N], as the adaptive ones
+    for widths in (shared, per_window):
+        w = widths.double()
+        q = torch.stack([quantile_forecasts(pred[b:b + 1].double(), w if w.dim() == 3 else w[b])[:, 0]
+                         for b in range(B)], dim=1)  # [9, B, H, N]
+        yd, m, s = y.double(), mean.double(), std.double()
+        want = [window_crps(q, yd).sum(), window_crps(q * s + m, yd * s + m).sum()]
+        got = crps_sums(pred, y, widths, mean, std)
+        assert got.dtype == torch.float64 and got.shape == (2,)
+        torch.testing.assert_close(got, torch.stack(want), rtol=1e-12, atol=0)
+
+
 def _tracked(abs_err: np.ndarray, static: np.ndarray, levels: tuple[float, ...], rate: float = 0.05) -> np.ndarray:
     from forecast.conformal import online_widths
 

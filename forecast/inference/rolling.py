@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from forecast.artifact import LoadedModel
-from forecast.conformal import CRPS_LEVELS, level_name, online_widths, quantile_forecasts, window_crps
+from forecast.conformal import CRPS_LEVELS, crps_sums, level_name, online_widths
 from forecast.data.loading import Table
 from forecast.data.timefeatures import future_dates
 from forecast.data.windows import WindowDataset, batch_sampler, window_count
@@ -44,9 +44,7 @@ class _Scores:
         inside = ((pred - y).abs()[:, None] <= w).sum(dim=(0, 2, 3))
         parts = [inside, 2 * w.sum(dim=(0, 2, 3)), 2 * (w * self.std).sum(dim=(0, 2, 3))]
         if self.crps is not None:
-            q = quantile_forecasts(pred, widths[:, self.crps].transpose(0, 1))
-            parts.append(torch.stack([window_crps(q, y).sum(),
-                                      window_crps(q * self.std + self.mean, y * self.std + self.mean).sum()]))
+            parts.append(crps_sums(pred, y, widths[:, self.crps], self.mean, self.std))
         else:
             parts.append(torch.zeros(2, dtype=torch.float64))
         self.sums += torch.cat(parts)

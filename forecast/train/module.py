@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from forecast.config import TrainConfig
-from forecast.conformal import level_name, quantile_forecasts, window_crps
+from forecast.conformal import crps_sums, level_name
 from forecast.layers.quantile import pinball
 from forecast.models import run_batch
 
@@ -162,10 +162,9 @@ class ForecastModule(pl.LightningModule):
             inside = err.abs().unsqueeze(0) <= widths.to(err.device).unsqueeze(1)  # [K, B, H, N]
             self._accumulate("covered_step", inside.sum(dim=(1, 3)))  # [K, H]
         if self.crps_widths is not None:
-            quantiles = quantile_forecasts(pred.double(), self.crps_widths.to(pred.device).double())
-            self._accumulate("crps", window_crps(quantiles, y.double()).sum())
-            mean, std = self.mean.double(), self.std.double()
-            self._accumulate("crps_orig", window_crps(quantiles * std + mean, y.double() * std + mean).sum())
+            crps, crps_orig = crps_sums(pred, y, self.crps_widths, self.mean, self.std)
+            self._accumulate("crps", crps)
+            self._accumulate("crps_orig", crps_orig)
         self._accumulate("n", torch.tensor(float(err.numel()), device=err.device))
         self._accumulate("windows", torch.tensor(float(err.shape[0]), device=err.device))
 
