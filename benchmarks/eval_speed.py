@@ -22,49 +22,24 @@ rounds. Results: ``benchmarks/results/eval_speed.{md,json}``.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gzip
-import io
-import os
 import statistics
 import sys
-import tempfile
 import time
-import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import md_table, write_results  # noqa: E402
 
-MODELS = {"dlinear": "DLinear", "itransformer": "iTransformer"}
-STUBS = {"sktime": {}, "sktime.datasets": {"load_from_tsfile_to_dataframe": None}, "datasets": {"load_dataset": None},
-         "huggingface_hub": {"hf_hub_download": None}, "patoolib": {}, "reformer_pytorch": {"LSHSelfAttention": None},
-         "einops": {"rearrange": None, "repeat": None}}
+from _tslib import NAMES as MODELS, args as tslib_args, prepare, quiet_stdout  # noqa: E402
 
 
-def tslib_args(model: str, workers: int, root: Path) -> types.SimpleNamespace:
-    """run.py's defaults for these keys, with the ETTh1 long-term script's settings (L=96, label 48, H=96)."""
-    return types.SimpleNamespace(
-        task_name="long_term_forecast", is_training=0, model_id="ETTh1_96_96", model=model, data="ETTh1",
-        root_path=str(root), data_path="ETTh1.csv", features="M", target="OT", freq="h", checkpoints="./checkpoints/",
-        seq_len=96, label_len=48, pred_len=96, seasonal_patterns="Monthly", inverse=False, expand=2, d_conv=4,
-        top_k=5, num_kernels=6, enc_in=7, dec_in=7, c_out=7, d_model=256 if model == "iTransformer" else 512,
-        n_heads=8, e_layers=2, d_layers=1, d_ff=256 if model == "iTransformer" else 2048, moving_avg=25, factor=3,
-        distil=True, dropout=0.1, embed="timeF", activation="gelu", channel_independence=1, decomp_method="moving_avg",
-        use_norm=1, down_sampling_layers=0, down_sampling_window=1, down_sampling_method=None, seg_len=96,
-        num_workers=workers, itr=1, train_epochs=10, batch_size=32, patience=3, learning_rate=0.0001, des="Exp",
-        loss="MSE", lradj="type1", use_amp=False, use_gpu=False, gpu=0, gpu_type="cuda", use_multi_gpu=False,
-        devices="0", p_hidden_dims=[128, 128], p_hidden_layers=2, use_dtw=False, augmentation_ratio=0)
-
-
-def tslib_test(tslib: Path, scratch: Path, model: str, workers: int) -> tuple[float, float, int]:
+def tslib_test(scratch: Path, model: str, workers: int) -> tuple[float, float, int]:
     """(seconds, MSE, windows) of TSLib's own test() on untrained weights, its output captured."""
     from exp.exp_long_term_forecasting import Exp_Long_Term_Forecast
 
     exp = Exp_Long_Term_Forecast(tslib_args(model, workers, scratch))
-    buf = io.StringIO()
     t = time.perf_counter()
-    with contextlib.redirect_stdout(buf):
+    with quiet_stdout() as buf:
         exp.test(f"{model}_w{workers}")
     seconds = time.perf_counter() - t
     import matplotlib.pyplot as plt
@@ -102,22 +77,11 @@ def main() -> None:
     ap.add_argument("--tslib", type=Path, required=True, help="a checkout of thuml/Time-Series-Library")
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    tslib = args.tslib.resolve()
-    for name, attrs in STUBS.items():  # only for modules this benchmark never reaches
-        with contextlib.suppress(ImportError):
-            __import__(name)
-            continue
-        sys.modules[name] = types.SimpleNamespace(**attrs)
-    sys.path.insert(0, str(tslib))
-    scratch = Path(tempfile.mkdtemp(prefix="eval-speed-"))
-    (scratch / "models").symlink_to(tslib / "models")
-    (scratch / "ETTh1.csv").write_bytes(gzip.decompress((Path(os.environ["FORECAST_DATA_DIR"]) /
-                                                         "ETTh1.csv.gz").read_bytes()))
-    os.chdir(scratch)
+    scratch = prepare(args.tslib)
     import torch
 
     torch.manual_seed(0)
-    sides = {f"TSLib test(), {w} workers": (lambda m, w=w: tslib_test(tslib, scratch, MODELS[m], w)) for w in (0, 10)}
+    sides = {f"TSLib test(), {w} workers": (lambda m, w=w: tslib_test(scratch, MODELS[m], w)) for w in (0, 10)}
     found: dict[str, dict[str, list]] = {}
     for _ in range(args.rounds + 1):  # round 0: warm-up (imports, page cache)
         for model in MODELS:

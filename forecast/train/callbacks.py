@@ -48,8 +48,11 @@ class BestWeights(pl.Callback):
 
 def epoch_metrics(trainer: pl.Trainer) -> dict[str, float]:
     """The per-epoch record of every run: train_loss and val_loss (when logged) and the lr the epoch trained at."""
-    m = trainer.callback_metrics
-    return {**{k: float(m[k]) for k in ("train_loss", "val_loss") if k in m}, "lr": trainer.lightning_module.epoch_lr}
+    m = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("train_loss", "val_loss")}
+    own = getattr(trainer.lightning_module, "epoch_train_loss", lambda: None)()
+    if own is not None:  # one process: summed by the module itself (ForecastModule.epoch_train_loss)
+        m["train_loss"] = own
+    return {**{k: m[k] for k in ("train_loss", "val_loss") if k in m}, "lr": trainer.lightning_module.epoch_lr}
 
 
 class EpochCheckpoint(Checkpoint):

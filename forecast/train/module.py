@@ -79,6 +79,8 @@ class ForecastModule(pl.LightningModule):
         self.test_metrics: dict[str, float] = {}
         self.step_mse: np.ndarray | None = None
         self.epoch_lr: float | None = None  # the lr the current epoch trains at
+        self._train_sum: torch.Tensor | None = None  # Σ loss·B and Σ B of the epoch's steps (one process)
+        self._train_n: torch.Tensor | None = None
         self._cuda_rng: torch.Tensor | None = None  # a resumed GPU run's generator state, set at train start
         # torch.compile'd forward (train.compile); kept out of the module tree so the state dict is unchanged.
         object.__setattr__(self, "_compiled", torch.compile(model) if cfg.compile else None)
@@ -92,6 +94,23 @@ class ForecastModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         # Read here: by the end of the epoch the per-epoch scheduler has already stepped to the next epoch's lr.
         self.epoch_lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+        self._train_sum = torch.zeros((), device=self.device)
+        self._train_n = torch.zeros((), dtype=torch.long, device=self.device)
+
+    def epoch_train_loss(self) -> float | None:
+        """The epoch's mean train loss in one process, or None under DDP (then it is the logged ``train_loss``).
+
+        Summed here as Lightning's on_epoch mean sums it (``Σ loss·B`` in float32 over ``Σ B``), to the same bits,
+        rather than through ``self.log`` every step, which costs about 15% of a DLinear step
+        (``benchmarks/results/step_overhead_dlinear.md``)."""
+        if self.trainer.world_size > 1 or self._train_n is None or not int(self._train_n):
+            return None
+        return float(self._train_sum / self._train_n)
+
+    def on_train_epoch_end(self) -> None:
+        loss = self.epoch_train_loss()
+        if loss is not None:  # for the progress bar and anything reading callback_metrics after the callbacks
+            self.log("train_loss", loss, prog_bar=True)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         k = self.cfg.partial_variates
@@ -100,8 +119,12 @@ class ForecastModule(pl.LightningModule):
             keep = torch.randperm(batch["x"].shape[-1], device=batch["x"].device)[:k]
             batch = {**batch, "x": batch["x"][..., keep], "y": batch["y"][..., keep]}
         loss = self.loss_fn(self._predict(batch), batch["y"])
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch["x"].shape[0],
-                 sync_dist=True)  # under DDP: the mean over ranks (every rank takes the same number of batches)
+        n = batch["x"].shape[0]
+        if self.trainer.world_size > 1:  # the mean over ranks (every rank takes the same number of batches)
+            self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
+        else:
+            self._train_sum = self._train_sum + loss.detach() * n
+            self._train_n = self._train_n + n
         return loss
 
     # -- evaluation: exact sums over all windows ------------------------------------------------------
