@@ -449,6 +449,19 @@ def test_minute_data_with_hourly_marks_predicts_with_the_same_marks(tmp_path, mo
 
 
 @pytest.mark.slow
+def test_the_forecast_command_exits_after_fetching_a_runs_model(store, tmp_path) -> None:
+    """The command as a user runs it (its quick exit, forecast.commands.entry) ends once the output is written, even
+    though MLflow's download left an idle thread pool behind (joining it without waking it waited forever)."""
+    out = tmp_path / "fc.csv"
+    argv = [sys.executable, "-m", "cli", "predict", "-m", f"runs:/{store['run_id']}/model", "-i",
+            str(store["root"] / "history.csv"), "-o", str(out), "--tracking-uri", store["uri"], "-q"]
+    proc = subprocess.run(argv, cwd=tmp_path, env={**os.environ, "FORECAST_CACHE_DIR": str(tmp_path / "cache")},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert out.read_text().count("\n") > 1
+
+
+@pytest.mark.slow
 def test_a_runs_model_is_fetched_once_then_used_from_the_cache_checked(store, tmp_path) -> None:
     """The second predict of a runs:/ model neither asks MLflow nor imports it; an edited cached copy is fetched
     again, and the forecast is the same each time."""

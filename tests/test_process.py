@@ -39,13 +39,17 @@ def test_a_killed_writers_temp_file_is_removed_by_the_next_write(tmp_path: Path)
 
 EXIT_SCRIPT = """
 import atexit, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
 from forecast.commands.entry import exit_after
 
 out = sys.argv[1]
 atexit.register(lambda: open(out + '.atexit', 'w').write('ran'))
 worker = threading.Thread(target=lambda: (time.sleep(0.3), open(out + '.thread', 'w').write('done')))
 
+pool = ThreadPoolExecutor(2)  # kept alive, as MLflow keeps its download pool: its idle workers wait on a queue
+
 def main():
+    pool.submit(lambda: None).result()
     worker.start()
     print('x' * 200_000, end='')  # more than a pipe holds: the flush must happen before the exit
     sys.exit({code})
@@ -59,10 +63,11 @@ open(out + '.after', 'w').write('exit_after returned')
 def test_the_quick_exit_keeps_the_exit_code_the_output_threads_and_atexit_work(code: str, rc: int, err: str,
                                                                                  tmp_path: Path) -> None:
     """`forecast` skips the interpreter's teardown (forecast.commands.entry.exit_after) but nothing a normal exit
-    would have finished: a running thread, atexit handlers and buffered output."""
+    would have finished: a running thread, an idle thread pool (it must be told to end, or the exit waits for it
+    forever), atexit handlers and buffered output."""
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-c", EXIT_SCRIPT.format(code=code), str(out)], capture_output=True,
-                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+                          text=True, timeout=60, cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == rc, proc.stderr
     assert proc.stdout == "x" * 200_000 and proc.stderr.strip() == err
     assert (tmp_path / "run.atexit").read_text() == "ran" and (tmp_path / "run.thread").read_text() == "done"

@@ -45,9 +45,9 @@ def exit_after(main: Callable[[], None]) -> None:
     """Run ``main``, then leave the process with its exit code, skipping the interpreter's teardown.
 
     Lightning's imports (scipy, sympy, matplotlib, torch._dynamo) take 1-2 s to tear down after the last line is
-    printed (``benchmarks/results/run_overhead.md``). What a normal exit does that matters is done first: other
-    threads are joined, atexit handlers run (logging's flush, weakref finalizers such as temporary folders,
-    multiprocessing's children), and the output is flushed. An unexpected exception still propagates (a traceback,
+    printed (``benchmarks/results/run_overhead.md``). What a normal exit does that matters is done first: idle
+    thread pools are told to end and other threads are joined, atexit handlers run (logging's flush, weakref
+    finalizers such as temporary folders, multiprocessing's children), and the output is flushed. An unexpected exception still propagates (a traceback,
     then the normal exit)."""
     import atexit
     import os
@@ -60,9 +60,10 @@ def exit_after(main: Callable[[], None]) -> None:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if exc.code is not None and not isinstance(exc.code, int):
             print(exc.code, file=sys.stderr)
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+    # The interpreter's own first steps, in its order: threading's exit hooks (concurrent.futures wakes its idle
+    # pool workers so that they end, as MLflow's download pool must), the join of every non-daemon thread, then
+    # the atexit handlers.
+    threading._shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
