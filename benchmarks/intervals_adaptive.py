@@ -75,7 +75,8 @@ def main(cells: list[str], suffix: str = "") -> None:
     header = ["model", "dataset", "H", "level", "cover (static)", "cover (adaptive)", "width (static)",
               "width (adaptive)", "width ratio", "CRPS (static)", "CRPS (adaptive)", "rolling s"]
     path = write_results(
-        "intervals_adaptive" + (f"_{suffix}" if suffix else ""), "Split-conformal against adaptive intervals on every test window (predict --rolling)",
+        "intervals_adaptive" + (f"_{suffix}" if suffix else ""),
+        "Split-conformal against adaptive intervals on every test window (predict --rolling)",
         md_table(header, rows), found,
         f"Rate {ADAPTIVE_RATE} (the default, fixed beforehand). Coverage is the share of test targets inside the "
         "interval, over every stride-1 test window, step and variate; widths are mean full widths on the standardized "

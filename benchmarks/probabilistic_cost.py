@@ -8,8 +8,8 @@ by ``forecast.pipeline.build`` exactly as ``forecast train`` builds them. Then, 
 - **training step**: ``zero_grad`` + the module's loss on its own forward + ``backward`` + the optimizer's step, over
   the same fixed train batches (the DataModule's shuffled loader, so the batches a run sees);
 - **calibration**: ``forecast.conformal.calibrate`` (the residuals of every validation window, then the half-widths
-  at the asked-for and the CRPS levels: what ``train`` does after fitting), against one validation pass as the Trainer runs
-  it each epoch (``validation_step`` over the val loader: forward and loss).
+  at the asked-for and the CRPS levels: what ``train`` does after fitting), against one validation pass as the
+  Trainer runs it each epoch (``validation_step`` over the val loader: forward and loss).
 
 Medians over rounds; the ratios are the figures (timings on a shared machine move, ratios taken side by side less).
 Results: ``benchmarks/results/probabilistic_cost.{md,json}``.
@@ -26,19 +26,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import md_table, write_results  # noqa: E402
+from _common import md_table, step_seconds, write_results  # noqa: E402
 
 CELLS = ["dlinear:ETTh1:96", "itransformer:ETTh1:96"]
-
-
-def _step_seconds(module, optimizer, batches: list[dict]) -> float:  # noqa: ANN001
-    module.train()
-    t = time.perf_counter()
-    for batch in batches:
-        optimizer.zero_grad(set_to_none=True)
-        module.loss_fn(module._predict(batch), batch["y"]).backward()
-        optimizer.step()
-    return (time.perf_counter() - t) / len(batches)
 
 
 def _val_pass_seconds(module, loader) -> float:  # noqa: ANN001
@@ -76,13 +66,13 @@ def measure(cell: str, rounds: int, steps: int) -> dict:
         dm.setup("fit")
         batches = list(itertools.islice(iter(dm.train_dataloader()), steps))
         optimizer = torch.optim.Adam(module.parameters(), lr=cfg.train.lr)
-        _step_seconds(module, optimizer, batches[:2])  # warm-up: allocator, thread pool
+        step_seconds(module, optimizer, batches[:2])  # warm-up: allocator, thread pool
         built[loss] = (cfg, dm, module, optimizer, batches)
     times: dict[str, list[float]] = {k: [] for k in ("step point", "step quantile", "val pass", "calibration")}
     for _ in range(rounds):
         for loss in ("mse", "quantile"):
             cfg, dm, module, optimizer, batches = built[loss]
-            times[f"step {'point' if loss == 'mse' else 'quantile'}"].append(_step_seconds(module, optimizer, batches))
+            times[f"step {'point' if loss == 'mse' else 'quantile'}"].append(step_seconds(module, optimizer, batches))
         cfg, dm, module, _, _ = built["mse"]
         times["val pass"].append(_val_pass_seconds(module, dm.val_dataloader()))
         times["calibration"].append(_calibration_seconds(module, dm, cfg))

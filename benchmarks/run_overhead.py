@@ -71,7 +71,8 @@ def main() -> None:
                      f"{med['total'] - med['epochs']:.2f}"])
     header = ["process", "total s", "start s", "epochs s", "after s", "teardown s", "fixed cost s (total - epochs)"]
     path = write_results(
-        "run_overhead", "The fixed cost of a forecast train process (DLinear ETTh1, L=336, H=96)", md_table(header, rows),
+        "run_overhead", "The fixed cost of a forecast train process (DLinear ETTh1, L=336, H=96)",
+        md_table(header, rows),
         found, f"Medians over {args.rounds} interleaved rounds of {args.epochs} epochs each, one process at a time. "
         "'start': imports (Lightning alone is about 3.5 s: it imports scipy, torchmetrics, matplotlib and "
         "torch._dynamo), data, model and the MLflow run; 'after': the test pass over every window, conformal "

@@ -24,22 +24,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import md_table, write_results  # noqa: E402
+from _common import md_table, step_seconds, write_results  # noqa: E402
 
 
 def _plain(module, batches) -> float:  # noqa: ANN001
     import torch
 
-    opt = torch.optim.Adam(module.parameters(), lr=module.cfg.lr)
-    module.train()
-    n = 0
-    t = time.perf_counter()
-    for batch in batches:
-        opt.zero_grad(set_to_none=True)
-        module.loss_fn(module._predict(batch), batch["y"]).backward()
-        opt.step()
-        n += 1
-    return (time.perf_counter() - t) / n
+    return step_seconds(module, torch.optim.Adam(module.parameters(), lr=module.cfg.lr), batches)
 
 
 def _lightning(cfg, dm, module, variant: str) -> float:  # noqa: ANN001

@@ -37,8 +37,6 @@ COST = re.compile(r"Epoch: (\d+) cost time: ([0-9.]+)")
 
 
 def tslib_worker(checkout: Path, model: str, workers: int, epochs: int) -> dict:
-    import threading
-
     scratch = prepare(checkout)
     from exp.exp_long_term_forecasting import Exp_Long_Term_Forecast
 
@@ -47,7 +45,7 @@ def tslib_worker(checkout: Path, model: str, workers: int, epochs: int) -> dict:
 
     class Stamp:  # notes the time of each "Epoch: N, Steps" line as TSLib prints it
         def __init__(self, inner) -> None:  # noqa: ANN001
-            self.inner, self.lock = inner, threading.Lock()
+            self.inner = inner
 
         def write(self, text: str) -> int:
             if "Steps:" in text:

@@ -56,8 +56,8 @@ def half_widths(abs_residuals: torch.Tensor, levels: tuple[float, ...]) -> np.nd
     return np.stack(out).reshape(len(levels), *shape).astype(np.float32) if out else np.zeros((0, *shape), np.float32)
 
 
-def calibrate(model: torch.nn.Module, windows, batch_size: int, point: Callable[[torch.Tensor], torch.Tensor],  # noqa: ANN001
-              levels: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+def calibrate(model: torch.nn.Module, windows, batch_size: int,  # noqa: ANN001
+              point: Callable[[torch.Tensor], torch.Tensor], levels: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
     """The half-widths ``[K, H, N]`` at ``levels`` and ``[4, H, N]`` at :data:`CRPS_LEVELS`, from one pass over
     ``windows`` (the validation split) and one selection."""
     widths = half_widths(residuals(model, windows, batch_size, point), (*levels, *CRPS_LEVELS))
@@ -113,8 +113,8 @@ def crps_sums(pred: torch.Tensor, y: torch.Tensor, widths: torch.Tensor, mean: t
     standardized and in original units, from ``pred, y [B, H, N]`` and the :data:`CRPS_LEVELS` half-widths
     ``widths [4, H, N]`` (or per window, ``[B, 4, H, N]``); ``mean, std [N]``: the scaler.
 
-    The same numbers without the nine quantile forecasts: the quantile loss of ``u = y − ŷ_q`` is ``q·u + relu(−u)``,
-    it is positively homogeneous (in original units every ``u`` is the standardized one times ``std``, the mean
+    The same numbers without the nine quantile forecasts: the quantile loss of ``u = y − ŷ_q`` is
+    ``q·u + relu(−u)``; it is positively homogeneous (in original units every ``u`` is the standardized one times ``std``, the mean
     cancels), so one pass over the levels gives both scales, in place, without building ``[9, B, H, N]`` twice
     (which was most of a test pass)."""
     pred, y = pred.double(), y.double()

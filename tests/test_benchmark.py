@@ -150,7 +150,8 @@ return [...document.querySelectorAll('.card img')].map(img => {
   const counts = tints.map(() => 0);
   for (let i = 0; i < px.length; i += 4) {
     tints.forEach((t, k) => {
-      if (Math.abs(px[i] - t[0]) <= 3 && Math.abs(px[i + 1] - t[1]) <= 3 && Math.abs(px[i + 2] - t[2]) <= 3) counts[k]++;
+      const near = [0, 1, 2].every(c => Math.abs(px[i + c] - t[c]) <= 3);
+      if (near) counts[k]++;
     });
   }
   return counts;

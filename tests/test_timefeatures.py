@@ -94,8 +94,8 @@ def test_predict_of_hourly_data_never_imports_pandas(tmp_path: Path) -> None:
     dates = pd.date_range("2017-06-24", periods=400, freq="h").strftime("%Y-%m-%d %H:%M:%S")
     rows = [",".join([d, *(f"{np.sin(i / (k + 3)):.4f}" for k in range(7))]) for i, d in enumerate(dates)]
     hist.write_text("date,HUFL,HULL,MUFL,MULL,LUFL,LULL,OT\n" + "\n".join(rows) + "\n")
-    code = ("import sys; from cli import main; sys.argv = ['forecast', 'predict', '-m', sys.argv[1], '-i', sys.argv[2], "
-            "'-o', sys.argv[3], '-q']\ntry:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+    code = ("import sys; from cli import main\n"
+            "sys.argv = ['forecast', 'predict', '-m', sys.argv[1], '-i', sys.argv[2], '-o', sys.argv[3], '-q']\ntry:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
             "print(sorted(m for m in ('pandas', 'lightning', 'mlflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code, str(fixture), str(hist), str(tmp_path / "fc.csv")], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)

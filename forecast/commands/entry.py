@@ -47,8 +47,8 @@ def exit_after(main: Callable[[], None]) -> None:
     Lightning's imports (scipy, sympy, matplotlib, torch._dynamo) take 1-2 s to tear down after the last line is
     printed (``benchmarks/results/run_overhead.md``). What a normal exit does that matters is done first: idle
     thread pools are told to end and other threads are joined, atexit handlers run (logging's flush, weakref
-    finalizers such as temporary folders, multiprocessing's children), and the output is flushed. An unexpected exception still propagates (a traceback,
-    then the normal exit)."""
+    finalizers such as temporary folders, multiprocessing's children), and the output is flushed. An unexpected
+    exception still propagates (a traceback, then the normal exit)."""
     import atexit
     import os
     import threading

@@ -28,17 +28,22 @@ _FIXED_FAMILY = {"D": "D", "h": "h", "min": "min", "s": "s", "ms": "h", "us": "h
 _NUMPY_UNIT = {"min": "m"}
 
 
+def _fixed(freq: object) -> re.Match[str] | None:
+    """``(count, unit)`` of a fixed-length pandas alias (``h``, ``15min``, ``D``); None for anything else (calendar
+    offsets such as ``W-SUN``, ``MS``, ``B``, which pandas places, and legacy aliases such as ``H``)."""
+    return _FIXED.fullmatch(freq) if isinstance(freq, str) else None
+
+
 def fixed_step(freq: object) -> np.timedelta64 | None:
-    """One step of a fixed-length pandas alias (``h``, ``15min``, ``D``) as ``timedelta64[ns]``; None for anything
-    else (calendar offsets such as ``W-SUN``, ``MS``, ``B``, which pandas places, and legacy aliases such as ``H``)."""
-    m = _FIXED.fullmatch(freq) if isinstance(freq, str) else None
+    """One step of a fixed-length alias (:func:`_fixed`) as ``timedelta64[ns]``; None for any other frequency."""
+    m = _fixed(freq)
     if m is None:
         return None
     return np.timedelta64(int(m.group(1) or 1), _NUMPY_UNIT.get(m.group(2), m.group(2))).astype("timedelta64[ns]")
 
 
 def freq_family(freq: str) -> str:
-    m = _FIXED.fullmatch(freq) if isinstance(freq, str) else None
+    m = _fixed(freq)
     if m is not None:
         return _FIXED_FAMILY[m.group(2)]
     import pandas as pd
