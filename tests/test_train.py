@@ -26,6 +26,28 @@ def test_decomposition_is_exact_with_edge_padding() -> None:
         SeriesDecomposition(24)
 
 
+@pytest.mark.parametrize("kernel", [1, 3, 25, 49])
+@pytest.mark.parametrize("shape", [(32, 336, 7), (5, 96, 1), (4, 60, 321)])
+def test_the_moving_average_is_avg_pool_bit_for_bit(kernel: int, shape: tuple) -> None:
+    """The shifted-view sum equals avg_pool1d over the replicate-padded series exactly (so DLinear's numbers stay
+    the papers'), and an input with a gradient gets avg_pool1d's own backward."""
+    import torch.nn.functional as F
+
+    from forecast.layers.decomposition import moving_average
+
+    x = torch.randn(*shape) * 10
+    pad = (kernel - 1) // 2
+    ref = F.avg_pool1d(F.pad(x.transpose(1, 2), (pad, pad), mode="replicate"), kernel, stride=1).transpose(1, 2)
+    got = moving_average(x, kernel)
+    assert torch.equal(got, ref) and got.stride() == ref.stride()  # the layout too: it picks the GEMM path after
+    leaf = x.clone().requires_grad_()
+    moving_average(leaf, kernel).sum().backward()
+    expected = x.clone().requires_grad_()
+    ref_fn = F.avg_pool1d(F.pad(expected.transpose(1, 2), (pad, pad), mode="replicate"), kernel, stride=1)
+    ref_fn.sum().backward()
+    assert torch.equal(leaf.grad, expected.grad)
+
+
 def test_type1_schedule_matches_the_papers() -> None:
     cfg = TrainConfig(lr=1.0, lradj="type1")
     assert [lr_factor(cfg, e) for e in range(5)] == [1.0, 1.0, 0.5, 0.25, 0.125]
