@@ -155,6 +155,7 @@ class TrainConfig:
     # model's init leaves; for a model built as the reference builds it, the same seed gives the same batches.
     shuffle: str = "seed"
     lr: float = 1e-4
+    covariate_lr: float = 1e-5  # the Linear family's CovariateMap's own lr, chosen on validation (covariate_lr.md)
     lradj: str = "type1"  # type1: lr halves every epoch | cosine | constant | hold_decay
     lr_hold_epochs: int = 3  # hold_decay: constant for this many epochs, then *lr_decay per epoch
     lr_decay: float = 0.9
@@ -203,8 +204,8 @@ class TrainConfig:
             raise ForecastError(f"train.loss must be one of {', '.join(LOSSES)}, got '{self.loss}'.")
         if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
             raise ForecastError("train.epochs, train.batch_size and train.eval_batch_size must be >= 1.")
-        if not self.lr > 0:
-            raise ForecastError(f"train.lr must be positive, got {self.lr}.")
+        if not self.lr > 0 or not self.covariate_lr > 0:
+            raise ForecastError(f"train.lr and train.covariate_lr must be positive, got {self.lr}, {self.covariate_lr}.")
         for key in ("devices", "num_nodes"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

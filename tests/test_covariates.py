@@ -104,3 +104,43 @@ def test_without_covariates_the_papers_models_are_unchanged() -> None:
         keys = set(create_model(name, build_config(name, {}), plain).state_dict())
         assert not any("covariates" in k or "future_embed" in k for k in keys), name
     assert dataclasses.replace(plain).n_targets == 3
+
+
+def _optimizer(ctx: ModelContext, **train):  # noqa: ANN202
+    import numpy as np
+
+    from forecast.config import TrainConfig
+    from forecast.train.module import ForecastModule
+
+    module = ForecastModule(create_model("dlinear", build_config("dlinear", {}), ctx), TrainConfig(**train),
+                            np.zeros(ctx.n_targets), np.ones(ctx.n_targets))
+    return module, module.configure_optimizers()
+
+
+def test_the_covariate_map_learns_at_its_own_lr_and_follows_the_schedule() -> None:
+    module, conf = _optimizer(_ctx(), lr=5e-3, covariate_lr=2e-5)
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    cov = {id(p) for p in module.model.backbone.covariates.parameters()}
+    assert [g["lr"] for g in opt.param_groups] == [5e-3, 2e-5]
+    assert {id(p) for p in opt.param_groups[1]["params"]} == cov
+    assert not cov & {id(p) for p in opt.param_groups[0]["params"]}
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(module.parameters()))
+    sched.step(), sched.step()  # type1: epoch 2 halves both
+    assert [g["lr"] for g in opt.param_groups] == [2.5e-3, 1e-5]
+
+
+def test_without_covariates_one_group_in_parameter_order() -> None:
+    plain = ModelContext(seq_len=L, horizon=H, n_vars=3, n_marks=C, extras=_ctx().extras)
+    module, conf = _optimizer(plain, lr=5e-3)
+    (group,) = conf["optimizer"].param_groups
+    assert group["lr"] == 5e-3 and [id(p) for p in group["params"]] == [id(p) for p in module.parameters()]
+
+
+@pytest.mark.parametrize(("sets", "searched"), [({}, False), ({"data.features": "S"}, False),
+                                                ({"data.features": "MS", "data.target": "OT"}, True)])
+def test_tune_searches_the_covariate_lr_only_with_covariates(sets: dict, searched: bool) -> None:
+    from forecast.resolve import resolve
+    from forecast.tuning.space import tune_space
+
+    space, _ = tune_space(resolve("dlinear", "ETTh1", sets), {})
+    assert ("train.covariate_lr" in space) is searched and "train.lr" in space

@@ -12,6 +12,7 @@ from torch import nn
 
 from forecast.config import TrainConfig
 from forecast.conformal import crps_sums, level_name
+from forecast.layers.covariates import CovariateMap
 from forecast.layers.quantile import pinball
 from forecast.models import run_batch
 
@@ -33,6 +34,16 @@ def make_loss(name: str, alpha: float = 0.5, quantiles: tuple[float, ...] = ()):
         return ((p - y).abs() * w).mean()
 
     return weighted_l1
+
+
+def param_groups(net: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Adam's groups: every parameter at ``cfg.lr``, but a covariate map's at ``cfg.covariate_lr`` (one group, in
+    ``net.parameters()`` order, when there is none: the papers' runs are unchanged)."""
+    covariate = {id(p) for m in net.modules() if isinstance(m, CovariateMap) for p in m.parameters()}
+    groups = [{"params": [p for p in net.parameters() if id(p) not in covariate]}]
+    if covariate:
+        groups.append({"params": [p for p in net.parameters() if id(p) in covariate], "lr": cfg.covariate_lr})
+    return groups
 
 
 def lr_factor(cfg: TrainConfig, epoch: int) -> float:
@@ -252,6 +263,6 @@ class ForecastModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         # foreach: one multi-tensor op per update term instead of a loop over the parameters (the default on CUDA; on
         # the CPU the same arithmetic, element by element, so the same weights)
-        opt = torch.optim.Adam(self.parameters(), lr=self.cfg.lr, foreach=True)
+        opt = torch.optim.Adam(param_groups(self, self.cfg), lr=self.cfg.lr, foreach=True)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: lr_factor(self.cfg, epoch))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

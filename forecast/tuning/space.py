@@ -151,6 +151,8 @@ def tune_space(cfg: RunConfig, overrides: dict[str, Any]) -> tuple[dict[str, dic
     if not space:
         raise ForecastError(f"{cfg.model_name} has no search space (configs/{cfg.model_name}.yaml): nothing to tune; "
                             f"train it once with `forecast train -m {cfg.model_name}`.")
+    if cfg.data.features != "MS":  # no covariates, so their lr cannot matter
+        space.pop("train.covariate_lr", None)
     fixed = [k for k in space if k in overrides]
     for key in fixed:
         del space[key]
