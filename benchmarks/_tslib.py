@@ -39,14 +39,15 @@ def prepare(checkout: Path) -> Path:
     return scratch
 
 
-def args(model: str, workers: int, root: Path, epochs: int = 10) -> types.SimpleNamespace:
-    """run.py's defaults for these keys, with the ETTh1 script's settings (M, L=96, label 48, H=96, batch 32);
+def args(model: str, workers: int, root: Path, epochs: int = 10, seq_len: int = 96) -> types.SimpleNamespace:
+    """run.py's defaults for these keys, with the ETTh1 script's settings (M, L=96 unless given, label 48, H=96,
+    batch 32);
     iTransformer at forecast's ETTh1 size (d_model = d_ff = 256, 2 layers, 8 heads)."""
     itr = model == "iTransformer"
     return types.SimpleNamespace(
         task_name="long_term_forecast", is_training=1, model_id="ETTh1_96_96", model=model, data="ETTh1",
         root_path=str(root), data_path="ETTh1.csv", features="M", target="OT", freq="h", checkpoints="./checkpoints/",
-        seq_len=96, label_len=48, pred_len=96, seasonal_patterns="Monthly", inverse=False, expand=2, d_conv=4,
+        seq_len=seq_len, label_len=48, pred_len=96, seasonal_patterns="Monthly", inverse=False, expand=2, d_conv=4,
         top_k=5, num_kernels=6, enc_in=7, dec_in=7, c_out=7, d_model=256 if itr else 512, n_heads=8, e_layers=2,
         d_layers=1, d_ff=256 if itr else 2048, moving_avg=25, factor=3, distil=True, dropout=0.1, embed="timeF",
         activation="gelu", channel_independence=1, decomp_method="moving_avg", use_norm=1, down_sampling_layers=0,

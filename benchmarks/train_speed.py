@@ -1,7 +1,7 @@
 """Training epochs: forecast against Time-Series-Library's own ``train()``, side by side, one process at a time.
 
-Each measurement is a fresh process (``--worker``) that trains ETTh1 (M, L=96, H=96, batch 32) for ``--epochs``
-epochs with early stopping out of reach, and reports per epoch:
+Each measurement is a fresh process (``--worker``) that trains ETTh1 (M, L=96 or ``--seq-len``, H=96, batch 32) for
+``--epochs`` epochs with early stopping out of reach, and reports per epoch:
 
 - **train loop**: the optimisation steps over every train batch. TSLib: its own ``Epoch: N cost time`` (its
   DataLoader, with ``--num_workers`` 0 and run.py's default 10, which start their workers every epoch). forecast:
@@ -13,7 +13,8 @@ Both sides train the same architecture from their own code (TSLib: ``models/DLin
 at forecast's ETTh1 size, d_model 256; forecast: its registry with ``-L 96``). Medians over the epochs after the
 first of each process, then over interleaved rounds. Results: ``benchmarks/results/train_speed.{md,json}``.
 
-    python benchmarks/train_speed.py --tslib /path/to/Time-Series-Library [--rounds 2] [--epochs 3]
+    python benchmarks/train_speed.py --tslib /path/to/Time-Series-Library [--rounds 2] [--epochs 3] [--seq-len 96]
+        [--models dlinear,itransformer]   (a run other than L=96 with both models: train_speed_<models>_L<L>)
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ from _tslib import NAMES, args as tslib_args, prepare, quiet_stdout  # noqa: E40
 COST = re.compile(r"Epoch: (\d+) cost time: ([0-9.]+)")
 
 
-def tslib_worker(checkout: Path, model: str, workers: int, epochs: int) -> dict:
+def tslib_worker(checkout: Path, model: str, workers: int, epochs: int, seq_len: int) -> dict:
     scratch = prepare(checkout)
     from exp.exp_long_term_forecasting import Exp_Long_Term_Forecast
 
-    exp = Exp_Long_Term_Forecast(tslib_args(NAMES[model], workers, scratch, epochs))
+    exp = Exp_Long_Term_Forecast(tslib_args(NAMES[model], workers, scratch, epochs, seq_len))
     ends: list[float] = []
 
     class Stamp:  # notes the time of each "Epoch: N, Steps" line as TSLib prints it
@@ -64,7 +65,7 @@ def tslib_worker(checkout: Path, model: str, workers: int, epochs: int) -> dict:
     return {"loop": loops, "epoch": [b - a for a, b in zip([t0, *ends], ends)]}
 
 
-def forecast_worker(model: str, epochs: int) -> dict:
+def forecast_worker(model: str, epochs: int, seq_len: int) -> dict:
     import lightning.pytorch as pl
 
     from forecast.pipeline import TrainOptions, train
@@ -82,7 +83,7 @@ def forecast_worker(model: str, epochs: int) -> dict:
         def on_train_epoch_end(self, trainer, module) -> None:  # noqa: ANN001
             marks["end"].append(time.perf_counter())
 
-    cfg = resolve(model, "ETTh1", {"data.seq_len": 96, "data.horizon": 96, "train.batch_size": 32,
+    cfg = resolve(model, "ETTh1", {"data.seq_len": seq_len, "data.horizon": 96, "train.batch_size": 32,
                                    "train.epochs": epochs, "train.patience": epochs + 1})
     with tempfile.TemporaryDirectory() as tmp:
         train(cfg, TrainOptions(tracking_uri=f"sqlite:///{tmp}/m.db", quiet=True, callbacks=[Timer()],
@@ -104,20 +105,23 @@ def main() -> None:
     ap.add_argument("--tslib", type=Path, help="a checkout of thuml/Time-Series-Library")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--seq-len", type=int, default=96)
+    ap.add_argument("--models", default=",".join(NAMES))
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    models = a.models.split(",")
     if a.worker:  # one measurement in this process
         side, model, workers = a.worker.split(":")
-        got = (tslib_worker(a.tslib, model, int(workers), a.epochs) if side == "tslib"
-               else forecast_worker(model, a.epochs))
+        got = (tslib_worker(a.tslib, model, int(workers), a.epochs, a.seq_len) if side == "tslib"
+               else forecast_worker(model, a.epochs, a.seq_len))
         print(json.dumps(got))
         return
     variants = [("tslib", 0), ("tslib", 10), ("forecast", 0)]
     found: dict[str, list[dict]] = {}
     for _ in range(a.rounds):
-        for model in NAMES:
+        for model in models:
             for side, workers in variants:
-                argv = ["--worker", f"{side}:{model}:{workers}", "--epochs", str(a.epochs)]
+                argv = ["--worker", f"{side}:{model}:{workers}", "--epochs", str(a.epochs), "--seq-len", str(a.seq_len)]
                 got = measure(argv + (["--tslib", str(a.tslib)] if side == "tslib" else []))
                 key = f"{model}|{side}|{workers}"
                 found.setdefault(key, []).append(got)
@@ -127,7 +131,7 @@ def main() -> None:
         return statistics.median(statistics.median(r[what][1:] or r[what]) for r in found[key])
 
     rows = []
-    for model in NAMES:
+    for model in models:
         ours = {w: med(f"{model}|forecast|0", w) for w in ("loop", "epoch")}
         for side, workers in variants:
             key = f"{model}|{side}|{workers}"
@@ -136,8 +140,9 @@ def main() -> None:
             rows.append([model, name, f"{loop:.2f}", f"{loop / ours['loop']:.2f}", f"{epoch:.2f}",
                          f"{epoch / ours['epoch']:.2f}"])
     header = ["model", "process", "train loop s", "x forecast's loop", "epoch s", "x forecast's epoch"]
+    name = "train_speed" if (a.seq_len, models) == (96, list(NAMES)) else f"train_speed_{'_'.join(models)}_L{a.seq_len}"
     path = write_results(
-        "train_speed", "Training epochs on ETTh1 (L=96, H=96, batch 32): forecast against TSLib's train()",
+        name, f"Training epochs on ETTh1 (L={a.seq_len}, H=96, batch 32): forecast against TSLib's train()",
         md_table(header, rows), found,
         f"{a.rounds} interleaved rounds, each a fresh process per side training {a.epochs} epochs; per process the "
         "median over its epochs after the first, then the median over rounds. TSLib's epoch also scores the test "

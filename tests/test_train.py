@@ -245,3 +245,48 @@ def test_the_published_protocol_scores_the_windows_a_drop_last_loader_kept(data_
     assert m["test_mse_published"] == pytest.approx(err[:kept].pow(2).mean().item(), rel=1e-5)
     assert m["test_mae_published"] == pytest.approx(err[:kept].abs().mean().item(), rel=1e-5)
     assert m["test_mse"] == pytest.approx(err.pow(2).mean().item(), rel=1e-5) and m["test_windows_published"] == kept
+
+
+def test_the_fast_training_path_gives_the_weights_of_a_plain_loop(data_dir: Path, tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    """One epoch of DLinear through the Lightning path (shifted-view moving average, foreach Adam, the epoch's loss
+    summed by the module, the quick hook-name attribute) ends with the same weights, bit for bit, as a plain PyTorch
+    loop over the same batches with avg_pool1d and the default Adam."""
+    import copy
+
+    import lightning.pytorch as pl
+    import torch.nn.functional as F
+
+    import forecast.layers.decomposition as decomposition
+    from forecast.pipeline import build
+    from forecast.train import make_trainer
+
+    monkeypatch.chdir(tmp_path)
+    cfg = _quick_cfg(**{"train.epochs": 1, "train.limit_train_batches": 12, "train.limit_val_batches": 1})
+    dm, module = build(cfg, progress=False)
+    start = copy.deepcopy(module.model.state_dict())
+    seen: list[dict] = []
+
+    class Record(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+            seen.append({k: v.clone() for k, v in batch.items()})
+
+    make_trainer(cfg.train, [Record()], quiet=True).fit(module, datamodule=dm)
+    assert len(seen) == 12
+
+    def pooled(x: torch.Tensor, k: int) -> torch.Tensor:
+        pad = (k - 1) // 2
+        return F.avg_pool1d(F.pad(x.transpose(1, 2), (pad, pad), mode="replicate"), k, stride=1).transpose(1, 2)
+
+    monkeypatch.setattr(decomposition, "moving_average", pooled)
+    _, plain = build(cfg, progress=False)
+    net = plain.model
+    net.load_state_dict(start)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.train.lr, foreach=False)
+    for batch in seen:
+        opt.zero_grad()
+        F.mse_loss(net(batch["x"], batch.get("x_mark"), batch.get("y_mark")), batch["y"]).backward()
+        opt.step()
+    for key, value in module.model.state_dict().items():
+        assert torch.equal(value, net.state_dict()[key]), key
+    assert not torch.equal(start["backbone.seasonal.linear.weight"], net.state_dict()["backbone.seasonal.linear.weight"])
