@@ -202,3 +202,12 @@ def test_train_checks_the_frequency_as_predict_does(tmp_path: Path, monkeypatch,
     code, _, err = run_cli(["train", "-d", str(path), "-m", "dlinear", "-L", "24", "-H", "8", "-q",
                             "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"], capsys)
     assert code == 2 and "timestamp 2018-06-05 07:00:00 at data row 101 breaks the 'h' frequency" in err, err
+
+
+def test_a_column_that_turns_decimal_after_ten_thousand_rows_is_read(tmp_path: Path) -> None:
+    """Column types come from the first 10,000 rows; a column of whole numbers with a decimal further down (TimeXer's
+    EPF files) is read as numbers, not refused."""
+    lines = ["date,load,OT"] + [f"2020-01-01 00:00:00,{i},1.5" for i in range(10_500)]
+    lines[10_200] = "2020-01-01 00:00:00,2455.5,1.5"
+    frame = read_frame("\n".join(lines).encode(), "epf.csv")
+    assert frame["load"].dtype == pl.Float64 and frame["load"][10_199] == 2455.5

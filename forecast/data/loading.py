@@ -37,8 +37,7 @@ def read_frame(source: Path | bytes, name: str, has_header: bool = True, benchma
             utf8 = _utf8_header(data)
             if not data.strip():
                 raise ForecastError(f"{name} is empty; give a CSV with a date column and numeric columns.")
-            df = pl.read_csv(io.BytesIO(data), has_header=has_header, infer_schema_length=10000,
-                             try_parse_dates=False)
+            df = _read_csv(data, has_header)
     except ForecastError:
         raise
     except Exception as err:  # polars raises many types for malformed files
@@ -51,6 +50,15 @@ def read_frame(source: Path | bytes, name: str, has_header: bool = True, benchma
     if not benchmark:
         check_header(df.columns, name, utf8)
     return df
+
+
+def _read_csv(data: bytes, has_header: bool) -> pl.DataFrame:
+    """Column types from the first 10,000 rows; where a later row does not fit them (a column of whole numbers that
+    turns decimal further down, as TimeXer's EPF files do after row 10,000), from every row."""
+    try:
+        return pl.read_csv(io.BytesIO(data), has_header=has_header, infer_schema_length=10000, try_parse_dates=False)
+    except pl.exceptions.ComputeError:
+        return pl.read_csv(io.BytesIO(data), has_header=has_header, infer_schema_length=None, try_parse_dates=False)
 
 
 def _utf8_header(data: bytes) -> bool:
@@ -72,6 +80,8 @@ def check_header(columns: list[str], name: str, utf8: bool = False) -> None:
             raise ForecastError(f"{name}: column {i + 1} of the header has no name; name every column.")
         if c != c.strip():
             raise ForecastError(f"{name}: column {c!r} has spaces around its name; write it as '{c.strip()}'.")
+        if any(ch < " " for ch in c):
+            raise ForecastError(f"{name}: column {i + 1}'s name {c!r} holds a control character; write it as text.")
         if "\ufffd" in c and not utf8:
             raise ForecastError(f"{name}: column {c!r} is not UTF-8 text; save the file as UTF-8.")
         base, sep, _ = c.rpartition("_duplicated_")
