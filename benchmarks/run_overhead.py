@@ -7,9 +7,13 @@ sqlite store. Its output lines are time-stamped as they arrive; the epoch lines 
 Phases (medians over the rounds): ``start`` = first epoch line's time minus that epoch's seconds (imports, data,
 model, the MLflow run); ``after`` = last line's time minus the last epoch line's (test pass, calibration, artifacts,
 the pyfunc model, the summary); ``teardown`` = exit minus last line.
+With ``--tslib PATH`` (a checkout of thuml/Time-Series-Library) it also runs TSLib's own ``run.py`` as a process
+(DLinear, ETTh1, L=336, H=96, batch 32, ``--num_workers 0``, patience out of reach) beside ``forecast train`` of the
+same cell, each for 1 and for 3 epochs; a process's fixed cost is the intercept of its wall time against its epoch
+count, ``T(1) - (T(3) - T(1)) / 2``, so each side's epochs (TSLib's also score the test split) drop out.
 Results: ``benchmarks/results/run_overhead.{md,json}``.
 
-    python benchmarks/run_overhead.py [--rounds 3] [--epochs 2]
+    python benchmarks/run_overhead.py [--rounds 3] [--epochs 2] [--tslib PATH]
 """
 
 from __future__ import annotations
@@ -48,11 +52,56 @@ def one_run(argv: list[str], cwd: Path) -> dict[str, float]:
             "after": last_line - epochs[-1][0], "teardown": end - last_line}
 
 
+def tslib_process(checkout: Path, epochs: int) -> None:
+    """TSLib's run.py in this process, as its script would run it (``--tslib-worker``)."""
+    import runpy
+
+    from _tslib import prepare
+
+    scratch = prepare(checkout)
+    sys.argv = ["run.py", "--task_name", "long_term_forecast", "--is_training", "1", "--model_id", "ETTh1_336_96",
+                "--model", "DLinear", "--data", "ETTh1", "--root_path", str(scratch), "--data_path", "ETTh1.csv",
+                "--features", "M", "--seq_len", "336", "--label_len", "48", "--pred_len", "96", "--enc_in", "7",
+                "--dec_in", "7", "--c_out", "7", "--des", "Exp", "--itr", "1", "--batch_size", "32",
+                "--learning_rate", "0.005", "--train_epochs", str(epochs), "--patience", "10", "--num_workers", "0", "--no_use_gpu"]
+    runpy.run_path(str(checkout / "run.py"), run_name="__main__")
+
+
+def intercept(tslib: Path | None, rounds: int, tmp: Path) -> tuple[str, dict]:
+    """Fixed cost = T(1 epoch) - (T(3) - T(1)) / 2 per side, interleaved."""
+    sides = {"forecast train (quick exit)": lambda e, db: [sys.executable, "-m", "cli", "train", "-d", "ETTh1", "-m",
+                                                          "dlinear", "--epochs", str(e), "--set", "train.patience=10",
+                                                          "--tracking-uri", f"sqlite:///{db}", "-q"],
+             "TSLib run.py (0 workers)": lambda e, db: [sys.executable, __file__, "--tslib", str(tslib),
+                                                        "--tslib-worker", str(e)]}
+    walls: dict[str, dict[int, list[float]]] = {k: {1: [], 3: []} for k in sides}
+    for r in range(rounds + 1):  # round 0 warms up
+        for name, argv in sides.items():
+            for epochs in (1, 3):
+                t0 = time.perf_counter()
+                subprocess.run(argv(epochs, tmp / f"i{r}{epochs}.db"), cwd=tmp, check=True, capture_output=True,
+                               env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                if r:
+                    walls[name][epochs].append(time.perf_counter() - t0)
+                    print(name, epochs, round(walls[name][epochs][-1], 2), flush=True)
+    rows = []
+    for name, w in walls.items():
+        t1, t3 = statistics.median(w[1]), statistics.median(w[3])
+        rows.append([name, f"{t1:.2f}", f"{t3:.2f}", f"{(t3 - t1) / 2:.2f}", f"{t1 - (t3 - t1) / 2:.2f}"])
+    table = md_table(["process", "1 epoch s", "3 epochs s", "per epoch s", "fixed cost s"], rows)
+    return "## Beside TSLib's run.py (DLinear, ETTh1, L=336, H=96)\n\n" + table, walls
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--tslib", type=Path, help="a checkout of thuml/Time-Series-Library: add the side-by-side part")
+    ap.add_argument("--tslib-worker", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.tslib_worker:
+        tslib_process(args.tslib.resolve(), args.tslib_worker)
+        return
     found: dict[str, list[dict[str, float]]] = {k: [] for k in VARIANTS}
     with tempfile.TemporaryDirectory(prefix="run-overhead-") as tmp:
         for r in range(args.rounds + 1):  # round 0 warms the page cache and creates the stores
@@ -64,6 +113,7 @@ def main() -> None:
                 if r:
                     found[name].append(got)
                     print(name, {k: round(v, 2) for k, v in got.items()}, flush=True)
+        beside, walls = intercept(args.tslib.resolve(), args.rounds, Path(tmp)) if args.tslib else ("", {})
     rows = []
     for name, runs in found.items():
         med = {k: statistics.median(run[k] for run in runs) for k in runs[0]}
@@ -72,11 +122,14 @@ def main() -> None:
     header = ["process", "total s", "start s", "epochs s", "after s", "teardown s", "fixed cost s (total - epochs)"]
     path = write_results(
         "run_overhead", "The fixed cost of a forecast train process (DLinear ETTh1, L=336, H=96)",
-        md_table(header, rows),
-        found, f"Medians over {args.rounds} interleaved rounds of {args.epochs} epochs each, one process at a time. "
+        md_table(header, rows) + ("\n\n" + beside if beside else ""),
+        {"phases": found, "beside_tslib": walls}, f"Medians over {args.rounds} interleaved rounds of {args.epochs} epochs each, one process at a time. "
         "'start': imports (Lightning alone is about 3.5 s: it imports scipy, torchmetrics, matplotlib and "
         "torch._dynamo), data, model and the MLflow run; 'after': the test pass over every window, conformal "
-        "calibration, artifacts, the pyfunc model and the summary; 'teardown': from the last line to the exit.")
+        "calibration, artifacts, the pyfunc model and the summary; 'teardown': from the last line to the exit. "
+        "Beside TSLib: medians of each process's wall time over the same rounds; TSLib's epochs also score the "
+        "test split, and after the last one it reloads the best checkpoint and tests; ours tests, calibrates and "
+        "logs the model to MLflow.")
     print(path.read_text())
 
 
