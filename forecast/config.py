@@ -205,7 +205,7 @@ class TrainConfig:
         if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
             raise ForecastError("train.epochs, train.batch_size and train.eval_batch_size must be >= 1.")
         if not self.lr > 0 or not self.covariate_lr > 0:
-            raise ForecastError(f"train.lr and train.covariate_lr must be positive, got {self.lr}, {self.covariate_lr}.")
+            raise ForecastError(f"train.lr and train.covariate_lr must be > 0, got {self.lr}, {self.covariate_lr}.")
         for key in ("devices", "num_nodes"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
