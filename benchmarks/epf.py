@@ -11,7 +11,7 @@ its configs' defaults otherwise. Nothing is tuned; early stopping reads val.
 
 The CSVs come from a checkout of thuml/TimeXer (``dataset/EPF``, not copied into this project). Their header names
 begin with a space, which forecast refuses as a user's mistake; a copy with the names stripped is what trains.
-Results: ``benchmarks/results/epf.{md,json}``.
+Results: ``benchmarks/results/epf_<model>.{md,json}`` per model, rewritten after every cell.
 
     python benchmarks/epf.py --timexer /path/to/TimeXer [--models dlinear,itransformer] [--datasets NP,PJM,...]
 """
@@ -53,12 +53,12 @@ def main() -> None:
     ap.add_argument("--models", default="dlinear,itransformer")
     ap.add_argument("--datasets", default=",".join(PUBLISHED))
     a = ap.parse_args()
-    rows, found = [], []
     with tempfile.TemporaryDirectory(prefix="epf-") as tmp:
         uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
-        for name in a.datasets.split(","):
-            path = stripped_copy(a.timexer / "dataset" / "EPF" / f"{name}.csv", Path(tmp) / f"{name}.csv")
-            for model in a.models.split(","):
+        for model in a.models.split(","):
+            rows, found = [], []
+            for name in a.datasets.split(","):
+                path = stripped_copy(a.timexer / "dataset" / "EPF" / f"{name}.csv", Path(tmp) / f"{name}.csv")
                 cfg = resolve(model, str(path), {"data.seq_len": 168, "data.horizon": 24, "data.target": "OT"})
                 t0 = time.perf_counter()
                 m = train(cfg, TrainOptions(tracking_uri=uri, quiet=True, log_artifacts=False)).metrics
@@ -69,15 +69,18 @@ def main() -> None:
                              f"{time.perf_counter() - t0:.0f}"])
                 found.append({"dataset": name, "model": model, "metrics": m, "published": PUBLISHED[name]})
                 print(rows[-1], flush=True)
+                write(model, rows, found)
+
+
+def write(model: str, rows: list, found: list) -> None:
     header = ["dataset", "model", "MSE", "MAE", "published MSE (same model)", "published MAE", "MSE vs published",
               "TimeXer MSE", "TimeXer MAE", "test windows", "wall s"]
-    path = write_results("epf", "Many-to-one on EPF (L=168, H=24, target OT): beside TimeXer's Table 2",
-                         md_table(header, rows), found,
-                         f"Published: {SOURCE}; its iTransformer and DLinear rows were run by TimeXer's authors in "
-                         "TSLib (MS). Ours: `forecast train -d <EPF>.csv -L 168 -H 24 --target OT` at the configs' "
-                         "defaults, the two other columns as past covariates; metrics on the standardized target over "
-                         "every test window. 2-core CPU, one run each (seed as configured).")
-    print(path.read_text())
+    write_results(f"epf_{model}", f"Many-to-one on EPF (L=168, H=24, target OT): {model} beside TimeXer's Table 2",
+                  md_table(header, rows), found,
+                  f"Published: {SOURCE}; its iTransformer and DLinear rows were run by TimeXer's authors in TSLib (MS). "
+                  "Ours: `forecast train -d <EPF>.csv -L 168 -H 24 --target OT` at the configs' defaults, the two "
+                  "other columns as past covariates; metrics on the standardized target over every test window. "
+                  "2-core CPU, one run each (seed as configured).")
 
 
 if __name__ == "__main__":
