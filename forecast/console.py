@@ -1,16 +1,22 @@
-"""The terminal: one console for every command, and the small tables they print."""
+"""The terminal: one console for every command, and the small tables they print.
+
+rich is imported when something is printed, not before: a quiet ``forecast predict`` never loads it.
+"""
 
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 
 def console() -> Console:
     """A console; when output is not a terminal, wide enough that run ids are never cut."""
+    from rich.console import Console
+
     return Console() if sys.stdout.isatty() else Console(width=160)
 
 
@@ -20,6 +26,8 @@ def fmt(value: Any) -> str:
 
 def metric_table(rows: list[tuple[str, Any, Any]], title: str | None = None) -> Table:
     """``metric | standardized | original units``: the papers' scale beside the data's own."""
+    from rich.table import Table
+
     table = Table(title=title, show_header=True)
     table.add_column("metric")
     table.add_column("standardized", justify="right")
@@ -31,6 +39,8 @@ def metric_table(rows: list[tuple[str, Any, Any]], title: str | None = None) -> 
 
 def frame_table(frame: Any, title: str, max_rows: int = 24, max_cols: int = 9) -> Table:
     """A small rich table of a polars frame: the first and last rows, the first and last columns."""
+    from rich.table import Table
+
     cols = frame.columns if len(frame.columns) <= max_cols else [*frame.columns[: max_cols - 1], frame.columns[-1]]
     table = Table(title=title + ("" if len(cols) == len(frame.columns) else
                                  f" ({len(frame.columns) - len(cols)} columns not shown)"))
