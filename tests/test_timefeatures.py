@@ -88,7 +88,7 @@ def test_the_frequency_check_gives_pandas_verdicts_on_fixed_steps() -> None:
 @pytest.mark.slow
 def test_predict_of_hourly_data_never_imports_pandas(tmp_path: Path) -> None:
     """The DLinear fixture (``freq: h``) forecasts a wide CSV in a fresh process; pandas is a fifth of predict's
-    start-up beyond ``import torch``, and nothing on this path needs it."""
+    start-up beyond ``import torch``, and nothing on this path needs it (nor rich, with ``-q``)."""
     fixture = ROOT / "tests" / "fixtures" / "artifact_v0_1" / "dlinear"
     hist = tmp_path / "h.csv"
     dates = pd.date_range("2017-06-24", periods=400, freq="h").strftime("%Y-%m-%d %H:%M:%S")
@@ -96,7 +96,7 @@ def test_predict_of_hourly_data_never_imports_pandas(tmp_path: Path) -> None:
     hist.write_text("date,HUFL,HULL,MUFL,MULL,LUFL,LULL,OT\n" + "\n".join(rows) + "\n")
     code = ("import sys; from cli import main\n"
             "sys.argv = ['forecast', 'predict', '-m', sys.argv[1], '-i', sys.argv[2], '-o', sys.argv[3], '-q']\ntry:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-            "print(sorted(m for m in ('pandas', 'lightning', 'mlflow') if m in sys.modules))")
+            "print(sorted(m for m in ('pandas', 'lightning', 'mlflow', 'rich') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code, str(fixture), str(hist), str(tmp_path / "fc.csv")], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
