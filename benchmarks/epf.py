@@ -11,7 +11,8 @@ its configs' defaults otherwise. Nothing is tuned; early stopping reads val.
 
 The CSVs come from a checkout of thuml/TimeXer (``dataset/EPF``, not copied into this project). Their header names
 begin with a space, which forecast refuses as a user's mistake; a copy with the names stripped is what trains.
-Results: ``benchmarks/results/epf_<model>.{md,json}`` per model, rewritten after every cell.
+Results: ``benchmarks/results/epf_<model>.{md,json}`` per model, rewritten after every cell; a run of some datasets
+keeps the other datasets' rows already there (so a long run can be finished in parts).
 
     python benchmarks/epf.py --timexer /path/to/TimeXer [--models dlinear,itransformer] [--datasets NP,PJM,...]
 """
@@ -19,13 +20,14 @@ Results: ``benchmarks/results/epf_<model>.{md,json}`` per model, rewritten after
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import md_table, write_results  # noqa: E402
+from _common import RESULTS, md_table, write_results  # noqa: E402
 
 SOURCE = "thuml/TimeXer figures/Result_EPF.png (Table 2 of the paper), commit 7601190"
 # Table 2, (MSE, MAE) per dataset: TimeXer, and the iTransformer and DLinear its authors ran.
@@ -56,31 +58,37 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="epf-") as tmp:
         uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
         for model in a.models.split(","):
-            rows, found = [], []
+            found = []
             for name in a.datasets.split(","):
                 path = stripped_copy(a.timexer / "dataset" / "EPF" / f"{name}.csv", Path(tmp) / f"{name}.csv")
                 cfg = resolve(model, str(path), {"data.seq_len": 168, "data.horizon": 24, "data.target": "OT"})
                 t0 = time.perf_counter()
                 m = train(cfg, TrainOptions(tracking_uri=uri, quiet=True, log_artifacts=False)).metrics
-                pub_mse, pub_mae = PUBLISHED[name][model]
-                best_mse, best_mae = PUBLISHED[name]["timexer"]
-                rows.append([name, model, m["test_mse"], m["test_mae"], pub_mse, pub_mae,
-                             f"{m['test_mse'] / pub_mse - 1:+.1%}", best_mse, best_mae, int(m["test_windows"]),
-                             f"{time.perf_counter() - t0:.0f}"])
-                found.append({"dataset": name, "model": model, "metrics": m, "published": PUBLISHED[name]})
-                print(rows[-1], flush=True)
-                write(model, rows, found)
+                found.append({"dataset": name, "model": model, "metrics": m, "published": PUBLISHED[name],
+                              "wall_s": time.perf_counter() - t0})
+                print(name, model, round(m["test_mse"], 4), flush=True)
+                write(model, found)
 
 
-def write(model: str, rows: list, found: list) -> None:
+def write(model: str, found: list[dict]) -> None:
+    path = RESULTS / f"epf_{model}.json"
+    ran = {f["dataset"] for f in found}
+    kept = [f for f in json.loads(path.read_text())["results"] if f["dataset"] not in ran] if path.exists() else []
+    cells = sorted(kept + found, key=lambda f: list(PUBLISHED).index(f["dataset"]))
+    rows = []
+    for f in cells:
+        m, (pub_mse, pub_mae), (best_mse, best_mae) = f["metrics"], f["published"][model], f["published"]["timexer"]
+        rows.append([f["dataset"], model, m["test_mse"], m["test_mae"], pub_mse, pub_mae,
+                     f"{m['test_mse'] / pub_mse - 1:+.1%}", best_mse, best_mae, int(m["test_windows"]),
+                     f"{f['wall_s']:.0f}"])
     header = ["dataset", "model", "MSE", "MAE", "published MSE (same model)", "published MAE", "MSE vs published",
               "TimeXer MSE", "TimeXer MAE", "test windows", "wall s"]
     write_results(f"epf_{model}", f"Many-to-one on EPF (L=168, H=24, target OT): {model} beside TimeXer's Table 2",
-                  md_table(header, rows), found,
+                  md_table(header, rows), cells,
                   f"Published: {SOURCE}; its iTransformer and DLinear rows were run by TimeXer's authors in TSLib (MS). "
                   "Ours: `forecast train -d <EPF>.csv -L 168 -H 24 --target OT` at the configs' defaults, the two "
                   "other columns as past covariates; metrics on the standardized target over every test window. "
-                  "2-core CPU, one run each (seed as configured).")
+                  "2-core CPU, one run each (seed as configured); a row's command is the one that wrote it last.")
 
 
 if __name__ == "__main__":
