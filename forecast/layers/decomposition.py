@@ -29,7 +29,7 @@ def moving_average(x: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """``x [B, L, N]``'s stride-1 moving average of odd width ``kernel_size`` along L, edge-replicated at both ends.
 
     Bit for bit ``avg_pool1d`` over the padded series, whose CPU kernel adds a window's values in order and then
-    divides by the width: here the same adds run as ``kernel_size`` shifted views over the whole batch, 3-4x faster
+    divides by the width: here the same adds run as ``kernel_size`` shifted views over the whole batch, 1.7-3.9x faster
     on the CPU (benchmarks/results/moving_average.md), into avg_pool1d's memory layout. An input that carries a
     gradient (affine RevIN) keeps ``avg_pool1d``, whose backward sums in its own order.
     """
