@@ -35,11 +35,16 @@ def test_an_artifact_written_by_0_1_0_predicts_the_same_forecast(name: str, tmp_
     expected = pl.read_csv(model_dir / "expected.csv")
     got = pl.read_csv(out)
     assert got.columns == expected.columns and got["date"].to_list() == expected["date"].to_list()
-    np.testing.assert_array_equal(got.drop("date").to_numpy(), expected.drop("date").to_numpy())
-    # The pyfunc of 0.1.0 imports forecast.serving.ForecastPyfunc from its own logged code file.
+    # expected.csv was written on an Intel Xeon; another CPU's float32 kernels (AVX-512 on an AMD EPYC) move the last
+    # bits (about 4e-8 relative), a wrong basis or scaler moves the forecast by far more
+    np.testing.assert_allclose(got.drop("date").to_numpy(), expected.drop("date").to_numpy(), rtol=1e-6, atol=1e-6)
+    # The pyfunc of 0.1.0 imports forecast.serving.ForecastPyfunc from its own logged code file and reads the history
+    # with pandas; on this AMD EPYC its forecast and predict's differ in the same last float32 bits (on the Intel
+    # Xeon that wrote expected.csv they agreed to 1e-12)
     history = pd.read_csv(FIXTURES / "history.csv")
     served = mlflow.pyfunc.load_model(str(model_dir)).predict(history)
-    np.testing.assert_allclose(served.drop(columns="date").to_numpy(), expected.drop("date").to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(served.drop(columns="date").to_numpy(), expected.drop("date").to_numpy(), rtol=1e-6,
+                               atol=1e-6)
 
 
 def _synthetic_csv(path: Path, n: int = 480) -> Path:

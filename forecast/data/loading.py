@@ -80,7 +80,7 @@ def check_header(columns: list[str], name: str, utf8: bool = False) -> None:
             raise ForecastError(f"{name}: column {i + 1} of the header has no name; name every column.")
         if c != c.strip():
             raise ForecastError(f"{name}: column {c!r} has spaces around its name; write it as '{c.strip()}'.")
-        if any(ch < " " for ch in c):
+        if any(ch < " " and ch != "\t" for ch in c):  # a tab: the separator check below says more
             raise ForecastError(f"{name}: column {i + 1}'s name {c!r} holds a control character; write it as text.")
         if "\ufffd" in c and not utf8:
             raise ForecastError(f"{name}: column {c!r} is not UTF-8 text; save the file as UTF-8.")
