@@ -26,25 +26,28 @@ def test_decomposition_is_exact_with_edge_padding() -> None:
         SeriesDecomposition(24)
 
 
+def _pooled_trend(x: torch.Tensor, kernel: int) -> torch.Tensor:
+    """The reference moving average: ``avg_pool1d`` over the replicate-padded series, as DLinear's papers wrote it."""
+    import torch.nn.functional as F
+
+    pad = (kernel - 1) // 2
+    return F.avg_pool1d(F.pad(x.transpose(1, 2), (pad, pad), mode="replicate"), kernel, stride=1).transpose(1, 2)
+
+
 @pytest.mark.parametrize("kernel", [1, 3, 25, 49])
 @pytest.mark.parametrize("shape", [(32, 336, 7), (5, 96, 1), (4, 60, 321)])
 def test_the_moving_average_is_avg_pool_bit_for_bit(kernel: int, shape: tuple) -> None:
     """The shifted-view sum equals avg_pool1d over the replicate-padded series exactly (so DLinear's numbers stay
     the papers'), and an input with a gradient gets avg_pool1d's own backward."""
-    import torch.nn.functional as F
-
     from forecast.layers.decomposition import moving_average
 
     x = torch.randn(*shape) * 10
-    pad = (kernel - 1) // 2
-    ref = F.avg_pool1d(F.pad(x.transpose(1, 2), (pad, pad), mode="replicate"), kernel, stride=1).transpose(1, 2)
+    ref = _pooled_trend(x, kernel)
     got = moving_average(x, kernel)
     assert torch.equal(got, ref) and got.stride() == ref.stride()  # the layout too: it picks the GEMM path after
-    leaf = x.clone().requires_grad_()
+    leaf, expected = x.clone().requires_grad_(), x.clone().requires_grad_()
     moving_average(leaf, kernel).sum().backward()
-    expected = x.clone().requires_grad_()
-    ref_fn = F.avg_pool1d(F.pad(expected.transpose(1, 2), (pad, pad), mode="replicate"), kernel, stride=1)
-    ref_fn.sum().backward()
+    _pooled_trend(expected, kernel).sum().backward()
     assert torch.equal(leaf.grad, expected.grad)
 
 
@@ -274,11 +277,7 @@ def test_the_fast_training_path_gives_the_weights_of_a_plain_loop(data_dir: Path
     make_trainer(cfg.train, [Record()], quiet=True).fit(module, datamodule=dm)
     assert len(seen) == 12
 
-    def pooled(x: torch.Tensor, k: int) -> torch.Tensor:
-        pad = (k - 1) // 2
-        return F.avg_pool1d(F.pad(x.transpose(1, 2), (pad, pad), mode="replicate"), k, stride=1).transpose(1, 2)
-
-    monkeypatch.setattr(decomposition, "moving_average", pooled)
+    monkeypatch.setattr(decomposition, "moving_average", _pooled_trend)
     _, plain = build(cfg, progress=False)
     net = plain.model
     net.load_state_dict(start)
