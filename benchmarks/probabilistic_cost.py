@@ -5,7 +5,7 @@ For each cell (``model:dataset:horizon``; default DLinear and iTransformer on ET
 defaults), the point model and its quantile twin (``train.loss=quantile``, the default levels 0.1/0.5/0.9) are built
 by ``forecast.pipeline.build`` exactly as ``forecast train`` builds them. Then, in rounds that alternate the two:
 
-- **training step**: ``zero_grad`` + the module's loss on its own forward + ``backward`` + the optimizer's step, over
+- **training step**: ``zero_grad`` + the module's loss on its own forward + ``backward`` + the optimizer's step (the module's own: Adam with ``foreach``), over
   the same fixed train batches (the DataModule's shuffled loader, so the batches a run sees);
 - **calibration**: ``forecast.conformal.calibrate`` (the residuals of every validation window, then the half-widths
   at the asked-for and the CRPS levels: what ``train`` does after fitting), against one validation pass as the
@@ -65,7 +65,7 @@ def measure(cell: str, rounds: int, steps: int) -> dict:
         dm, module = build(cfg, progress=False)
         dm.setup("fit")
         batches = list(itertools.islice(iter(dm.train_dataloader()), steps))
-        optimizer = torch.optim.Adam(module.parameters(), lr=cfg.train.lr)
+        optimizer = module.configure_optimizers()["optimizer"]  # the run's own (Adam, foreach)
         step_seconds(module, optimizer, batches[:2])  # warm-up: allocator, thread pool
         built[loss] = (cfg, dm, module, optimizer, batches)
     times: dict[str, list[float]] = {k: [] for k in ("step point", "step quantile", "val pass", "calibration")}

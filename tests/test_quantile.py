@@ -25,6 +25,23 @@ def test_pinball_loss_by_hand() -> None:
     assert float(pinball(pred, y, q)) == pytest.approx(by_hand)
 
 
+def test_pinball_value_and_gradient_are_those_of_the_max_form() -> None:
+    gen = torch.Generator().manual_seed(5)
+    pred = torch.randn(4, 6, 3, 5, generator=gen, requires_grad=True)
+    y = torch.randn(4, 6, 3, generator=gen)
+    q = torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95])
+    loss = pinball(pred, y, q)
+    loss.backward()
+    ref_pred = pred.detach().clone().requires_grad_()
+    err = y.unsqueeze(-1) - ref_pred
+    ref = torch.maximum(q * err, (q - 1) * err).mean()
+    ref.backward()
+    assert torch.equal(loss, ref)  # the same products in the same order: bit-equal
+    assert torch.equal(pred.grad, ref_pred.grad)
+    by_hand = -(q - (err.detach() < 0).float()) / err.numel()
+    assert torch.allclose(pred.grad, by_hand)
+
+
 @pytest.mark.parametrize("name", model_names())
 def test_quantiles_never_cross_and_the_median_is_the_point_model(name: str) -> None:
     torch.manual_seed(0)
