@@ -29,17 +29,25 @@ def conformal_rank(n: int, level: float) -> int:
 @torch.no_grad()
 def residuals(model: torch.nn.Module, windows, batch_size: int = 256,  # noqa: ANN001
               point: Callable[[torch.Tensor], torch.Tensor] = lambda p: p) -> torch.Tensor:
-    """``|y - ŷ|`` ``[W, H, N]`` of ``model`` on every window of a WindowDataset (eval mode, no gradients);
-    ``point`` takes the point forecast out of the model's output (a quantile model's median)."""
+    """``|y - ŷ|`` ``[W, H, N]`` float32 of ``model`` on every window of a WindowDataset (eval mode, no gradients);
+    ``point`` takes the point forecast out of the model's output (a quantile model's median). Written batch by
+    batch into ``[H·N, W]`` rows (returned as a transposed view), so :func:`half_widths` sorts them without a
+    transposing copy."""
     was_training = model.training
     model.eval()
     device = next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
-    out = []
+    rows, start = None, 0  # [H·N, W]: one row per step and variate, the layout half_widths sorts in
     for batch in windows.in_order(batch_size):
-        pred = point(run_batch(model, batch, device))
-        out.append((pred - batch["y"].to(device)).abs().float().cpu())
+        err = (point(run_batch(model, batch, device)) - batch["y"].to(device)).abs()
+        if rows is None:
+            rows = torch.empty((err[0].numel(), len(windows)), dtype=torch.float32)
+            shape = err.shape[1:]
+        rows[:, start:start + len(err)] = err.reshape(len(err), -1).T
+        start += len(err)
     model.train(was_training)
-    return torch.cat(out)
+    if rows is None:
+        raise ValueError("no windows to compute residuals on")
+    return rows.T.view(len(windows), *shape)  # [W, H, N], a view of the rows
 
 
 def half_widths(abs_residuals: torch.Tensor, levels: tuple[float, ...]) -> np.ndarray:
@@ -50,7 +58,7 @@ def half_widths(abs_residuals: torch.Tensor, levels: tuple[float, ...]) -> np.nd
     down the strided window axis at five ranks, and gives the same order statistics."""
     n, shape = abs_residuals.shape[0], tuple(abs_residuals.shape[1:])
     ranks = [conformal_rank(n, level) for level in levels]
-    rows = np.ascontiguousarray(abs_residuals.detach().cpu().reshape(n, -1).numpy().T)  # [H·N, W]
+    rows = np.array(abs_residuals.detach().cpu().reshape(n, -1).numpy().T, order="C")  # [H·N, W], a copy: sorted
     rows.sort(axis=1)
     out = [rows[:, k - 1] if k <= n else np.full(rows.shape[0], np.inf, np.float32) for k in ranks]
     return np.stack(out).reshape(len(levels), *shape).astype(np.float32) if out else np.zeros((0, *shape), np.float32)
