@@ -31,10 +31,15 @@ class QuantileForecaster(nn.Module):
         B, _, N = x.shape
         gaps = F.softplus(self.spread(x.transpose(1, 2)))  # [B, N, H * (Q - 1)], positive
         gaps = gaps.view(B, N, self.horizon, self.n_spreads).permute(0, 2, 1, 3)  # [B, H, N, Q - 1]
-        m = self.median_index
-        below = median.unsqueeze(-1) - torch.cumsum(gaps[..., :m], dim=-1)  # q_{m-1}, q_{m-2}, ...: falling
-        above = median.unsqueeze(-1) + torch.cumsum(gaps[..., m:], dim=-1)  # q_{m+1}, ...: rising
-        return torch.cat([below.flip(-1), median.unsqueeze(-1), above], dim=-1)
+        m, centre = self.median_index, median.unsqueeze(-1)
+        below = centre - _running_sum(gaps[..., :m])  # q_{m-1}, q_{m-2}, ...: falling
+        above = centre + _running_sum(gaps[..., m:])  # q_{m+1}, ...: rising
+        return torch.cat([below.flip(-1) if m > 1 else below, centre, above], dim=-1)
+
+
+def _running_sum(gaps: torch.Tensor) -> torch.Tensor:
+    """The cumulative sum over the last axis; a single gap is its own sum (no op on the default 0.1/0.5/0.9)."""
+    return torch.cumsum(gaps, dim=-1) if gaps.shape[-1] > 1 else gaps
 
 
 def pinball(pred: torch.Tensor, y: torch.Tensor, quantiles: torch.Tensor) -> torch.Tensor:
