@@ -99,3 +99,33 @@ def step_seconds(module: Any, optimizer: Any, batches: Any) -> float:
         optimizer.step()
         n += 1
     return (time.perf_counter() - t) / n
+
+
+def timed_epochs(cfg: Any) -> dict[str, list[float]]:
+    """Train ``cfg`` as ``forecast train`` does (a temporary store, no test pass, no artifacts) and return each
+    epoch's seconds: ``loop`` from Lightning's train-epoch start to its validation start, ``epoch`` to the epoch's
+    end (the loop and the validation pass)."""
+    import tempfile
+    import time
+
+    import lightning.pytorch as pl
+
+    from forecast.pipeline import TrainOptions, train
+
+    marks: dict[str, list[float]] = {"start": [], "val": [], "end": []}
+
+    class Timer(pl.Callback):
+        def on_train_epoch_start(self, trainer, module) -> None:  # noqa: ANN001
+            marks["start"].append(time.perf_counter())
+
+        def on_validation_epoch_start(self, trainer, module) -> None:  # noqa: ANN001
+            marks["val"].append(time.perf_counter())
+
+        def on_train_epoch_end(self, trainer, module) -> None:  # noqa: ANN001
+            marks["end"].append(time.perf_counter())
+
+    with tempfile.TemporaryDirectory() as tmp:
+        train(cfg, TrainOptions(tracking_uri=f"sqlite:///{tmp}/m.db", quiet=True, callbacks=[Timer()],
+                                evaluate_test=False, log_artifacts=False))
+    return {"loop": [v - s for s, v in zip(marks["start"], marks["val"])],
+            "epoch": [e - s for s, e in zip(marks["start"], marks["end"])]}

@@ -26,12 +26,11 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import md_table, write_results  # noqa: E402
+from _common import md_table, timed_epochs, write_results  # noqa: E402
 from _tslib import NAMES, args as tslib_args, prepare, quiet_stdout  # noqa: E402
 
 COST = re.compile(r"Epoch: (\d+) cost time: ([0-9.]+)")
@@ -66,30 +65,10 @@ def tslib_worker(checkout: Path, model: str, workers: int, epochs: int, seq_len:
 
 
 def forecast_worker(model: str, epochs: int, seq_len: int) -> dict:
-    import lightning.pytorch as pl
-
-    from forecast.pipeline import TrainOptions, train
     from forecast.resolve import resolve
 
-    marks: dict[str, list[float]] = {"start": [], "val": [], "end": []}
-
-    class Timer(pl.Callback):
-        def on_train_epoch_start(self, trainer, module) -> None:  # noqa: ANN001
-            marks["start"].append(time.perf_counter())
-
-        def on_validation_epoch_start(self, trainer, module) -> None:  # noqa: ANN001
-            marks["val"].append(time.perf_counter())
-
-        def on_train_epoch_end(self, trainer, module) -> None:  # noqa: ANN001
-            marks["end"].append(time.perf_counter())
-
-    cfg = resolve(model, "ETTh1", {"data.seq_len": seq_len, "data.horizon": 96, "train.batch_size": 32,
-                                   "train.epochs": epochs, "train.patience": epochs + 1})
-    with tempfile.TemporaryDirectory() as tmp:
-        train(cfg, TrainOptions(tracking_uri=f"sqlite:///{tmp}/m.db", quiet=True, callbacks=[Timer()],
-                                evaluate_test=False, log_artifacts=False))
-    return {"loop": [v - s for s, v in zip(marks["start"], marks["val"])],
-            "epoch": [e - s for s, e in zip(marks["start"], marks["end"])]}
+    return timed_epochs(resolve(model, "ETTh1", {"data.seq_len": seq_len, "data.horizon": 96, "train.batch_size": 32,
+                                                 "train.epochs": epochs, "train.patience": epochs + 1}))
 
 
 def measure(argv: list[str]) -> dict:
