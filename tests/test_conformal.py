@@ -42,7 +42,9 @@ def test_calibrate_is_one_pass_for_the_asked_levels_and_the_crps_levels() -> Non
     windows = WindowDataset(values, None, 0, 200, 24, 8, 3)
     model = _Last()
     widths, crps = calibrate(model, windows, 16, lambda p: p, (0.8, 0.9))
-    abs_res = residuals(model, windows, 64)
+    abs_res = residuals(model, windows, 64)  # 169 windows: two batches of 64 and one of 41, into [H·N, W] rows
+    every = windows[list(range(len(windows)))]
+    assert torch.equal(abs_res, (every["y"] - every["x"][:, -1:]).abs())  # the naive forecast's residuals, in order
     np.testing.assert_array_equal(widths, half_widths(abs_res, (0.8, 0.9)))
     np.testing.assert_array_equal(crps, half_widths(abs_res, CRPS_LEVELS))
     assert widths.shape == (2, 8, 3) and crps.shape == (4, 8, 3)
