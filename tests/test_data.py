@@ -103,6 +103,42 @@ def test_dlinear_starts_where_the_reference_run_does(data_dir: Path) -> None:
     assert torch.equal(batch["x"], train[first]["x"]) and len(dm.train_dataloader()) == 8209 // 32
 
 
+def test_dlinear_average_init_starts_where_the_first_release_does(data_dir: Path) -> None:
+    """``model.init=average`` (LTSF-Linear at 92994e1): every weight 1/L, the biases of its seasonal then trend
+    Linear(L, H), then its unused Linear_Decoder's draws, then the same first train batch as its DataLoader draws."""
+    from torch.utils.data import DataLoader
+
+    from forecast.pipeline import build
+    from forecast.resolve import resolve
+
+    cfg = resolve("dlinear", "ETTh1", {"data.horizon": 96, "data.features": "S", "data.target": "OT",
+                                       "model.init": "average"})
+    dm, module = build(cfg, progress=False)
+    torch.manual_seed(cfg.train.seed)
+    seasonal, trend, _decoder = (torch.nn.Linear(336, 96) for _ in range(3))
+    backbone = module.model.backbone
+    for ours, theirs in ((backbone.seasonal.linear, seasonal), (backbone.trend.linear, trend)):
+        assert torch.equal(ours.weight, torch.full((96, 336), 1 / 336)) and torch.equal(ours.bias, theirs.bias)
+    train = dm.dataset("train")
+    first = next(iter(DataLoader(range(len(train)), batch_size=32, shuffle=True, drop_last=True)))
+    assert torch.equal(next(iter(dm.train_dataloader()))["x"], train[first]["x"])
+    with pytest.raises(ForecastError, match=r"init must be one of default, average, got 'zeros'"):
+        resolve("dlinear", "ETTh1", {"model.init": "zeros"})
+
+
+def test_dlinear_univariate_replays_the_first_release_script(data_dir: Path, tmp_path: Path) -> None:
+    """cure-lab/LTSF-Linear's univariate ETTh1 script (92994e1) records mse and mae above each run; DLinear S at
+    its settings and ``model.init=average`` gives them on the subset its test loader kept (drop_last)."""
+    from forecast.pipeline import TrainOptions, train
+    from forecast.resolve import resolve
+
+    cfg = resolve("dlinear", "ETTh1", {"data.horizon": 96, "data.features": "S", "data.target": "OT",
+                                       "model.init": "average"})
+    got = train(cfg, TrainOptions(tracking_uri=f"sqlite:///{tmp_path}/m.db", quiet=True, log_artifacts=False)).metrics
+    assert got["test_mse_published"] == pytest.approx(0.05591415613889694, rel=1e-5)
+    assert got["test_mae_published"] == pytest.approx(0.1803210824728012, rel=1e-5)
+
+
 def test_train_drop_last_drops_only_the_last_partial_train_batch(data_dir: Path) -> None:
     dm = ForecastDataModule(DataConfig("ETTh1", seq_len=96, horizon=96), batch_size=32, eval_batch_size=32,
                             progress=False, drop_last=True)

@@ -77,12 +77,20 @@ class LinearConfig:
     orthotrans: bool = False  # forecast in the OrthoTrans basis (needs ctx.extras q_in/q_out)
 
 
+DLINEAR_INITS = ("default", "average")
+
+
 @dataclass(frozen=True)
 class DLinearConfig:
     individual: bool = False
     kernel_size: int = 25  # moving-average width; the paper hard-codes 25
     revin: str = "none"
     orthotrans: bool = False  # seasonal and trend each mapped in the OrthoTrans basis
+    init: str = "default"  # default: nn.Linear's; average: the first release's (see DLinear)
+
+    def __post_init__(self) -> None:
+        if self.init not in DLINEAR_INITS:
+            raise ValueError(f"init must be one of {', '.join(DLINEAR_INITS)}, got {self.init!r}")
 
 
 @register("linear", LinearConfig, "Linear: one linear map L->H along time (LTSF-Linear)",
@@ -116,11 +124,19 @@ class NLinear(nn.Module):
 @register("dlinear", DLinearConfig, "DLinear: moving-average trend + seasonal, one linear map each (LTSF-Linear)",
           extras=orthotrans_needs)
 class DLinear(nn.Module):
+    """``init: average`` is the first release's start (cure-lab/LTSF-Linear at 92994e1; 7f7a25b left it as a comment):
+    both maps begin as the mean of the lookback (every weight 1/L, the biases nn.Linear's), and that release also
+    built a third, unused ``Linear_Decoder`` whose initial values are drawn here and thrown away, so a seed gives
+    that release's run. The univariate results its scripts record (``scripts/EXP-LongForecasting/DLinear/univariate``,
+    deleted at 7f7a25b) came from that code: ``--set model.init=average`` replays them."""
+
     def __init__(self, cfg: DLinearConfig, ctx: ModelContext) -> None:
         super().__init__()
         self.decomp = SeriesDecomposition(cfg.kernel_size)
         self.seasonal = TimeLinear(ctx.seq_len, ctx.horizon, ctx.n_targets, cfg.individual)
         self.trend = TimeLinear(ctx.seq_len, ctx.horizon, ctx.n_targets, cfg.individual)
+        if cfg.init == "average":
+            _first_release_init(self.seasonal, self.trend, ctx)
         self.ortho = _ortho_or_none(cfg.orthotrans, ctx, "dlinear")
         self.covariates, self.n_targets = CovariateMap.of(ctx), ctx.n_targets
 
@@ -128,3 +144,15 @@ class DLinear(nn.Module):
         seasonal, trend = self.decomp(x[..., : self.n_targets])  # [B, L, N_t] each
         out = _forecast(self.seasonal, self.ortho, seasonal) + _forecast(self.trend, self.ortho, trend)
         return _with_covariates(self.covariates, out, x, future)
+
+
+@torch.no_grad()
+def _first_release_init(seasonal: TimeLinear, trend: TimeLinear, ctx: ModelContext) -> None:
+    """Every weight of both maps 1/L, after drawing what the first release's unused ``Linear_Decoder`` drew (shared
+    map: one ``nn.Linear(L, H)``; one per channel with ``individual``, whose draws are not that release's order)."""
+    if seasonal.individual:
+        TimeLinear(ctx.seq_len, ctx.horizon, ctx.n_targets, True)  # its draws only
+    else:
+        nn.Linear(ctx.seq_len, ctx.horizon)  # its draws only: the unused Linear_Decoder
+    for head in (seasonal, trend):
+        (head.weight if head.individual else head.linear.weight).fill_(1.0 / ctx.seq_len)
