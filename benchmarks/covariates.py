@@ -28,14 +28,33 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import md_table, write_results  # noqa: E402
 
-SCRIPT = "cure-lab/LTSF-Linear scripts/EXP-LongForecasting/DLinear/univariate/etth1.sh (commit 92994e1)"
-# The script's recorded (mse, mae) per horizon, and what it changes at H=720 (lr 0.05, 5 epochs).
-PUBLISHED_S = {96: (0.05591415613889694, 0.1803210824728012), 192: (0.07117306441068649, 0.20417816936969757),
-               336: (0.09767461568117142, 0.24392887949943542), 720: (0.11864475905895233, 0.2740800678730011)}
-SCRIPT_720 = {"train.lr": 0.05, "train.epochs": 5}
+SCRIPT = "cure-lab/LTSF-Linear scripts/EXP-LongForecasting/DLinear/univariate/{}.sh (commit 92994e1)"
 SETTINGS = {"S": {"data.features": "S", "data.target": "OT"},
             "MS (past covariates)": {"data.features": "MS", "data.target": "OT"},
             "MS + calendar (future)": {"data.features": "MS", "data.target": "OT", "data.future_covariates": "calendar"}}
+
+
+# The first release's univariate scripts: the (mse, mae) recorded above each run, per dataset and horizon.
+RECORDED = {
+    "ETTh1": {96: (0.05591415613889694, 0.1803210824728012), 192: (0.07117306441068649, 0.20417816936969757),
+              336: (0.09767461568117142, 0.24392887949943542), 720: (0.11864475905895233, 0.2740800678730011)},
+    "ETTh2": {96: (0.13114780187606812, 0.2793424427509308), 192: (0.17573289573192596, 0.3286595344543457),
+              336: (0.20884062349796295, 0.3673829436302185), 720: (0.27568498253822327, 0.4257437288761139)},
+    "ETTm1": {96: (0.027964573353528976, 0.12343791872262955), 192: (0.04489120841026306, 0.15623459219932556),
+              336: (0.06130826100707054, 0.18232746422290802), 720: (0.07956517487764359, 0.20977751910686493)},
+    "ETTm2": {96: (0.06312712281942368, 0.18283361196517944), 192: (0.09205285459756851, 0.22704465687274933),
+              336: (0.11925001442432404, 0.26121848821640015), 720: (0.17542317509651184, 0.3202616274356842)},
+}
+# What each run was given beyond run_longExp.py's defaults (10 epochs, seed 2021) and lr 0.005, batch 32.
+SCRIPT_SETTINGS = {"ETTm1": {"train.lr": 0.0001, "train.batch_size": 8}, "ETTm2": {"train.lr": 0.001},
+                   ("ETTh1", 720): {"train.lr": 0.05, "train.epochs": 5}, ("ETTm2", 336): {"train.lr": 0.01},
+                   ("ETTm2", 720): {"train.lr": 0.01}}
+
+
+def script_settings(dataset: str, h: int) -> dict:
+    """The overrides that run ``dataset`` at horizon ``h`` as the release's script did (the target alone)."""
+    return {"train.seed": 2021, "train.lr": 0.005, "train.batch_size": 32, **SETTINGS["S"],
+            **SCRIPT_SETTINGS.get(dataset, {}), **SCRIPT_SETTINGS.get((dataset, h), {})}
 
 
 def _train(uri: str, model: str, dataset: str, overrides: dict) -> dict:
@@ -48,60 +67,49 @@ def _train(uri: str, model: str, dataset: str, overrides: dict) -> dict:
     return {**res.metrics, "wall_s": time.perf_counter() - t0, "setting": res.setting}
 
 
+def _script_run(uri: str, dataset: str, h: int, overrides: dict) -> tuple[list, dict]:
+    """DLinear S as the release's script ran ``dataset`` at horizon ``h`` (plus ``overrides``): the table cells
+    beside the recorded numbers (published subset: its test loader dropped the last partial batch) and the record."""
+    (mse, mae), settings = RECORDED[dataset][h], script_settings(dataset, h)
+    m = _train(uri, "dlinear", dataset, {"data.horizon": h, **settings, **overrides})
+    print(dataset, h, overrides, round(m["test_mse_published"], 6), "vs", round(mse, 6), flush=True)
+    cells = [f"{m['test_mse_published']:.6f}", f"{m['test_mae_published']:.6f}", f"{mse:.6f}", f"{mae:.6f}",
+             f"{m['test_mse_published'] / mse - 1:+.2%}", f"{m['test_mae_published'] / mae - 1:+.2%}"]
+    return cells, {"dataset": dataset, "horizon": h, **overrides, "settings": settings, "metrics": m,
+                   "published": {"mse": mse, "mae": mae, "source": SCRIPT.format(dataset.lower())}}
+
+
+SCRIPT_HEADER = ["MSE (published subset)", "MAE (published subset)", "script MSE", "script MAE", "MSE gap", "MAE gap"]
+
+
 def published(uri: str) -> tuple[str, list]:
-    """Both inits at the script's settings and seed: ``average`` is the code that wrote the script's numbers."""
+    """ETTh1 with both inits at the script's settings and seed: ``average`` is the code that wrote its numbers."""
     rows, found = [], []
-    for h, (mse, mae) in PUBLISHED_S.items():
+    for h in RECORDED["ETTh1"]:
         for init in ("average", "default"):
-            m = _train(uri, "dlinear", "ETTh1", {"data.horizon": h, "train.seed": 2021, "model.init": init,
-                                                  **SETTINGS["S"], **(SCRIPT_720 if h == 720 else {})})
-            rows.append([h, init, f"{m['test_mse_published']:.6f}", f"{m['test_mae_published']:.6f}", f"{mse:.6f}",
-                         f"{mae:.6f}", f"{m['test_mse_published'] / mse - 1:+.2%}",
-                         f"{m['test_mae_published'] / mae - 1:+.2%}", f"{m['test_mse']:.6f}", f"{m['test_mae']:.6f}",
+            cells, record = _script_run(uri, "ETTh1", h, {"model.init": init})
+            m = record["metrics"]
+            rows.append([h, init, *cells, f"{m['test_mse']:.6f}", f"{m['test_mae']:.6f}",
                          int(m["test_windows_published"]), int(m["test_windows"])])
-            found.append({"horizon": h, "init": init, "metrics": m,
-                          "published": {"mse": mse, "mae": mae, "source": SCRIPT}})
-            print("S", h, init, round(m["test_mse_published"], 6), "vs", round(mse, 6), flush=True)
-    header = ["H", "model.init", "MSE (published subset)", "MAE (published subset)", "script MSE", "script MAE",
-              "MSE gap", "MAE gap", "MSE (every window)", "MAE (every window)", "windows (subset)", "windows (all)"]
+            found.append(record)
+    header = ["H", "model.init", *SCRIPT_HEADER, "MSE (every window)", "MAE (every window)", "windows (subset)",
+              "windows (all)"]
     return ("## DLinear S on ETTh1 (target OT, L=336, seed 2021), against the official script\n\n"
             "The script's numbers were written by the first release's code (92994e1), whose DLinear started both maps "
             "at the mean of the lookback (`model.init=average`); 7f7a25b changed that start to nn.Linear's (`default`, "
             "the configs' and the multivariate replays') and deleted the script.\n\n" + md_table(header, rows)), found
 
 
-# The first release's other univariate ETT scripts (scripts/EXP-LongForecasting/DLinear/univariate/<name>.sh at
-# 92994e1): their recorded (mse, mae) per horizon and the lr and batch size each run used (10 epochs, seed 2021).
-OTHER_ETT = {
-    "ETTh2": ({96: (0.13114780187606812, 0.2793424427509308), 192: (0.17573289573192596, 0.3286595344543457),
-               336: (0.20884062349796295, 0.3673829436302185), 720: (0.27568498253822327, 0.4257437288761139)},
-              {h: {"train.lr": 0.005, "train.batch_size": 32} for h in (96, 192, 336, 720)}),
-    "ETTm1": ({96: (0.027964573353528976, 0.12343791872262955), 192: (0.04489120841026306, 0.15623459219932556),
-               336: (0.06130826100707054, 0.18232746422290802), 720: (0.07956517487764359, 0.20977751910686493)},
-              {h: {"train.lr": 0.0001, "train.batch_size": 8} for h in (96, 192, 336, 720)}),
-    "ETTm2": ({96: (0.06312712281942368, 0.18283361196517944), 192: (0.09205285459756851, 0.22704465687274933),
-               336: (0.11925001442432404, 0.26121848821640015), 720: (0.17542317509651184, 0.3202616274356842)},
-              {h: {"train.lr": 0.001 if h < 336 else 0.01, "train.batch_size": 32} for h in (96, 192, 336, 720)}),
-}
-
-
 def published_ett(uri: str) -> tuple[str, list]:
     """The first release's init on the other three ETT univariate scripts, at each run's own lr and batch size."""
     rows, found = [], []
-    for dataset, (recorded, settings) in OTHER_ETT.items():
-        for h, (mse, mae) in recorded.items():
-            m = _train(uri, "dlinear", dataset, {"data.horizon": h, "train.seed": 2021, "model.init": "average",
-                                                  **SETTINGS["S"], **settings[h]})
-            rows.append([dataset, h, f"{m['test_mse_published']:.6f}", f"{m['test_mae_published']:.6f}", f"{mse:.6f}",
-                         f"{mae:.6f}", f"{m['test_mse_published'] / mse - 1:+.2%}",
-                         f"{m['test_mae_published'] / mae - 1:+.2%}"])
-            found.append({"dataset": dataset, "horizon": h, "metrics": m, "settings": settings[h],
-                          "published": {"mse": mse, "mae": mae, "source": SCRIPT.replace("etth1", dataset.lower())}})
-            print(dataset, h, round(m["test_mse_published"], 6), "vs", round(mse, 6), flush=True)
-    header = ["dataset", "H", "MSE (published subset)", "MAE (published subset)", "script MSE", "script MAE",
-              "MSE gap", "MAE gap"]
+    for dataset in ("ETTh2", "ETTm1", "ETTm2"):
+        for h in RECORDED[dataset]:
+            cells, record = _script_run(uri, dataset, h, {"model.init": "average"})
+            rows.append([dataset, h, *cells])
+            found.append(record)
     return ("## DLinear S with the first release's init on ETTh2, ETTm1 and ETTm2 (seed 2021)\n\n"
-            + md_table(header, rows)), found
+            + md_table(["dataset", "H", *SCRIPT_HEADER], rows)), found
 
 
 COMPARE = (("ETTh1", "dlinear"), ("ETTh1", "itransformer"), ("Weather", "dlinear"))
@@ -131,11 +139,11 @@ def compare(uri: str, cells: tuple = COMPARE, settings: tuple[str, ...] = tuple(
 def seeds(uri: str) -> tuple[str, list]:
     """How far the seed alone moves the S numbers (the script's runs used 2021): where the published values fall."""
     rows, found = [], []
-    for h, (mse, _) in PUBLISHED_S.items():
+    for h, (mse, _) in RECORDED["ETTh1"].items():
         values = []
         for seed in (2021, 2022, 2023, 2024, 2025):
-            m = _train(uri, "dlinear", "ETTh1", {"data.horizon": h, "train.seed": seed, **SETTINGS["S"],
-                                                  **(SCRIPT_720 if h == 720 else {})})
+            sets = {"data.horizon": h, **script_settings("ETTh1", h), "train.seed": seed}
+            m = _train(uri, "dlinear", "ETTh1", sets)
             values.append(m["test_mse_published"])
         found.append({"horizon": h, "seeds": [2021, 2022, 2023, 2024, 2025], "test_mse_published": values})
         rows.append([h, min(values), float(sum(values) / len(values)), max(values), mse,
@@ -150,20 +158,20 @@ def main(parts: list[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="covariates-") as tmp:
         uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
         for part in parts:
-            table, found = {"published": published, "compare": compare, "seeds": seeds,
-                            "weather_itransformer": lambda u: compare(u, WEATHER_ITRANSFORMER, WEATHER_ITRANSFORMER_SETTINGS),
-                            "published_ett": published_ett}[part](uri)
+            run = {"published": published, "compare": compare, "seeds": seeds, "published_ett": published_ett,
+                   "weather_itransformer": lambda u: compare(u, WEATHER_ITRANSFORMER, WEATHER_ITRANSFORMER_SETTINGS)}
+            table, found = run[part](uri)
             sections.append(table)
             data[part] = found
     name = "covariates" if "compare" in parts else "covariates_" + "_".join(parts)  # a part alone keeps the others
     path = write_results(name, "Targets and covariates: S reproduced, and what covariates buy",
                          "\n\n".join(sections), data,
-                         f"Source of the published S numbers: {SCRIPT.replace('etth1.sh', '<dataset>.sh')}. Metrics are on the target alone, standardized "
-                         "with the train split's statistics (and in original units where marked). S: each target from "
-                         "its own history; MS: every other column as a past covariate (observed up to the origin); "
-                         "calendar: the time features as future covariates (known over the horizon). iTransformer reads "
-                         "the calendar as mark tokens of the lookback in S and MS by default (use_marks), and over "
-                         "lookback and horizon when it is a future covariate.")
+                         f"Source of the published S numbers: {SCRIPT.format('<dataset>')}. Metrics are on the "
+                         "target alone, standardized with the train split's statistics (and in original units where "
+                         "marked). S: each target from its own history; MS: every other column as a past covariate "
+                         "(observed up to the origin); calendar: the time features as future covariates (known over "
+                         "the horizon). iTransformer reads the calendar as mark tokens of the lookback in S and MS by "
+                         "default (use_marks), and over lookback and horizon when it is a future covariate.")
     print(path.read_text())
 
 

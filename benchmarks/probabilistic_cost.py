@@ -5,8 +5,9 @@ For each cell (``model:dataset:horizon``; default DLinear and iTransformer on ET
 defaults), the point model and its quantile twin (``train.loss=quantile``, the default levels 0.1/0.5/0.9) are built
 by ``forecast.pipeline.build`` exactly as ``forecast train`` builds them. Then, in rounds that alternate the two:
 
-- **training step**: ``zero_grad`` + the module's loss on its own forward + ``backward`` + the optimizer's step (the module's own: Adam with ``foreach``), over
-  the same fixed train batches (the DataModule's shuffled loader, so the batches a run sees);
+- **training step**: ``zero_grad`` + the module's loss on its own forward + ``backward`` + the optimizer's step
+  (the module's own: Adam with ``foreach``), over the same fixed train batches (the DataModule's shuffled loader,
+  so the batches a run sees);
 - **calibration**: ``forecast.conformal.calibrate`` (the residuals of every validation window, then the half-widths
   at the asked-for and the CRPS levels: what ``train`` does after fitting), against one validation pass as the
   Trainer runs it each epoch (``validation_step`` over the val loader: forward and loss).
@@ -17,7 +18,7 @@ Results: ``benchmarks/results/probabilistic_cost.{md,json}``.
 Then, per cell, whole training epochs of each variant as ``forecast train`` runs them under Lightning (the loop with
 its data loading and per-step hooks, and the validation pass): what a user waits for, beside the bare step.
 
-    python benchmarks/probabilistic_cost.py [--rounds 5] [--steps 30] [--epoch-rounds 2] [--epochs 3] [dlinear:ETTh1:96 ...]
+    python benchmarks/probabilistic_cost.py [--rounds 5] [--steps 30] [--epoch-rounds 2] [--epochs 3] [CELL ...]
 """
 
 from __future__ import annotations
@@ -53,18 +54,24 @@ def _calibration_seconds(module, dm, cfg) -> float:  # noqa: ANN001
     return time.perf_counter() - t
 
 
+def twin_config(cell: str, loss: str, **sets: object):  # noqa: ANN201
+    """The resolved config of ``cell`` (``model:dataset:horizon``): the point model (``mse``, the configs' loss) or
+    its quantile twin, with ``sets`` on top."""
+    from forecast.resolve import resolve
+
+    model, dataset, horizon = cell.split(":")
+    return resolve(model, dataset, {"data.horizon": int(horizon), **({"train.loss": loss} if loss != "mse" else {}),
+                                    **sets})
+
+
 def epoch_seconds(cell: str, rounds: int, epochs: int) -> dict[str, float]:
     """The median training epoch (loop and validation pass, as ``forecast train`` runs them under Lightning) of the
     point model and of its quantile twin: ``rounds`` interleaved runs each of ``epochs`` epochs, the epochs after
     the first."""
-    from forecast.resolve import resolve
-
-    model, dataset, horizon = cell.split(":")
     seen: dict[str, list[float]] = {"mse": [], "quantile": []}
     for _ in range(rounds):
         for loss in seen:
-            sets = {"data.horizon": int(horizon), "train.epochs": epochs, "train.patience": epochs + 1}
-            cfg = resolve(model, dataset, {**sets, **({"train.loss": loss} if loss != "mse" else {})})
+            cfg = twin_config(cell, loss, **{"train.epochs": epochs, "train.patience": epochs + 1})
             seen[loss].append(statistics.median(timed_epochs(cfg)["epoch"][1:]))
     return {loss: statistics.median(v) for loss, v in seen.items()}
 
@@ -75,12 +82,10 @@ def measure(cell: str, rounds: int, steps: int) -> dict:
     import torch
 
     from forecast.pipeline.run import build
-    from forecast.resolve import resolve
 
-    model, dataset, horizon = cell.split(":")
     built = {}
     for loss in ("mse", "quantile"):
-        cfg = resolve(model, dataset, {"data.horizon": int(horizon), **({"train.loss": loss} if loss != "mse" else {})})
+        cfg = twin_config(cell, loss)
         dm, module = build(cfg, progress=False)
         dm.setup("fit")
         batches = list(itertools.islice(iter(dm.train_dataloader()), steps))
@@ -133,10 +138,10 @@ def main() -> None:
         md_table(header, rows), found,
         f"Steps: medians over {args.rounds} interleaved rounds of {args.steps} train steps per variant. Epochs: "
         f"{args.epoch_rounds} interleaved training runs per variant of {args.epochs} epochs under Lightning (the loop "
-        "and the validation pass, as `forecast train` runs them), the median epoch after the first. Targets (issue 23): "
-        "quantile training adds at most 15% to a training step (ratio <= 1.15); calibration costs at most one extra "
-        "pass over the validation windows (ratio <= 1, within noise). Calibration runs once per run, after the last "
-        "epoch; the val pass runs every epoch.")
+        "and the validation pass, as `forecast train` runs them), the median epoch after the first. Targets "
+        "(issue 23): quantile training adds at most 15% to a training step (ratio <= 1.15); calibration costs at most "
+        "one extra pass over the validation windows (ratio <= 1, within noise). Calibration runs once per run, "
+        "after the last epoch; the val pass runs every epoch.")
     print(path.read_text())
 
 

@@ -124,6 +124,12 @@ def test_dlinear_average_init_starts_where_the_first_release_does(data_dir: Path
     assert torch.equal(next(iter(dm.train_dataloader()))["x"], train[first]["x"])
     with pytest.raises(ForecastError, match=r"init must be one of default, average, got 'zeros'"):
         resolve("dlinear", "ETTh1", {"model.init": "zeros"})
+    from forecast.models import ModelContext, build_config, create_model
+
+    per_channel = create_model("dlinear", build_config("dlinear", {"individual": True, "init": "average"}),
+                               ModelContext(seq_len=48, horizon=12, n_vars=3, n_marks=4)).backbone
+    for head in (per_channel.seasonal, per_channel.trend):
+        assert torch.equal(head.weight, torch.full((3, 12, 48), 1 / 48))
 
 
 def test_dlinear_univariate_replays_the_first_release_script(data_dir: Path, tmp_path: Path) -> None:

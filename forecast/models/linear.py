@@ -148,11 +148,9 @@ class DLinear(nn.Module):
 
 @torch.no_grad()
 def _first_release_init(seasonal: TimeLinear, trend: TimeLinear, ctx: ModelContext) -> None:
-    """Every weight of both maps 1/L, after drawing what the first release's unused ``Linear_Decoder`` drew (shared
-    map: one ``nn.Linear(L, H)``; one per channel with ``individual``, whose draws are not that release's order)."""
-    if seasonal.individual:
-        TimeLinear(ctx.seq_len, ctx.horizon, ctx.n_targets, True)  # its draws only
-    else:
-        nn.Linear(ctx.seq_len, ctx.horizon)  # its draws only: the unused Linear_Decoder
+    """Every weight of both maps 1/L. Shared maps first draw what the release's unused ``Linear_Decoder`` drew, so a
+    seed gives its run; per-channel maps (``individual``) drew in another order there, so no seed replays those."""
+    if not seasonal.individual:
+        nn.Linear(ctx.seq_len, ctx.horizon)  # its draws only
     for head in (seasonal, trend):
         (head.weight if head.individual else head.linear.weight).fill_(1.0 / ctx.seq_len)
