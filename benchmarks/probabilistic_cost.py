@@ -9,8 +9,10 @@ by ``forecast.pipeline.build`` exactly as ``forecast train`` builds them. Then, 
   (the module's own: Adam with ``foreach``), over the same fixed train batches (the DataModule's shuffled loader,
   so the batches a run sees);
 - **calibration**: ``forecast.conformal.calibrate`` (the residuals of every validation window, then the half-widths
-  at the asked-for and the CRPS levels: what ``train`` does after fitting), against one validation pass as the
-  Trainer runs it each epoch (``validation_step`` over the val loader: forward and loss).
+  at the asked-for and the CRPS levels: what ``train`` does after fitting, from the best epoch's validation
+  forecasts that the run kept), against one validation pass as the Trainer runs it each epoch (``validation_step``
+  over the val loader: forward, loss, and keeping the point forecast); and calibration with a pass of its own, as a
+  run too big to keep its forecasts calibrates.
 
 Medians over rounds; the ratios are the figures (timings on a shared machine move, ratios taken side by side less).
 Results: ``benchmarks/results/probabilistic_cost.{md,json}``.
@@ -35,22 +37,29 @@ from _common import md_table, step_seconds, timed_epochs, write_results  # noqa:
 CELLS = ["dlinear:ETTh1:96", "itransformer:ETTh1:96"]
 
 
-def _val_pass_seconds(module, loader) -> float:  # noqa: ANN001
+def _val_pass(module, loader) -> tuple[float, list]:  # noqa: ANN001
+    """One validation pass as ``validation_step`` makes it (forward, loss, the point forecast kept for calibration):
+    its seconds and the kept forecasts."""
     import torch
 
     module.eval()
+    kept = []
     t = time.perf_counter()
     with torch.no_grad():
         for batch in loader:
-            module.loss_fn(module._predict(batch), batch["y"])
-    return time.perf_counter() - t
+            pred = module._predict(batch)
+            module.loss_fn(pred, batch["y"])
+            kept.append(module.point(pred))
+    return time.perf_counter() - t, kept
 
 
-def _calibration_seconds(module, dm, cfg) -> float:  # noqa: ANN001
+def _calibration_seconds(module, dm, cfg, kept=None) -> float:  # noqa: ANN001
+    """``calibrate`` as ``train`` runs it after fitting: from the best epoch's kept validation forecasts, or (``kept``
+    None: a run too big to keep them) with a pass of its own."""
     from forecast.conformal import calibrate
 
     t = time.perf_counter()
-    calibrate(module.model, dm.dataset("val"), cfg.train.eval_batch_size, module.point, cfg.train.intervals)
+    calibrate(module.model, dm.dataset("val"), cfg.train.eval_batch_size, module.point, cfg.train.intervals, kept)
     return time.perf_counter() - t
 
 
@@ -92,20 +101,24 @@ def measure(cell: str, rounds: int, steps: int) -> dict:
         optimizer = module.configure_optimizers()["optimizer"]  # the run's own (Adam, foreach)
         step_seconds(module, optimizer, batches[:2])  # warm-up: allocator, thread pool
         built[loss] = (cfg, dm, module, optimizer, batches)
-    times: dict[str, list[float]] = {k: [] for k in ("step point", "step quantile", "val pass", "calibration")}
+    times: dict[str, list[float]] = {k: [] for k in ("step point", "step quantile", "val pass", "calibration",
+                                                      "calibration with a pass")}
     for _ in range(rounds):
         for loss in ("mse", "quantile"):
             cfg, dm, module, optimizer, batches = built[loss]
             times[f"step {'point' if loss == 'mse' else 'quantile'}"].append(step_seconds(module, optimizer, batches))
         cfg, dm, module, _, _ = built["mse"]
-        times["val pass"].append(_val_pass_seconds(module, dm.val_dataloader()))
-        times["calibration"].append(_calibration_seconds(module, dm, cfg))
+        seconds, kept = _val_pass(module, dm.val_dataloader())
+        times["val pass"].append(seconds)
+        times["calibration"].append(_calibration_seconds(module, dm, cfg, kept))
+        times["calibration with a pass"].append(_calibration_seconds(module, dm, cfg))
     med = {k: statistics.median(v) for k, v in times.items()}
     cfg, dm = built["mse"][0], built["mse"][1]
     return {"cell": cell, "median_s": med, "all_s": times, "batch_size": cfg.train.batch_size,
             "eval_batch_size": cfg.train.eval_batch_size, "val_windows": len(dm.dataset("val")),
             "quantile_step_ratio": med["step quantile"] / med["step point"],
-            "calibration_over_val_pass": med["calibration"] / med["val pass"]}
+            "calibration_over_val_pass": med["calibration"] / med["val pass"],
+            "pass_calibration_over_val_pass": med["calibration with a pass"] / med["val pass"]}
 
 
 def main() -> None:
@@ -127,11 +140,12 @@ def main() -> None:
         rows.append([cell, r["batch_size"], f"{1000 * m['step point']:.2f}", f"{1000 * m['step quantile']:.2f}",
                      f"{r['quantile_step_ratio']:.3f}", r["val_windows"], f"{1000 * m['val pass']:.0f}",
                      f"{1000 * m['calibration']:.0f}", f"{r['calibration_over_val_pass']:.2f}",
+                     f"{r['pass_calibration_over_val_pass']:.2f}",
                      *((f"{e['mse']:.2f}", f"{e['quantile']:.2f}", f"{r['quantile_epoch_ratio']:.3f}") if e else
                        ("", "", ""))])
         print(rows[-1], flush=True)
     header = ["cell", "batch", "point step ms", "quantile step ms", "quantile / point", "val windows",
-              "val pass ms", "calibration ms", "calibration / val pass", "point epoch s", "quantile epoch s",
+              "val pass ms", "calibration ms", "calibration / val pass", "with its own pass / val pass", "point epoch s", "quantile epoch s",
               "quantile / point epoch"]
     path = write_results(
         "probabilistic_cost", "The cost of probabilistic forecasts: quantile training steps and conformal calibration",

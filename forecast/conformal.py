@@ -13,7 +13,7 @@ Everything is on the standardized scale; original units are ``w * std``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -26,28 +26,45 @@ def conformal_rank(n: int, level: float) -> int:
     return math.ceil((n + 1) * level)
 
 
-@torch.no_grad()
-def residuals(model: torch.nn.Module, windows, batch_size: int = 256,  # noqa: ANN001
-              point: Callable[[torch.Tensor], torch.Tensor] = lambda p: p) -> torch.Tensor:
-    """``|y - ŷ|`` ``[W, H, N]`` float32 of ``model`` on every window of a WindowDataset (eval mode, no gradients);
-    ``point`` takes the point forecast out of the model's output (a quantile model's median). Written batch by
-    batch into ``[H·N, W]`` rows (returned as a transposed view), so :func:`half_widths` sorts them without a
-    transposing copy."""
+@torch.no_grad()  # torch's decorator sets the mode around each step of a generator, so none leaks to the caller
+def forecasts_of(model: torch.nn.Module, windows, batch_size: int = 256,  # noqa: ANN001
+                 point: Callable[[torch.Tensor], torch.Tensor] = lambda p: p) -> Iterator[torch.Tensor]:
+    """The point forecasts ``[B, H, N]`` of ``model`` on every window of a WindowDataset, in order, batch by batch
+    (eval mode, no gradients); ``point`` takes the point forecast out of the model's output (a quantile model's
+    median)."""
     was_training = model.training
     model.eval()
     device = next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
-    rows, start = None, 0  # [H·N, W]: one row per step and variate, the layout half_widths sorts in
-    for batch in windows.in_order(batch_size):
-        err = (point(run_batch(model, batch, device)) - batch["y"].to(device)).abs()
-        if rows is None:
-            rows = torch.empty((err[0].numel(), len(windows)), dtype=torch.float32)
-            shape = err.shape[1:]
-        rows[:, start:start + len(err)] = err.reshape(len(err), -1).T
-        start += len(err)
-    model.train(was_training)
-    if rows is None:
-        raise ValueError("no windows to compute residuals on")
-    return rows.T.view(len(windows), *shape)  # [W, H, N], a view of the rows
+    try:
+        for batch in windows.in_order(batch_size):
+            yield point(run_batch(model, batch, device))
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def residuals(model: torch.nn.Module, windows, batch_size: int = 256,  # noqa: ANN001
+              point: Callable[[torch.Tensor], torch.Tensor] = lambda p: p,
+              forecasts: Iterable[torch.Tensor] | None = None) -> torch.Tensor:
+    """``|y - ŷ|`` ``[W, H, N]`` float32 on every window of a WindowDataset: of ``forecasts`` (every window's point
+    forecast, in order, in batches: the best epoch's validation pass, kept while training) or else of a pass of
+    ``model`` (:func:`forecasts_of`). Written batch by batch into ``[H·N, W]`` rows (returned as a transposed
+    view), so :func:`half_widths` sorts them without a transposing copy."""
+    if forecasts is None:
+        forecasts = forecasts_of(model, windows, batch_size, point)
+    targets = windows.targets()  # [W, H, N], a view of the series
+    rows, start = torch.empty((targets[0].numel(), len(windows)), dtype=torch.float32), 0  # one row per step, variate
+    for pred in forecasts:
+        end = start + len(pred)
+        if end > len(windows) or pred.shape[1:] != targets.shape[1:]:
+            raise ValueError(f"forecasts of shape {tuple(pred.shape)} at window {start} do not match the "
+                             f"{len(windows)} windows {tuple(targets.shape[1:])}")
+        err = (pred.to("cpu", torch.float32) - targets[start:end]).abs()
+        rows[:, start:end] = err.reshape(len(err), -1).T
+        start = end
+    if start != len(windows):
+        raise ValueError(f"forecasts for {start} of {len(windows)} windows")
+    return rows.T.view(len(windows), *targets.shape[1:])  # [W, H, N], a view of the rows
 
 
 def half_widths(abs_residuals: torch.Tensor, levels: tuple[float, ...]) -> np.ndarray:
@@ -65,10 +82,12 @@ def half_widths(abs_residuals: torch.Tensor, levels: tuple[float, ...]) -> np.nd
 
 
 def calibrate(model: torch.nn.Module, windows, batch_size: int,  # noqa: ANN001
-              point: Callable[[torch.Tensor], torch.Tensor], levels: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """The half-widths ``[K, H, N]`` at ``levels`` and ``[4, H, N]`` at :data:`CRPS_LEVELS`, from one pass over
-    ``windows`` (the validation split) and one selection."""
-    widths = half_widths(residuals(model, windows, batch_size, point), (*levels, *CRPS_LEVELS))
+              point: Callable[[torch.Tensor], torch.Tensor], levels: tuple[float, ...],
+              forecasts: Iterable[torch.Tensor] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The half-widths ``[K, H, N]`` at ``levels`` and ``[4, H, N]`` at :data:`CRPS_LEVELS`, from the residuals of
+    every window of ``windows`` (the validation split) and one selection: of ``forecasts`` when the run kept its
+    best epoch's validation forecasts (no pass at all), else of one pass of ``model``."""
+    widths = half_widths(residuals(model, windows, batch_size, point, forecasts), (*levels, *CRPS_LEVELS))
     return widths[:len(levels)], widths[len(levels):]
 
 

@@ -211,3 +211,71 @@ def test_an_adaptive_interval_reads_only_the_actuals_observed_before_its_window(
     nan[t0:] = np.nan
     got = _tracked(nan, static, (0.8,))
     assert (got[t0 + h - 1:] == got[t0 + h - 1]).all() and not (got[t0: t0 + h - 1] == got[t0 + h - 1]).all()
+
+
+def test_residuals_of_kept_forecasts_equal_a_pass_and_a_short_or_long_set_is_refused() -> None:
+    from forecast.conformal import forecasts_of
+    from forecast.data.windows import WindowDataset
+
+    values = torch.randn(120, 2, generator=torch.Generator().manual_seed(5))
+    windows = WindowDataset(values, None, 0, 120, 24, 8, 2)  # 89 windows
+    model = _Last()
+    kept = list(forecasts_of(model, windows, 32))  # batches of 32, 32, 25, as a validation pass makes them
+    assert model.training and [len(k) for k in kept] == [32, 32, 25]
+    assert torch.equal(residuals(model, windows, 32, forecasts=kept), residuals(model, windows, 7))
+    with pytest.raises(ValueError, match="forecasts for 64 of 89 windows"):
+        residuals(model, windows, forecasts=kept[:2])
+    with pytest.raises(ValueError, match="do not match"):
+        residuals(model, windows, forecasts=[*kept, kept[-1]])
+
+
+def test_best_weights_hold_the_best_epochs_validation_forecasts() -> None:
+    """The forecasts kept are those of the epoch whose weights are restored (strict improvement), and a resumed
+    run, whose best epoch's forecasts are gone, holds none."""
+    from types import SimpleNamespace
+
+    from forecast.train.callbacks import BestWeights
+
+    best, module = BestWeights(), SimpleNamespace(model=torch.nn.Linear(2, 2))
+    passes = []
+    for epoch, loss in enumerate([3.0, 1.0, 1.0, 2.0]):
+        module.val_forecasts = [torch.full((4, 2), float(epoch))]
+        passes.append(module.val_forecasts)
+        trainer = SimpleNamespace(sanity_checking=False, current_epoch=epoch,
+                                  callback_metrics={"val_loss": torch.tensor(loss)})
+        best.on_validation_end(trainer, module)
+    assert best.best_epoch == 1 and best.forecasts is passes[1]
+    best.load_state_dict(best.state_dict())
+    assert best.forecasts is None
+
+
+@pytest.mark.parametrize("loss,keep", [("mse", True), ("quantile", True), ("mse", False)])
+def test_a_run_calibrates_on_its_best_epochs_forecasts_as_a_pass_of_the_restored_weights_would(
+        data_dir, tmp_path, monkeypatch, loss: str, keep: bool) -> None:  # noqa: ANN001
+    """Calibration reads the best epoch's validation forecasts (no pass of its own) and gets the half-widths a
+    pass of the restored weights gives, bit for bit; when the forecasts would be too big to keep, it makes the
+    pass."""
+    import forecast.pipeline.run as run_mod
+    from forecast.pipeline import TrainOptions, train
+    from forecast.resolve import resolve
+
+    seen = []
+
+    def checked(model, windows, batch_size, point, levels, forecasts=None):  # noqa: ANN001, ANN202
+        seen.append(forecasts is not None)
+        got = calibrate(model, windows, batch_size, point, levels, forecasts)
+        fresh = calibrate(model, windows, batch_size, point, levels)
+        for a, b in zip(got, fresh):
+            np.testing.assert_array_equal(a, b)
+        return got
+
+    monkeypatch.setattr(run_mod, "calibrate", checked)
+    if not keep:
+        monkeypatch.setattr(run_mod, "KEEP_VAL_FORECASTS_BYTES", 0)
+    monkeypatch.chdir(tmp_path)
+    # a constant lr too high for the first epoch's weights to be beaten: the best epoch is not the last one
+    cfg = resolve("dlinear", "ETTh1", {"train.epochs": 3, "train.limit_train_batches": 2, "data.seq_len": 96,
+                                       "data.horizon": 24, "train.lr": 0.5, "train.lradj": "constant",
+                                       "train.loss": loss})
+    res = train(cfg, TrainOptions(tracking_uri=f"sqlite:///{tmp_path}/m.db", quiet=True, log_artifacts=False))
+    assert seen == [keep] and res.best_epoch < res.epochs_run - 1 and "test_coverage_90" in res.metrics

@@ -46,6 +46,10 @@ class WindowDataset(Dataset):
         for start in range(0, self.n, batch_size):
             yield self[torch.arange(start, min(start + batch_size, self.n))]
 
+    def targets(self) -> torch.Tensor:
+        """``[W, H, N_t]``: every window's targets, a view of the series (no copy)."""
+        return self._win[:, : self.n_targets, self.seq_len:].transpose(1, 2)
+
     def __getitem__(self, idx: list[int] | torch.Tensor) -> dict[str, torch.Tensor]:
         idx = torch.as_tensor(idx, dtype=torch.long)
         win = self._win[idx].transpose(1, 2)  # [B, L+H, N]

@@ -51,6 +51,17 @@ def build(cfg: RunConfig, progress: bool = True, series: Series | None = None,
     return dm, ForecastModule(model, cfg.train, s.mean[:n_t], s.std[:n_t], s.mase_scale())
 
 
+# The most one validation pass's point forecasts may take to be kept for calibration (two passes' are held at once:
+# the best epoch's and the running one's); beyond it calibration makes its own pass.
+KEEP_VAL_FORECASTS_BYTES = 512 * 2**20
+
+
+def val_forecast_bytes(cfg: RunConfig, dm) -> int:  # noqa: ANN001
+    """The memory a validation pass's kept forecasts take: a quantile model's median keeps its [B, H, N, Q] alive."""
+    per_window = cfg.data.horizon * dm.series.n_targets * max(1, len(cfg.train.model_quantiles)) * 4
+    return len(dm.dataset("val")) * per_window
+
+
 def run_name(cfg: RunConfig, series_name: str) -> str:
     """``dlinear_ETTh1_sl336_pl96``, then ``_S`` or ``_MS`` when not every column is forecast from every column."""
     d = cfg.data
@@ -78,6 +89,7 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
     dm.check_train_batches(cfg.train.world_size)  # before a run exists: a config error leaves no FAILED run
     name = opts.run_name or run_name(cfg, dm.series.name)
     n_params = sum(p.numel() for p in module.model.parameters())
+    module.keep_val_forecasts = cfg.train.world_size == 1 and val_forecast_bytes(cfg, dm) <= KEEP_VAL_FORECASTS_BYTES
     run = RunRecorder(uri, name, opts, cfg, dm, n_params)
     status = "FAILED"
     try:
@@ -113,10 +125,15 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
                                      "epochs_run": float(trainer.current_epoch), "train_seconds": train_seconds}
         if parent is not None:
             metrics["parent_val_loss"] = parent_loss
-        # Split conformal on the best weights' validation residuals (one more val pass): the intervals asked for, and
-        # those whose edges are the nine quantiles of the test CRPS.
-        widths, crps_widths = calibrate(module.model, dm.dataset("val"), cfg.train.eval_batch_size, module.point,
-                                        cfg.train.intervals)
+        # Split conformal on the best weights' validation residuals: the intervals asked for, and those whose edges
+        # are the nine quantiles of the test CRPS. From the best epoch's own validation forecasts when the run kept
+        # them for every window, else from one more pass.
+        val = dm.dataset("val")
+        kept = best.forecasts if best.forecasts and sum(map(len, best.forecasts)) == len(val) else None
+        best.forecasts = module.val_forecasts = None
+        widths, crps_widths = calibrate(module.model, val, cfg.train.eval_batch_size, module.point,
+                                        cfg.train.intervals, forecasts=kept)
+        del kept
         if cfg.train.intervals:
             module.intervals = (cfg.train.intervals, torch.from_numpy(widths))
         module.crps_widths = torch.from_numpy(crps_widths)

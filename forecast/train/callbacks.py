@@ -20,12 +20,16 @@ CHECKPOINT_META = "last.json"  # beside a cell's last.ckpt: {"epochs_done": k, "
 
 
 class BestWeights(pl.Callback):
-    """Keeps the weights of the best val_loss epoch in memory (strict improvement), like the papers' checkpoint."""
+    """Keeps the weights of the best val_loss epoch in memory (strict improvement), like the papers' checkpoint, and
+    that epoch's validation forecasts when the module kept them (``ForecastModule.keep_val_forecasts``): the
+    residuals conformal calibration needs, from the very weights restored, without another pass. Those forecasts
+    are not saved in a checkpoint; a run resumed after its best epoch calibrates with a pass."""
 
     def __init__(self) -> None:
         self.best = math.inf
         self.best_epoch = -1
         self.state: dict[str, torch.Tensor] | None = None
+        self.forecasts: list[torch.Tensor] | None = None
 
     def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -34,6 +38,7 @@ class BestWeights(pl.Callback):
         if val is not None and float(val) < self.best:
             self.best, self.best_epoch = float(val), trainer.current_epoch
             self.state = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
+            self.forecasts = getattr(module, "val_forecasts", None)
 
     def restore(self, module: pl.LightningModule) -> None:
         if self.state is not None:
@@ -44,6 +49,7 @@ class BestWeights(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best, self.best_epoch, self.state = state_dict["best"], state_dict["best_epoch"], state_dict["state"]
+        self.forecasts = None
 
 
 def epoch_metrics(trainer: pl.Trainer) -> dict[str, float]:

@@ -84,6 +84,10 @@ class ForecastModule(pl.LightningModule):
         self.crps_widths: torch.Tensor | None = None  # [4, H, N] half-widths at CRPS_LEVELS: test CRPS
         # test windows a drop_last loader at the script's batch size evaluated (train.published_drop_last), or None
         self.published_windows: int | None = None
+        # Set by the pipeline (one process, forecasts small enough): each validation pass keeps its point forecasts in
+        # val_forecasts, and BestWeights holds the best epoch's, so conformal calibration needs no pass of its own.
+        self.keep_val_forecasts = False
+        self.val_forecasts: list[torch.Tensor] | None = None
         self._seen = 0
         self.step_coverage: dict[float, np.ndarray] = {}
         self._sums: dict[str, torch.Tensor] = {}
@@ -154,10 +158,13 @@ class ForecastModule(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._sums = {}
+        self.val_forecasts = [] if self.keep_val_forecasts else None  # a new list: BestWeights may hold the last one
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         pred = self._predict(batch)
         n = batch["x"].shape[0]
+        if self.val_forecasts is not None:  # a reference, no copy: the forecast exists anyway
+            self.val_forecasts.append(self.point(pred.detach()))
         self._accumulate("val_loss", self.loss_fn(pred, batch["y"]) * n)
         self._accumulate("val_n", torch.tensor(float(n), device=pred.device))
 
