@@ -1,7 +1,8 @@
 """Split-conformal prediction intervals for any trained point forecaster (Vovk et al. 2005; Lei et al. 2018).
 
-After training, the model forecasts every validation window; for each horizon step ``h`` and variate ``n`` the
-absolute residuals ``|y - ŷ|`` of those ``W`` windows give the half-width of the level-``α`` interval as their
+After training, the best weights have forecast every validation window (the best epoch's validation pass made
+those forecasts and the run kept them; else one more pass makes them); for each horizon step ``h`` and variate ``n`` the absolute
+residuals ``|y - ŷ|`` of those ``W`` windows give the half-width of the level-``α`` interval as their
 ``⌈(W + 1) α⌉``-th smallest value (infinite when that rank exceeds ``W``). The interval ``ŷ ± w`` then covers a new
 target with probability at least ``α`` **if the residuals are exchangeable**: the validation and test windows come
 from one distribution. A chronological split bends that assumption (a test period can be calmer or wilder than
