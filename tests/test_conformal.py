@@ -279,3 +279,21 @@ def test_a_run_calibrates_on_its_best_epochs_forecasts_as_a_pass_of_the_restored
                                        "train.loss": loss})
     res = train(cfg, TrainOptions(tracking_uri=f"sqlite:///{tmp_path}/m.db", quiet=True, log_artifacts=False))
     assert seen == [keep] and res.best_epoch < res.epochs_run - 1 and "test_coverage_90" in res.metrics
+
+
+def test_a_quantile_models_kept_validation_forecasts_are_its_medians_alone(data_dir) -> None:  # noqa: ANN001
+    """Keeping a pass's forecasts holds [W, H, N] floats, not the [W, H, N, Q] outputs they were read from."""
+    from forecast.pipeline.run import build
+    from forecast.resolve import resolve
+
+    cfg = resolve("dlinear", "ETTh1", {"data.seq_len": 48, "data.horizon": 12, "train.loss": "quantile"})
+    dm, module = build(cfg, progress=False)
+    module.keep_val_forecasts = True
+    module.on_validation_epoch_start()
+    batch = dm.dataset("val")[list(range(5))]
+    with torch.no_grad():
+        module.validation_step(batch, 0)
+        full = module.model(batch["x"])
+    (kept,) = module.val_forecasts
+    assert kept.shape == (5, 12, 7) and kept.untyped_storage().nbytes() == kept.nbytes
+    assert torch.equal(kept, full[..., cfg.train.model_quantiles.index(0.5)])

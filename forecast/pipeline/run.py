@@ -57,9 +57,8 @@ KEEP_VAL_FORECASTS_BYTES = 512 * 2**20
 
 
 def val_forecast_bytes(cfg: RunConfig, dm) -> int:  # noqa: ANN001
-    """The memory a validation pass's kept forecasts take: a quantile model's median keeps its [B, H, N, Q] alive."""
-    per_window = cfg.data.horizon * dm.series.n_targets * max(1, len(cfg.train.model_quantiles)) * 4
-    return len(dm.dataset("val")) * per_window
+    """The memory a validation pass's kept point forecasts take (float32, the targets only)."""
+    return len(dm.dataset("val")) * cfg.data.horizon * dm.series.n_targets * 4
 
 
 def run_name(cfg: RunConfig, series_name: str) -> str:

@@ -163,8 +163,9 @@ class ForecastModule(pl.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         pred = self._predict(batch)
         n = batch["x"].shape[0]
-        if self.val_forecasts is not None:  # a reference, no copy: the forecast exists anyway
-            self.val_forecasts.append(self.point(pred.detach()))
+        if self.val_forecasts is not None:  # a reference to a forecast made anyway, copied only out of a bigger output
+            point = self.point(pred.detach())  # (a quantile model's median, a model's target columns)
+            self.val_forecasts.append(point.clone() if point.untyped_storage().nbytes() > point.nbytes else point)
         self._accumulate("val_loss", self.loss_fn(pred, batch["y"]) * n)
         self._accumulate("val_n", torch.tensor(float(n), device=pred.device))
 
