@@ -145,8 +145,8 @@ def main() -> None:
                        ("", "", ""))])
         print(rows[-1], flush=True)
     header = ["cell", "batch", "point step ms", "quantile step ms", "quantile / point", "val windows",
-              "val pass ms", "calibration ms", "calibration / val pass", "with its own pass / val pass", "point epoch s", "quantile epoch s",
-              "quantile / point epoch"]
+              "val pass ms", "calibration ms", "calibration / val pass", "with its own pass / val pass",
+              "point epoch s", "quantile epoch s", "quantile / point epoch"]
     path = write_results(
         "probabilistic_cost", "The cost of probabilistic forecasts: quantile training steps and conformal calibration",
         md_table(header, rows), found,

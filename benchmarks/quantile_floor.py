@@ -77,7 +77,8 @@ def measure(cell: str, rounds: int, steps: int) -> dict:
         for name, run in variants.items():
             times[name].append(run())
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"cell": cell, "median_s": med, "all_s": times, "ratio_to_point": {k: v / med["point"] for k, v in med.items()}}
+    ratios = {k: v / med["point"] for k, v in med.items()}
+    return {"cell": cell, "median_s": med, "all_s": times, "ratio_to_point": ratios}
 
 
 def main() -> None:

@@ -1,12 +1,12 @@
 """Split-conformal prediction intervals for any trained point forecaster (Vovk et al. 2005; Lei et al. 2018).
 
-After training, the best weights have forecast every validation window (the best epoch's validation pass made
-those forecasts and the run kept them; else one more pass makes them); for each horizon step ``h`` and variate ``n`` the absolute
-residuals ``|y - ŷ|`` of those ``W`` windows give the half-width of the level-``α`` interval as their
+After training, the best weights have forecast every validation window (the best epoch's validation pass made those
+forecasts and the run kept them; else one more pass makes them); for each horizon step ``h`` and variate ``n`` the
+absolute residuals ``|y - ŷ|`` of those ``W`` windows give the half-width of the level-``α`` interval as their
 ``⌈(W + 1) α⌉``-th smallest value (infinite when that rank exceeds ``W``). The interval ``ŷ ± w`` then covers a new
 target with probability at least ``α`` **if the residuals are exchangeable**: the validation and test windows come
-from one distribution. A chronological split bends that assumption (a test period can be calmer or wilder than
-the validation period), so the test coverage is measured and logged next to the nominal level, never assumed.
+from one distribution. A chronological split bends that assumption (a test period can be calmer or wilder than the
+validation period), so the test coverage is measured and logged next to the nominal level, never assumed.
 
 Everything is on the standardized scale; original units are ``w * std``.
 """
@@ -142,9 +142,9 @@ def crps_sums(pred: torch.Tensor, y: torch.Tensor, widths: torch.Tensor, mean: t
     ``widths [4, H, N]`` (or per window, ``[B, 4, H, N]``); ``mean, std [N]``: the scaler.
 
     The same numbers without the nine quantile forecasts: the quantile loss of ``u = y − ŷ_q`` is
-    ``q·u + relu(−u)``; it is positively homogeneous (in original units every ``u`` is the standardized one times ``std``, the mean
-    cancels), so one pass over the levels gives both scales, in place, without building ``[9, B, H, N]`` twice
-    (which was most of a test pass)."""
+    ``q·u + relu(−u)``; it is positively homogeneous (in original units every ``u`` is the standardized one times
+    ``std``, the mean cancels), so one pass over the levels gives both scales, in place, without building
+    ``[9, B, H, N]`` twice (which was most of a test pass)."""
     pred, y = pred.double(), y.double()
     mean, std = mean.to(y).double(), std.to(y).double()
     err = y - pred
