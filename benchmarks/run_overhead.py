@@ -1,6 +1,8 @@
 """The fixed cost of a `forecast train` process: what it spends before its first epoch, between its last epoch and its
 last line, and between its last line and its exit; the quick exit (``forecast.commands.entry.exit_after``, what the
 ``forecast`` command runs) against the interpreter's normal teardown (``cli.main()`` and a plain return), interleaved.
+Then what opening the MLflow store costs in a fresh interpreter: a new store copied from the schema template
+(``forecast.tracking.schema_template``), a new store MLflow migrates itself, and an existing store.
 
 Each process trains DLinear on ETTh1 (the configs' defaults, L=336, H=96) for ``--epochs`` epochs into its own
 sqlite store. Its output lines are time-stamped as they arrive; the epoch lines give each epoch's own seconds.
@@ -92,6 +94,37 @@ def intercept(tslib: Path | None, rounds: int, tmp: Path) -> tuple[str, dict]:
     return "## Beside TSLib's run.py (DLinear, ETTh1, L=336, H=96)\n\n" + table, walls
 
 
+STORE_OPEN = """
+import sys, time
+from forecast import tracking
+import mlflow.tracking
+t = time.perf_counter()
+tracking.client(tracking.sqlite_url(sys.argv[1]))
+print(time.perf_counter() - t)
+"""
+
+
+def store_open(rounds: int, tmp: Path) -> tuple[str, dict]:
+    """Seconds ``tracking.client`` takes to open a store in a fresh interpreter (its imports done first): a new
+    store copied from the schema template, a new store MLflow migrates itself (no cache to keep a template in),
+    and an existing store; interleaved."""
+    blocker = tmp / "no-cache"
+    blocker.write_text("")  # FORECAST_CACHE_DIR a file: no template can be kept, MLflow creates the store
+    kinds = {"new store, from the schema template": None, "new store, MLflow migrates it": str(blocker),
+             "existing store": None}
+    seen: dict[str, list[float]] = {k: [] for k in kinds}
+    for r in range(rounds + 1):  # round 0 makes the template and the existing store
+        for k, (kind, cache) in enumerate(kinds.items()):
+            db = tmp / ("existing.db" if kind.startswith("existing") else f"open-{r}-{k}.db")
+            env = {**os.environ, **({"FORECAST_CACHE_DIR": cache} if cache else {})}
+            out = subprocess.run([sys.executable, "-c", STORE_OPEN, str(db)], cwd=ROOT, env=env, check=True,
+                                 capture_output=True, text=True).stdout
+            if r:
+                seen[kind].append(float(out.strip().splitlines()[-1]))
+    rows = [[kind, f"{statistics.median(v):.2f}", " ".join(f"{x:.2f}" for x in v)] for kind, v in seen.items()]
+    return "## Opening the MLflow store\n\n" + md_table(["store", "median s", "each round s"], rows), seen
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -114,6 +147,7 @@ def main() -> None:
                     found[name].append(got)
                     print(name, {k: round(v, 2) for k, v in got.items()}, flush=True)
         beside, walls = intercept(args.tslib.resolve(), args.rounds, Path(tmp)) if args.tslib else ("", {})
+        opening, opened = store_open(max(args.rounds, 5), Path(tmp))
     rows = []
     for name, runs in found.items():
         med = {k: statistics.median(run[k] for run in runs) for k in runs[0]}
@@ -122,8 +156,8 @@ def main() -> None:
     header = ["process", "total s", "start s", "epochs s", "after s", "teardown s", "fixed cost s (total - epochs)"]
     path = write_results(
         "run_overhead", "The fixed cost of a forecast train process (DLinear ETTh1, L=336, H=96)",
-        md_table(header, rows) + ("\n\n" + beside if beside else ""),
-        {"phases": found, "beside_tslib": walls}, f"Medians over {args.rounds} interleaved rounds of {args.epochs} epochs each, one process at a time. "
+        md_table(header, rows) + ("\n\n" + beside if beside else "") + "\n\n" + opening,
+        {"phases": found, "beside_tslib": walls, "store_open": opened}, f"Medians over {args.rounds} interleaved rounds of {args.epochs} epochs each, one process at a time. "
         "'start': imports (Lightning alone is about 3.5 s: it imports scipy, torchmetrics, matplotlib and "
         "torch._dynamo), data, model and the MLflow run; 'after': the test pass over every window, conformal "
         "calibration, artifacts, the pyfunc model and the summary; 'teardown': from the last line to the exit. "
