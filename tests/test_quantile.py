@@ -42,6 +42,24 @@ def test_pinball_value_and_gradient_are_those_of_the_max_form() -> None:
     assert torch.allclose(pred.grad, by_hand)
 
 
+def test_the_outer_levels_train_the_spreads_and_the_median_trains_the_model() -> None:
+    """An outer level's loss reaches the spread head alone; the median's reaches the model alone, so the point
+    forecast is learned by median regression, never pulled toward the tails."""
+    torch.manual_seed(0)
+    ctx = ModelContext(seq_len=24, horizon=6, n_vars=3, n_marks=0)
+    model = create_model("dlinear", build_config("dlinear", {}), ctx, (0.1, 0.5, 0.9))
+    out = model(torch.randn(4, 24, 3))
+    grads = {}
+    for level in (0, 1, 2):
+        model.zero_grad(set_to_none=True)
+        out[..., level].sum().backward(retain_graph=True)
+        grads[level] = ({n for n, p in model.point.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0},
+                        model.spread.weight.grad is not None and bool(model.spread.weight.grad.abs().sum() > 0))
+    assert grads[1][0] and not grads[1][1]  # the median: the model's weights, not the head's
+    for level in (0, 2):
+        assert grads[level] == (set(), True)  # an outer level: the head's weights, not the model's
+
+
 @pytest.mark.parametrize("name", model_names())
 def test_quantiles_never_cross_and_the_median_is_the_point_model(name: str) -> None:
     torch.manual_seed(0)

@@ -4,6 +4,10 @@ levels so that they never cross (Koenker's quantile regression, trained with the
 The head is one ``Linear(L -> H·(Q−1))`` per lookback window, shared by all variates like the LTSF-Linear maps;
 its outputs pass through a softplus and are summed outward from the median, so ``q_1 < ... < q_Q`` holds by
 construction. It is built once here, for every registered model (``create_model(..., quantiles=...)``).
+The outer levels sit on the median without pulling it: their pinball terms reach the spread head alone, so the
+model itself learns from the median's own term (median regression) and its forecast stays a point forecast. When
+every level's loss also moved the median, OLinear's median on ETTh1 (H=96) had a 5.8% higher validation MSE
+(0.7229 against 0.6834) and a 6.4% higher test MSE than its point twin (0.4% with the median left alone).
 Contract: ``forward(x [B, L, N], x_mark, y_mark, future) -> [B, H, N_t, Q]``: the spreads are read from the
 targets' own lookback (the first ``N_t`` columns).
 """
@@ -32,8 +36,9 @@ class QuantileForecaster(nn.Module):
         gaps = F.softplus(self.spread(x.transpose(1, 2)))  # [B, N, H * (Q - 1)], positive
         gaps = gaps.view(B, N, self.horizon, self.n_spreads).permute(0, 2, 1, 3)  # [B, H, N, Q - 1]
         m, centre = self.median_index, median.unsqueeze(-1)
-        below = centre - _running_sum(gaps[..., :m])  # q_{m-1}, q_{m-2}, ...: falling
-        above = centre + _running_sum(gaps[..., m:])  # q_{m+1}, ...: rising
+        base = centre.detach()  # the outer levels' losses train the spreads, never the median (see the docstring)
+        below = base - _running_sum(gaps[..., :m])  # q_{m-1}, q_{m-2}, ...: falling
+        above = base + _running_sum(gaps[..., m:])  # q_{m+1}, ...: rising
         return torch.cat([below.flip(-1) if m > 1 else below, centre, above], dim=-1)
 
 
