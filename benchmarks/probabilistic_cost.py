@@ -38,19 +38,18 @@ CELLS = ["dlinear:ETTh1:96", "itransformer:ETTh1:96"]
 
 
 def _val_pass(module, loader) -> tuple[float, list]:  # noqa: ANN001
-    """One validation pass as ``validation_step`` makes it (forward, loss, the point forecast kept for calibration):
-    its seconds and the kept forecasts."""
+    """One validation pass through the module's own hooks, as the Trainer runs them (forward, the summed loss, the
+    point forecast kept for calibration): its seconds and the kept forecasts."""
     import torch
 
     module.eval()
-    kept = []
+    module.keep_val_forecasts = True  # as train sets it for a run of one process
     t = time.perf_counter()
     with torch.no_grad():
-        for batch in loader:
-            pred = module._predict(batch)
-            module.loss_fn(pred, batch["y"])
-            kept.append(module.point(pred))
-    return time.perf_counter() - t, kept
+        module.on_validation_epoch_start()
+        for i, batch in enumerate(loader):
+            module.validation_step(batch, i)
+    return time.perf_counter() - t, module.val_forecasts
 
 
 def _calibration_seconds(module, dm, cfg, kept=None) -> float:  # noqa: ANN001

@@ -30,7 +30,10 @@ from probabilistic_cost import twin_config  # noqa: E402
 
 
 def constant_spreads(quantile_model):  # noqa: ANN001, ANN201
-    """The project's quantile model with its spread head replaced by one learned gap per step and level."""
+    """The project's quantile model with its spread head replaced by one learned gap per step and level. Its own
+    assembly rather than ``QuantileForecaster``'s: that one applies the softplus per window and variate, which a
+    head that reads nothing need not, and a floor should not count. The outer levels sit on the detached median,
+    as the project's do."""
     import torch
     from torch import nn
     from torch.nn import functional as F
@@ -44,8 +47,8 @@ def constant_spreads(quantile_model):  # noqa: ANN001, ANN201
         def forward(self, x, x_mark=None, y_mark=None, future=None):  # noqa: ANN001, ANN201
             centre = self.point(x, x_mark, y_mark, future).unsqueeze(-1)  # [B, H, N, 1]
             gaps = F.softplus(self.gap)  # [H, 1, Q - 1], broadcast over the windows and variates
-            below = centre - torch.cumsum(gaps[..., : self.m], -1)
-            above = centre + torch.cumsum(gaps[..., self.m:], -1)
+            below = centre.detach() - torch.cumsum(gaps[..., : self.m], -1)
+            above = centre.detach() + torch.cumsum(gaps[..., self.m:], -1)
             return torch.cat([below.flip(-1), centre, above], dim=-1)
 
     q = quantile_model

@@ -132,7 +132,7 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
         best.forecasts = module.val_forecasts = None
         widths, crps_widths = calibrate(module.model, val, cfg.train.eval_batch_size, module.point,
                                         cfg.train.intervals, forecasts=kept)
-        del kept
+        del kept  # not held through the test pass
         if cfg.train.intervals:
             module.intervals = (cfg.train.intervals, torch.from_numpy(widths))
         module.crps_widths = torch.from_numpy(crps_widths)
