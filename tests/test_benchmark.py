@@ -328,6 +328,7 @@ def test_published_file_takes_more_rows(tmp_path: Path) -> None:
          "unknown config key 'train.epoch'"),
         (["benchmark", "--models", "dlinear", "--datasets", "ETTh1", "--name", "a b"], "--name 'a b' must be"),
         (["dashboard"], "no MLflow store at"),
+        (["ui"], "no MLflow store at"),
     ],
 )
 def test_bad_benchmark_input_is_one_line(argv: list[str], message: str, tmp_path: Path, monkeypatch,

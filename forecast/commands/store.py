@@ -80,6 +80,7 @@ def ui(tracking_uri: str | None, host: str, port: int) -> None:
         console().print(f"{uri} is an MLflow tracking server: open it in a browser. `forecast ui` serves local "
                         "stores only.")
         return
+    tracking.require_store(uri)  # never an empty UI on a store a typo made up
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
            "--workers", "1"]
     root = tracking.artifact_root(uri)
