@@ -193,6 +193,31 @@ def fluent_store(uri: str) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = env
 
 
+REQUIREMENT_CHECK = "warn_dependency_requirement_mismatches"  # MLflow's hook, named in the modules that call it
+
+
+@contextlib.contextmanager
+def pinned_requirements() -> Iterator[None]:
+    """Log a model whose pip requirements are this environment's own pins without MLflow checking them.
+
+    MLflow compares a logged model's requirements with the installed packages, and again when it loads the model
+    back to validate the input example; the first comparison maps every installed distribution to its modules,
+    about half a second of every run. Requirements pinned from the installed versions (``serving.requirements``)
+    cannot mismatch, so the hook is a no-op for the block wherever this MLflow still calls it by that name."""
+    import mlflow.pyfunc
+    from mlflow.utils import environment
+
+    owners = [m for m in (environment, mlflow.pyfunc) if hasattr(m, REQUIREMENT_CHECK)]
+    saved = [getattr(m, REQUIREMENT_CHECK) for m in owners]
+    for m in owners:
+        setattr(m, REQUIREMENT_CHECK, lambda requirements: None)
+    try:
+        yield
+    finally:
+        for m, check in zip(owners, saved):
+            setattr(m, REQUIREMENT_CHECK, check)
+
+
 def experiment_id(mlf: MlflowClient, name: str, uri: str) -> str:
     exp = mlf.get_experiment_by_name(name)
     if exp is not None:

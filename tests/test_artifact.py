@@ -143,6 +143,47 @@ def test_every_model_round_trips_through_predict_and_the_pyfunc(name: str, tmp_p
     assert "loader_module: forecast.inference.serving" in (local / "MLmodel").read_text()
 
 
+def test_logging_the_model_skips_mlflows_requirement_scan_and_keeps_the_pins(tmp_path: Path, monkeypatch,
+                                                                             capsys) -> None:
+    """The pyfunc's requirements are pinned from the installed versions, so MLflow's comparison of them with every
+    installed distribution (a scan of all of them, about half a second a run) is skipped while the model is logged,
+    and only then: the model still carries the pins, and MLflow's check is back afterwards."""
+    from importlib.metadata import version
+
+    import mlflow.pyfunc
+    from mlflow.tracking import MlflowClient
+    from mlflow.utils import environment, requirements_utils
+
+    from forecast import tracking
+
+    if not hasattr(environment, tracking.REQUIREMENT_CHECK):
+        pytest.skip("this MLflow logs without that check: nothing to skip")
+    checks = (getattr(environment, tracking.REQUIREMENT_CHECK), getattr(mlflow.pyfunc, tracking.REQUIREMENT_CHECK))
+    scans = []
+    real = requirements_utils.importlib_metadata.packages_distributions
+    monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)  # as in a new process: no map yet
+    monkeypatch.setattr(requirements_utils, "_PACKAGES_TO_MODULES", None)
+    monkeypatch.setattr(requirements_utils.importlib_metadata, "packages_distributions",
+                        lambda: (scans.append(1), real())[1])
+    monkeypatch.chdir(tmp_path)
+    csv = _synthetic_csv(tmp_path / "toy.csv")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code, _, err = run_cli(["train", "-d", str(csv), "-m", "dlinear", "-L", str(L), "-H", str(H), "--epochs", "1",
+                            "--tracking-uri", uri, "-q"], capsys)
+    assert code == 0, err
+    assert scans == []
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("toy").experiment_id])
+    local = Path(client.download_artifacts(run.info.run_id, "model", str(tmp_path / "model")))
+    pins = (local / "requirements.txt").read_text().split()
+    for dist in ("mlflow", "torch", "numpy", "pandas", "polars"):
+        assert f"{dist}=={version(dist).split('+')[0]}" in pins
+    assert (getattr(environment, tracking.REQUIREMENT_CHECK), getattr(mlflow.pyfunc, tracking.REQUIREMENT_CHECK)) \
+        == checks
+    requirements_utils.warn_dependency_requirement_mismatches(["torch==0.0.1"])  # MLflow's own, outside the block
+    assert scans == [1]
+
+
 def _edit_meta(model_dir: Path, **fields: object) -> None:
     import json
 

@@ -232,7 +232,8 @@ def log_model(uri: str, run_id: str, meta: ModelMeta, config: dict[str, Any], st
         active = mlflow.active_run() is not None
         mlflow_log.setLevel(logging.WARNING)  # no "Validating input example" chatter during training
         try:
-            with tracking.fluent_store(uri), mlflow.start_run(run_id=run_id, nested=active):
+            with tracking.fluent_store(uri), tracking.pinned_requirements(), \
+                    mlflow.start_run(run_id=run_id, nested=active):
                 mlflow.pyfunc.log_model(name=ARTIFACT_PATH, loader_module=LOADER, data_path=str(data),
                                         signature=signature(meta), input_example=example,
                                         pip_requirements=requirements())
