@@ -169,6 +169,6 @@ def _plot_forecasts(module: ForecastModule, dm: ForecastDataModule, path: Path, 
         ax.plot(steps, pred[i, :, var].cpu(), color="tab:red", lw=1.2, label="forecast")
         ax.set_title(f"test window {idx[i]} · {dm.series.columns[var]} (standardized)", fontsize=9)
     axes[0, 0].legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.04, top=0.97, hspace=0.35)  # fixed: tight_layout is 0.1 s
     fig.savefig(path, dpi=80)
     plt.close(fig)
