@@ -159,6 +159,27 @@ def test_long_format_and_parquet_round_trip(store, no_data, tmp_path, capsys) ->
     np.testing.assert_allclose(back.drop("date").to_numpy(), wide.drop("date").to_numpy(), rtol=1e-9)
 
 
+@pytest.mark.parametrize("layout", ["wide", "long", "panel"])
+def test_the_pyfunc_frame_is_the_polars_frame_in_pandas(layout: str) -> None:
+    """The pyfunc builds its pandas answer from the forecast's arrays; it is exactly the frame predict writes,
+    converted: the same columns in the same order, dtypes and values, with quantiles and interval bounds."""
+    import pandas as pd
+
+    from forecast.inference.io import Forecast, forecast_columns, forecast_frame, panel_columns, panel_frame
+
+    rng = np.random.default_rng(0)
+    dates = np.arange("2024-01-01T00", "2024-01-02T00", dtype="datetime64[h]").astype("datetime64[ns]")
+    values = rng.standard_normal((len(dates), 3))
+    fc = Forecast(dates, values, ["a", "b", "OT"], bounds={0.8: (values - 1, values + 1), 0.9: (values - 2, values + 2)},
+                  quantiles={0.1: values - 1.5, 0.9: values + 1.5})
+    if layout == "panel":
+        want, got = panel_frame(fc).to_pandas(), pd.DataFrame(panel_columns(fc))
+    else:
+        want, got = forecast_frame(fc, layout).to_pandas(), pd.DataFrame(forecast_columns(fc, layout))
+    assert len(got.columns) == (1 + 3 * 7 if layout == "wide" else 3 + 2 + 4)  # each value, 2 quantiles, 4 bounds
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+
+
 def test_rolling_reproduces_the_training_test_metrics(store, no_data, tmp_path, capsys) -> None:
     from mlflow.tracking import MlflowClient
 

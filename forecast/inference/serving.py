@@ -41,7 +41,7 @@ from forecast.artifact import LoadedModel, ModelMeta
 from forecast.data.panel import is_long, to_wide
 from forecast.errors import ForecastError
 from forecast.inference.io import (
-    check_fill, forecast_frame, panel_frame, parse_levels, parse_quantiles, prepare_future, prepare_history,
+    check_fill, forecast_columns, panel_columns, parse_levels, parse_quantiles, prepare_future, prepare_history,
 )
 from forecast.inference.predict import forecast_next
 
@@ -111,7 +111,7 @@ class Forecaster:
             fc = forecast_next(self.model, table, h, levels, qs, rows)
         except ForecastError as err:
             raise RequestError(str(err)) from None
-        return (panel_frame(fc) if long else forecast_frame(fc)).to_pandas()
+        return pd.DataFrame(panel_columns(fc) if long else forecast_columns(fc))
 
 
 def _load_pyfunc(data_path: str) -> Forecaster:
