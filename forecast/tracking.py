@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -194,6 +195,7 @@ def fluent_store(uri: str) -> Iterator[None]:
 
 
 REQUIREMENT_CHECK = "warn_dependency_requirement_mismatches"  # MLflow's hook, named in the modules that call it
+_REQUIREMENT_LOCK = threading.Lock()  # one block at a time: a second would save the first one's no-op for good
 
 
 @contextlib.contextmanager
@@ -207,15 +209,16 @@ def pinned_requirements() -> Iterator[None]:
     import mlflow.pyfunc
     from mlflow.utils import environment
 
-    owners = [m for m in (environment, mlflow.pyfunc) if hasattr(m, REQUIREMENT_CHECK)]
-    saved = [getattr(m, REQUIREMENT_CHECK) for m in owners]
-    for m in owners:
-        setattr(m, REQUIREMENT_CHECK, lambda requirements: None)
-    try:
-        yield
-    finally:
-        for m, check in zip(owners, saved):
-            setattr(m, REQUIREMENT_CHECK, check)
+    with _REQUIREMENT_LOCK:
+        owners = [m for m in (environment, mlflow.pyfunc) if hasattr(m, REQUIREMENT_CHECK)]
+        saved = [getattr(m, REQUIREMENT_CHECK) for m in owners]
+        for m in owners:
+            setattr(m, REQUIREMENT_CHECK, lambda requirements: None)
+        try:
+            yield
+        finally:
+            for m, check in zip(owners, saved):
+                setattr(m, REQUIREMENT_CHECK, check)
 
 
 def experiment_id(mlf: MlflowClient, name: str, uri: str) -> str:

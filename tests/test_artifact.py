@@ -184,6 +184,38 @@ def test_logging_the_model_skips_mlflows_requirement_scan_and_keeps_the_pins(tmp
     assert scans == [1]
 
 
+def test_requirement_check_blocks_in_threads_leave_mlflows_check_in_place() -> None:
+    """Two threads logging models at once (tuning's n_jobs) take turns in the block. Were the second let in while the
+    first is inside and let out after it, it would restore the first one's no-op as MLflow's check for good."""
+    import threading
+
+    import mlflow.pyfunc
+    from mlflow.utils import environment
+
+    from forecast import tracking
+
+    before = [getattr(m, tracking.REQUIREMENT_CHECK, None) for m in (environment, mlflow.pyfunc)]
+    a_inside, b_inside, release_a, release_b = (threading.Event() for _ in range(4))
+
+    def block(inside: threading.Event, release: threading.Event) -> None:
+        with tracking.pinned_requirements():
+            inside.set()
+            release.wait(5)
+
+    a = threading.Thread(target=block, args=(a_inside, release_a))
+    a.start()
+    assert a_inside.wait(5)
+    b = threading.Thread(target=block, args=(b_inside, release_b))
+    b.start()
+    assert not b_inside.wait(0.5)  # it waits for the first block to end
+    release_a.set()
+    a.join(5)
+    assert b_inside.wait(5)
+    release_b.set()
+    b.join(5)
+    assert [getattr(m, tracking.REQUIREMENT_CHECK, None) for m in (environment, mlflow.pyfunc)] == before
+
+
 def _edit_meta(model_dir: Path, **fields: object) -> None:
     import json
 
