@@ -20,7 +20,8 @@ Results: ``benchmarks/results/probabilistic_cost.{md,json}``.
 Then, per cell, whole training epochs of each variant as ``forecast train`` runs them under Lightning (the loop with
 its data loading and per-step hooks, and the validation pass): what a user waits for, beside the bare step.
 
-    python benchmarks/probabilistic_cost.py [--rounds 5] [--steps 30] [--epoch-rounds 2] [--epochs 3] [CELL ...]
+    python benchmarks/probabilistic_cost.py [--rounds 5] [--steps 30] [--epoch-rounds 2] [--epochs 3] [--name NAME]
+        [CELL ...]   (other cells: results/probabilistic_cost_NAME)
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30, help="train batches timed per round and variant")
     ap.add_argument("--epoch-rounds", type=int, default=2, help="interleaved training runs per variant (0: none)")
     ap.add_argument("--epochs", type=int, default=3, help="epochs per training run; the first is not counted")
+    ap.add_argument("--name", default="", help="write results/probabilistic_cost_NAME (other cells, same columns)")
     ap.add_argument("cells", nargs="*", default=CELLS)
     args = ap.parse_args()
     found, rows = [], []
@@ -147,7 +149,7 @@ def main() -> None:
               "val pass ms", "calibration ms", "calibration / val pass", "with its own pass / val pass",
               "point epoch s", "quantile epoch s", "quantile / point epoch"]
     path = write_results(
-        "probabilistic_cost", "The cost of probabilistic forecasts: quantile training steps and conformal calibration",
+        "probabilistic_cost" + (f"_{args.name}" if args.name else ""), "The cost of probabilistic forecasts: quantile training steps and conformal calibration",
         md_table(header, rows), found,
         f"Steps: medians over {args.rounds} interleaved rounds of {args.steps} train steps per variant. Epochs: "
         f"{args.epoch_rounds} interleaved training runs per variant of {args.epochs} epochs under Lightning (the loop "
