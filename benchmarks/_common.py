@@ -77,6 +77,16 @@ def run_subprocess_json(args: list[str], timeout: float = 3600) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def etth1_cell(model: str, seq_len: int = 96, horizon: int = 96) -> tuple[Any, Any, Any]:
+    """(config, DataModule, LightningModule) of an untrained ``model`` on ETTh1 at the configs' defaults for this
+    lookback and horizon, built as ``forecast train`` builds them."""
+    from forecast.pipeline.run import build
+    from forecast.resolve import resolve
+
+    cfg = resolve(model, "ETTh1", {"data.seq_len": seq_len, "data.horizon": horizon})
+    return (cfg, *build(cfg, progress=False))
+
+
 def model_step(model: str, params: dict, n: int, batch: int, steps: int, L: int = 96, H: int = 96,
                threads: int = 1, device: str = "cpu") -> dict:
     """Best training-step time and peak memory of ``model`` on random data, in a fresh process."""

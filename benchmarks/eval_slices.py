@@ -19,38 +19,36 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import md_table, write_results  # noqa: E402
+from _common import etth1_cell, md_table, write_results  # noqa: E402
 
 SLICES = (256, 128, 64, 32)
 WINDOWS = 1024
 
 
-def forecast_in(model, args: list, size: int):  # noqa: ANN001, ANN201
+def forecast_in(model, batch: dict, size: int):  # noqa: ANN001, ANN201
+    """``model``'s forecast of a window batch, ``size`` windows a forward (``run_batch`` on each slice)."""
     import torch
 
-    n = args[0].shape[0]
-    return torch.cat([model(*(None if a is None else a[s : s + size] for a in args)) for s in range(0, n, size)])
+    from forecast.models import run_batch
+
+    n = batch["x"].shape[0]
+    return torch.cat([run_batch(model, {k: v[s : s + size] for k, v in batch.items()}) for s in range(0, n, size)])
 
 
 def real_shapes(name: str, rounds: int) -> tuple[dict[int, float], dict[int, bool]]:
     import torch
 
-    from forecast.pipeline.run import build
-    from forecast.resolve import resolve
-
-    cfg = resolve(name, "ETTh1", {"data.seq_len": 96, "data.horizon": 96})
-    dm, module = build(cfg, progress=False)
+    _, dm, module = etth1_cell(name)
     model = module.model.eval()
     batch = dm.dataset("test")[torch.arange(WINDOWS)]
-    args = [batch.get(k) for k in ("x", "x_mark", "y_mark", "future")]
     seconds: dict[int, list[float]] = {s: [] for s in SLICES}
     same: dict[int, bool] = {}
     with torch.no_grad():
-        whole = forecast_in(model, args, SLICES[0])
+        whole = forecast_in(model, batch, SLICES[0])
         for _ in range(rounds):
             for size in SLICES:  # interleaved
                 t = time.perf_counter()
-                got = forecast_in(model, args, size)
+                got = forecast_in(model, batch, size)
                 seconds[size].append(time.perf_counter() - t)
                 same[size] = same.get(size, True) and torch.equal(got, whole)
     return {s: statistics.median(v) for s, v in seconds.items()}, same
@@ -66,9 +64,9 @@ def tiny_shapes(name: str) -> bool:
     extras = {"q_in": torch.linalg.qr(torch.randn(L, L))[0], "q_out": torch.linalg.qr(torch.randn(H, H))[0],
               "season": torch.tensor(5)}
     model = create_model(name, build_config(name, {}), ModelContext(L, H, N, C, extras=extras)).eval()
-    args = [torch.randn(B, L, N), torch.rand(B, L, C) - 0.5, torch.rand(B, H, C) - 0.5, None]
+    batch = {"x": torch.randn(B, L, N), "x_mark": torch.rand(B, L, C) - 0.5, "y_mark": torch.rand(B, H, C) - 0.5}
     with torch.no_grad():
-        return torch.equal(forecast_in(model, args, 64), model(*args))
+        return torch.equal(forecast_in(model, batch, 64), forecast_in(model, batch, B))
 
 
 def main() -> None:

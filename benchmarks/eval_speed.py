@@ -34,9 +34,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import md_table, write_results  # noqa: E402
+from _common import etth1_cell, md_table, write_results  # noqa: E402
 
 from _tslib import NAMES as MODELS, args as tslib_args, prepare, quiet_stdout  # noqa: E402
+
+
+HORIZON = 96  # tslib_args' pred_len
 
 
 def borrowed(net, horizon: int):  # noqa: ANN001, ANN201
@@ -59,9 +62,10 @@ def tslib_test(scratch: Path, model: str, workers: int, net=None) -> tuple[float
     place), its output captured."""
     from exp.exp_long_term_forecasting import Exp_Long_Term_Forecast
 
+    # With ``net``, the experiment is built around a DLinear (cheap) whose place the borrowed network then takes.
     exp = Exp_Long_Term_Forecast(tslib_args("DLinear" if net is not None else model, workers, scratch))
     if net is not None:
-        exp.model = borrowed(net, 96)
+        exp.model = borrowed(net, HORIZON)
     t = time.perf_counter()
     with quiet_stdout() as buf:
         exp.test(f"{model}_w{workers}")
@@ -74,24 +78,15 @@ def tslib_test(scratch: Path, model: str, workers: int, net=None) -> tuple[float
     return seconds, float(out.split("mse:")[1].split(",")[0]), windows
 
 
-def built(model: str):  # noqa: ANN201
-    """(cfg, DataModule, LightningModule) of an untrained ``model`` on ETTh1, L=96, H=96, as a run builds them."""
-    from forecast.pipeline.run import build
-    from forecast.resolve import resolve
-
-    cfg = resolve(model, "ETTh1", {"data.seq_len": 96, "data.horizon": 96})
-    return (cfg, *build(cfg, progress=False))
-
-
 def forecast_test(model: str, made=None) -> tuple[float, float, int]:  # noqa: ANN001
     """(seconds, MSE, windows) of forecast's test pass on an untrained model with calibrated intervals (``made``:
-    what :func:`built` returned, else built here)."""
+    what :func:`etth1_cell` returned, else built here)."""
     import torch
 
     from forecast.conformal import calibrate
     from forecast.train import make_trainer
 
-    cfg, dm, module = made if made is not None else built(model)
+    cfg, dm, module = made if made is not None else etth1_cell(model)
     widths, crps = calibrate(module.model, dm.dataset("val"), cfg.train.eval_batch_size, module.point,
                              cfg.train.intervals)
     module.intervals = (cfg.train.intervals, torch.from_numpy(widths))
@@ -124,7 +119,7 @@ def main() -> None:
             if model in MODELS:
                 sides = [*native.items(), ("forecast test pass", lambda m: forecast_test(m))]
             else:  # one untrained network for both sides: the same weights, so the same MSE
-                made = built(model)
+                made = etth1_cell(model)
                 sides = [("TSLib test(), 0 workers", lambda m, made=made: tslib_test(scratch, m, 0, made[2].model)),
                          ("forecast test pass", lambda m, made=made: forecast_test(m, made))]
             for side, fn in sides:

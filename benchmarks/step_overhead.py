@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import md_table, step_seconds, write_results  # noqa: E402
+from _common import etth1_cell, md_table, step_seconds, write_results  # noqa: E402
 
 
 def _plain(module, batches) -> float:  # noqa: ANN001
@@ -55,15 +55,11 @@ def _lightning(cfg, dm, module, variant: str) -> float:  # noqa: ANN001
 
 
 def measure(model: str, seq_len: int, rounds: int) -> dict[str, list[float]]:
-    from forecast.pipeline.run import build
-    from forecast.resolve import resolve
-
-    cfg = resolve(model, "ETTh1", {"data.seq_len": seq_len, "data.horizon": 96})
     variants = ["plain, pre-gathered", "plain, DataModule loader", "Lightning", "Lightning, per-step log"]
     out: dict[str, list[float]] = {v: [] for v in variants}
     for r in range(rounds + 1):  # round 0 warms up
         for v in variants:
-            dm, module = build(cfg, progress=False)
+            cfg, dm, module = etth1_cell(model, seq_len)
             if v == "plain, pre-gathered":
                 got = _plain(module, list(dm.train_dataloader()))
             elif v == "plain, DataModule loader":
