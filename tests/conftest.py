@@ -61,6 +61,7 @@ def write_synthetic_etth1(path: Path) -> None:
 # the tests that check the real file's checksum, or start subprocesses (which have no such patch), ask for
 # `real_data_dir` and skip.
 REAL_DATA = _has_etth1(Path(os.environ.get("FORECAST_DATA_DIR", SHARED_DATA)))
+SHIPPED_CATALOGUE = dict(CATALOGUE)  # the catalogue as the package ships it, before any patch below
 if not REAL_DATA:
     synthetic = Path(tempfile.mkdtemp(prefix="forecast-synthetic-data-"))
     atexit.register(shutil.rmtree, synthetic, ignore_errors=True)
@@ -73,6 +74,12 @@ if not REAL_DATA:
 def data_dir() -> Path:
     """Where ETTh1 is: the real benchmark files, or a synthetic ETTh1 of the same shape."""
     return Path(os.environ["FORECAST_DATA_DIR"])
+
+
+@pytest.fixture
+def shipped_catalogue() -> dict:
+    """The dataset catalogue as the package ships it (with ETTh1's published digest even on synthetic data)."""
+    return SHIPPED_CATALOGUE
 
 
 @pytest.fixture

@@ -132,7 +132,7 @@ def test_dlinear_average_init_starts_where_the_first_release_does(data_dir: Path
         assert torch.equal(head.weight, torch.full((3, 12, 48), 1 / 48))
 
 
-def test_dlinear_univariate_replays_the_first_release_script(data_dir: Path, tmp_path: Path) -> None:
+def test_dlinear_univariate_replays_the_first_release_script(real_data_dir: Path, tmp_path: Path) -> None:
     """cure-lab/LTSF-Linear's univariate ETTh1 script (92994e1) records mse and mae above each run; DLinear S at
     its settings and ``model.init=average`` gives them on the subset its test loader kept (drop_last)."""
     from forecast.pipeline import TrainOptions, train
