@@ -24,7 +24,14 @@ NAMES = {"dlinear": "DLinear", "itransformer": "iTransformer"}
 
 
 def prepare(checkout: Path) -> Path:
-    """Import TSLib from ``checkout``; chdir into a fresh scratch folder (returned) with ``models/`` and ETTh1.csv."""
+    """Import TSLib from ``checkout``; chdir into a fresh scratch folder (returned) with ``models/`` and ETTh1.csv.
+    A path that is not a TSLib checkout, or no ETTh1 file, ends the script with one line that says so."""
+    if not (checkout / "exp" / "exp_long_term_forecasting.py").is_file():
+        raise SystemExit(f"{checkout} is not a Time-Series-Library checkout (no exp/exp_long_term_forecasting.py); "
+                         "pass --tslib the folder of a clone or `git archive` of thuml/Time-Series-Library.")
+    src = Path(os.environ.get("FORECAST_DATA_DIR", "")) / "ETTh1.csv.gz"
+    if not src.is_file():
+        raise SystemExit(f"no {src}; set FORECAST_DATA_DIR to the folder of the benchmark CSVs (../shared/data).")
     for name, attrs in STUBS.items():  # only modules the ETTh1 long-term path never reaches
         try:
             __import__(name)
@@ -33,7 +40,6 @@ def prepare(checkout: Path) -> Path:
     sys.path.insert(0, str(checkout.resolve()))
     scratch = Path(tempfile.mkdtemp(prefix="tslib-"))
     (scratch / "models").symlink_to(checkout.resolve() / "models")
-    src = Path(os.environ["FORECAST_DATA_DIR"]) / "ETTh1.csv.gz"
     (scratch / "ETTh1.csv").write_bytes(gzip.decompress(src.read_bytes()))
     os.chdir(scratch)
     return scratch

@@ -74,6 +74,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--models", default="dlinear,itransformer,iflowformer,smamba,olinear,flowformer")
     a = ap.parse_args()
+    from forecast.models import model_names
+
+    unknown = sorted(set(a.models.split(",")) - set(model_names()))
+    if unknown:
+        ap.error(f"unknown model {', '.join(unknown)}; known: {', '.join(model_names())}")
     import torch
 
     torch.set_num_threads(2)
