@@ -36,6 +36,7 @@ def test_train_end_to_end_records_the_run(data_dir: Path, tmp_path: Path, monkey
                               "--set", "train.limit_train_batches=5", "--tracking-uri", uri], capsys)
     assert code == 0, err
     assert "test MSE" in out and "run id" in out
+    train_out = out
     assert "epoch 1/2" in err  # one progress line per epoch when not on a terminal
     assert not (tmp_path / "lightning_logs").exists() and not (tmp_path / "mlruns").exists()
     assert not [w for w in recwarn if "LeafSpec" in str(w.message)]  # Lightning's internals stay quiet
@@ -52,6 +53,10 @@ def test_train_end_to_end_records_the_run(data_dir: Path, tmp_path: Path, monkey
     assert run.data.tags["dataset"] == "ETTh1" and len(run.data.tags["data_sha256"]) == 64
     m = run.data.metrics
     assert m["test_windows"] == 2785 and 0 < m["test_mse"] < 2 and m["test_mse_orig"] > m["test_mse"]
+    # the summary shows what the conformal intervals achieved, as logged
+    for row, value in (("test CRPS", m["test_crps"]), ("80% interval: coverage", m["test_coverage_80"]),
+                       ("90% interval: mean width", m["test_width_90"])):
+        assert any(row in line and f"{value:.4f}" in line for line in train_out.splitlines()), (row, train_out)
     assert [x.step for x in client.get_metric_history(run.info.run_id, "val_loss")] == [0, 1]
     assert len(client.get_metric_history(run.info.run_id, "lr")) == 2
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -67,8 +72,8 @@ def test_train_end_to_end_records_the_run(data_dir: Path, tmp_path: Path, monkey
     state = torch.load(state_path, weights_only=True)
     assert state["backbone.seasonal.linear.weight"].shape == (96, 336)
 
-    code, out, _ = run_cli(["runs", "--tracking-uri", uri], capsys)
-    assert code == 0 and run.info.run_id in out
+    code, out, _ = run_cli(["runs", "--tracking-uri", uri, "--limit", "1"], capsys)
+    assert code == 0 and run.info.run_id in out and f"{m['test_crps']:.4f}" in out
 
 
 @pytest.mark.parametrize(

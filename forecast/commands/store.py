@@ -63,13 +63,14 @@ def runs(tracking_uri: str | None, limit: int, dataset: str | None) -> None:
             raise ForecastError(f"no experiment named '{dataset}' in {uri}; run `forecast runs` to see them all.")
     found = mlf.search_runs([e.experiment_id for e in exps], max_results=limit, order_by=["attributes.start_time DESC"])
     table = Table(title=f"Recent runs in {uri}")
-    for col in ("run", "run id", "status", "test MSE", "test MAE", "MSE (orig)", "started"):
+    for col in ("run", "run id", "status", "test MSE", "test MAE", "MSE (orig)", "CRPS", "cover 80%", "started"):
         table.add_column(col)
     for r in found:
         m = r.data.metrics
         started = dt.datetime.fromtimestamp(r.info.start_time / 1000).strftime("%Y-%m-%d %H:%M")
         table.add_row(r.info.run_name or "", r.info.run_id, r.info.status, fmt(m.get("test_mse", "")),
-                      fmt(m.get("test_mae", "")), fmt(m.get("test_mse_orig", "")), started)
+                      fmt(m.get("test_mae", "")), fmt(m.get("test_mse_orig", "")), fmt(m.get("test_crps", "")),
+                      fmt(m.get("test_coverage_80", "")), started)
     console().print(table)
 
 

@@ -90,10 +90,7 @@ def train(dataset: str, model: str, overrides: dict, config: Path | None, tracki
             print(verdict, file=sys.stderr)
         return
     m = result.metrics
-    table = metric_table([("test MSE", m["test_mse"], m["test_mse_orig"]),
-                          ("test MAE", m["test_mae"], m["test_mae_orig"]),
-                          *([("test MASE", m["test_mase"], "")] if "test_mase" in m else []),
-                          ("best val loss", result.best_val_loss, "")],
+    table = metric_table(summary_rows(m, result.best_val_loss),
                          title=f"{result.run_name}: {int(m.get('test_windows', 0)):,} test windows")
     out = console()
     out.print(table)
@@ -116,3 +113,22 @@ def train(dataset: str, model: str, overrides: dict, config: Path | None, tracki
     if version is not None:
         out.print(f"model   registered as '{register}' version {version}, alias @{alias}: "
                   f"`forecast predict --model models:/{register}@{alias} --input history.csv`")
+
+
+def summary_rows(m: dict[str, float], best_val_loss: float) -> list[tuple[str, object, object]]:
+    """The finished run's table: the point metrics, then what its quantiles or intervals achieved on the test
+    windows (CRPS, and each interval's coverage against its nominal level and its mean width)."""
+    rows: list[tuple[str, object, object]] = [("test MSE", m["test_mse"], m["test_mse_orig"]),
+                                              ("test MAE", m["test_mae"], m["test_mae_orig"])]
+    if "test_mase" in m:
+        rows.append(("test MASE", m["test_mase"], ""))
+    if "test_crps" in m:
+        rows.append(("test CRPS", m["test_crps"], m["test_crps_orig"]))
+    if "test_pinball" in m:
+        rows.append(("test pinball loss", m["test_pinball"], ""))
+    levels = sorted((k.removeprefix("test_coverage_") for k in m if k.startswith("test_coverage_")), key=float)
+    for name in levels:
+        rows.append((f"{name}% interval: coverage", m[f"test_coverage_{name}"], ""))
+        rows.append((f"{name}% interval: mean width", m[f"test_width_{name}"], m.get(f"test_width_{name}_orig", "")))
+    rows.append(("best val loss", best_val_loss, ""))
+    return rows
