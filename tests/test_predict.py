@@ -509,3 +509,26 @@ def test_a_runs_model_is_fetched_once_then_used_from_the_cache_checked(store, tm
     state.write_bytes(state.read_bytes()[:100])  # a damaged copy
     third, imported = predict()
     assert (third, imported) == (first, "True")  # fetched again, whole
+
+
+def test_serves_direct_answer_is_the_scoring_servers_to_the_byte(store) -> None:
+    """`forecast serve` answers a wide dataframe_split request itself; its bytes are MLflow's scoring server's, for
+    plain, horizon, interval and fill requests; a request the model refuses is left to the scoring server."""
+    import mlflow
+    from mlflow.pyfunc import scoring_server
+
+    from forecast.inference.server import answer_split
+
+    mlflow.set_tracking_uri(store["uri"])
+    model = mlflow.pyfunc.load_model(f"runs:/{store['run_id']}/model")
+    hist = pl.read_csv(store["root"] / "history.csv").tail(L)
+    rows = hist.rows()
+    for params in (None, {"horizon": 5}, {"level": "80,90"}, {"horizon": 3, "fill": "ffill"}):
+        doc = {"dataframe_split": {"columns": hist.columns, "data": rows}, **({"params": params} if params else {})}
+        body = json.dumps(doc)
+        ref = scoring_server.invocations(body, "application/json", model, None)
+        assert ref.status == 200
+        assert answer_split(model, json.loads(body)) == ref.response.encode(), params
+    nan = [list(r) for r in rows]
+    nan[-1][-1] = None
+    assert answer_split(model, {"dataframe_split": {"columns": hist.columns, "data": nan}}) is None

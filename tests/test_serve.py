@@ -15,7 +15,7 @@ import socket
 
 import pytest
 
-from forecast.inference import server
+from forecast.inference import request_checks, server
 from forecast.inference.server import RequestGuard
 from tests.helpers import run_cli
 
@@ -103,7 +103,7 @@ def test_a_body_over_the_limit_is_a_413_before_it_is_parsed(how) -> None:
 
 
 def test_too_many_rows_is_a_413(monkeypatch) -> None:
-    monkeypatch.setattr(server, "MAX_ROWS", 50)
+    monkeypatch.setattr(request_checks, "MAX_ROWS", 50)
     inner = Inner()
     status, _, doc = call(RequestGuard(inner, L, 1 << 20), split(51))
     assert status == 413 and "the request has 51 rows in dataframe_split.data; send at most 50" in doc["message"]
@@ -183,6 +183,59 @@ def test_a_long_panel_is_passed_whole(monkeypatch) -> None:
     body = json.dumps({"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": rows}}).encode()
     assert call(RequestGuard(inner, L, 1 << 20), body)[0] == 200
     assert json.loads(inner.seen[-1][1])["dataframe_split"]["data"] == rows
-    monkeypatch.setattr(server, "MAX_ROWS", 19)
+    monkeypatch.setattr(request_checks, "MAX_ROWS", 19)
     status, _, doc = call(RequestGuard(inner, L, 1 << 20), body)
     assert status == 413 and "the request has 20 rows" in doc["message"]
+
+
+class Model:
+    """A stand-in for the pyfunc: records each frame and params, forecasts 2 rows or raises ``fail``."""
+
+    def __init__(self, fail: Exception | None = None) -> None:
+        self.fail, self.calls = fail, []
+
+    def predict(self, frame, params=None):  # noqa: ANN001, ANN201
+        import pandas as pd
+
+        self.calls.append((frame, params))
+        if self.fail is not None:
+            raise self.fail
+        return pd.DataFrame({"date": pd.to_datetime(["2020-01-02", "2020-01-03"]), "a": [1.5, float(len(frame))]})
+
+
+def test_a_wide_split_request_is_answered_directly_as_the_scoring_server_would() -> None:
+    from mlflow.pyfunc.scoring_server import predictions_to_json
+    import io
+
+    inner, model = Inner(), Model()
+    status, head, doc = call(RequestGuard(inner, L, 1 << 20, model), split(10, params={"horizon": 2}))
+    assert status == 200 and inner.seen == [] and head["content-type"] == "application/json"
+    frame, params = model.calls[-1]
+    assert frame.columns.tolist() == COLS and len(frame) == L and params == {"horizon": 2}  # the trimmed request
+    expected = io.StringIO()
+    predictions_to_json(model.predict(frame), expected)
+    assert doc == json.loads(expected.getvalue()) and doc["predictions"][1] == {"date": "2020-01-03T00:00:00",
+                                                                                 "a": 4.0}
+    assert call(RequestGuard(inner, L, 1 << 20, model), split(3), "application/json; charset=UTF-8")[0] == 200
+    assert inner.seen == []
+
+
+@pytest.mark.parametrize("case", ["refused by the model", "records", "long panel", "an extra key", "csv",
+                                  "another content-type parameter"])
+def test_every_other_request_goes_to_the_scoring_server(case) -> None:
+    inner, model = Inner(), Model(ValueError("input: column 'a' has a NaN") if case == "refused by the model" else None)
+    body, ctype = split(5), "application/json"
+    if case == "records":
+        body = json.dumps({"dataframe_records": [{"date": "2020-01-01", "a": 1.0}]}).encode()
+    elif case == "long panel":
+        body = json.dumps({"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [["x", "2020-01-01", 1.0]]}}
+                          ).encode()
+    elif case == "an extra key":
+        body = split(5, extra={"x": 1})
+    elif case == "csv":
+        body, ctype = b"date,a\n2020-01-01,1.0\n", "text/csv"
+    elif case == "another content-type parameter":
+        ctype = "application/json; format=pandas-split"
+    status, _, doc = call(RequestGuard(inner, L, 1 << 20, model), body, ctype)
+    assert status == 200 and doc == {"predictions": []} and len(inner.seen) == 1  # the scoring server's own answer
+    assert len(model.calls) == (1 if case == "refused by the model" else 0)
