@@ -47,19 +47,41 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _rss_mb(pid: int) -> float:
-    """RSS of ``pid`` and its descendants, from /proc (MB)."""
-    total, todo = 0, [pid]
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, from /proc."""
+    found, todo = [], [pid]
     while todo:
         p = todo.pop()
+        found.append(p)
+        try:
+            todo += [int(c) for t in Path(f"/proc/{p}/task").iterdir() for c in (t / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _rss_mb(pid: int) -> float:
+    """RSS of ``pid`` and its descendants, from /proc (MB)."""
+    total = 0
+    for p in _tree(pid):
         try:
             status = Path(f"/proc/{p}/status").read_text()
             total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
-            todo += [int(c) for t in Path(f"/proc/{p}/task").iterdir()
-                     for c in (t / "children").read_text().split()]
         except (OSError, StopIteration, ValueError):
             continue
     return total / 1024
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) spent so far by ``pid`` and its descendants, from /proc."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _post(url: str, body: bytes) -> tuple[int, dict, float]:
@@ -139,10 +161,11 @@ def _measure(kind: str, run_id: str, bodies: dict[str, bytes], big: bytes, args:
                 return kind_, -1, {}, 0.0
             return (kind_, *_post(url, bodies[kind_]))
 
-        t0 = time.perf_counter()
+        t0, client0, server0 = time.perf_counter(), time.process_time(), _cpu_s(server.pid)
         with ThreadPoolExecutor(args.in_flight) as pool:
             results = list(pool.map(one, plan))
         wall = time.perf_counter() - t0
+        client_cpu, server_cpu = time.process_time() - client0, _cpu_s(server.pid) - server0
         rss_after = _rss_mb(server.pid)
         try:
             big_status, big_doc, big_s = _post(url, big)
@@ -159,6 +182,9 @@ def _measure(kind: str, run_id: str, bodies: dict[str, bytes], big: bytes, args:
     lat = sorted(r[3] * 1000 for r in good if r[1] == 200)
     return {
         "server": kind, "requests": len(results), "wall_s": wall, "req_per_s": len(results) / wall,
+        "server_cpu_ms_per_request": 1000 * server_cpu / len(results),
+        "client_cpu_ms_per_request": 1000 * client_cpu / len(results),
+        "client_cpu_share": client_cpu / max(client_cpu + server_cpu, 1e-9),
         "p50_ms": statistics.median(lat) if lat else None, "p99_ms": lat[int(0.99 * (len(lat) - 1))] if lat else None,
         "good": len(good), "good_ok": sum(r[1] == 200 and len(r[2].get("predictions", [])) == H for r in good),
         "bad": len(bad), "bad_400_one_line": sum(r[1] == 400 and _one_line(r[2]) for r in bad),
@@ -206,7 +232,9 @@ def main() -> None:
     header = ["figure", *[f"`{'forecast serve' if f['server'] == 'forecast' else 'mlflow models serve'}`"
                           for f in found]]
     spec = [("requests", "requests", "{:d}"), ("req/s", "req_per_s", "{:.1f}"), ("p50 ms (valid)", "p50_ms", "{:.1f}"),
-            ("p99 ms (valid)", "p99_ms", "{:.1f}")]
+            ("p99 ms (valid)", "p99_ms", "{:.1f}"), ("server CPU ms per request", "server_cpu_ms_per_request", "{:.2f}"),
+            ("client CPU ms per request (same 2 cores)", "client_cpu_ms_per_request", "{:.2f}"),
+            ("client's share of the CPU spent", "client_cpu_share", "{:.2f}")]
     rows = [[name, *[fmt.format(f[key]) for f in found]] for name, key, fmt in spec]
     rows += [["valid: 200 with H rows", *[f"{f['good_ok']}/{f['good']}" for f in found]],
              ["bad: 400 with one line", *[f"{f['bad_400_one_line']}/{f['bad']}" for f in found]],
