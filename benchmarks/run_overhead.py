@@ -15,7 +15,7 @@ same cell, each for 1 and for 3 epochs; a process's fixed cost is the intercept 
 count, ``T(1) - (T(3) - T(1)) / 2``, so each side's epochs (TSLib's also score the test split) drop out.
 Results: ``benchmarks/results/run_overhead.{md,json}``.
 
-    python benchmarks/run_overhead.py [--rounds 3] [--epochs 2] [--tslib PATH]
+    python benchmarks/run_overhead.py [--rounds 3] [--epochs 2] [--tslib PATH] [--name run_overhead]
 """
 
 from __future__ import annotations
@@ -130,6 +130,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--tslib", type=Path, help="a checkout of thuml/Time-Series-Library: add the side-by-side part")
+    ap.add_argument("--name", default="run_overhead", help="results file name (benchmarks/results/NAME.md)")
     ap.add_argument("--tslib-worker", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.tslib_worker:
@@ -155,7 +156,7 @@ def main() -> None:
                      f"{med['total'] - med['epochs']:.2f}"])
     header = ["process", "total s", "start s", "epochs s", "after s", "teardown s", "fixed cost s (total - epochs)"]
     path = write_results(
-        "run_overhead", "The fixed cost of a forecast train process (DLinear ETTh1, L=336, H=96)",
+        args.name, "The fixed cost of a forecast train process (DLinear ETTh1, L=336, H=96)",
         md_table(header, rows) + ("\n\n" + beside if beside else "") + "\n\n" + opening,
         {"phases": found, "beside_tslib": walls, "store_open": opened}, f"Medians over {args.rounds} interleaved rounds of {args.epochs} epochs each, one process at a time. "
         "'start': imports (Lightning alone is about 3.5 s: it imports scipy, torchmetrics, matplotlib and "
@@ -163,7 +164,11 @@ def main() -> None:
         "calibration, artifacts, the pyfunc model and the summary; 'teardown': from the last line to the exit. "
         "Beside TSLib: medians of each process's wall time over the same rounds; TSLib's epochs also score the "
         "test split, and after the last one it reloads the best checkpoint and tests; ours tests, calibrates and "
-        "logs the model to MLflow.")
+        "logs the model to MLflow. Python's bytecode cache was "
+        + ("off (PYTHONDONTWRITEBYTECODE is set, as on this machine): every process compiles both sides' own source "
+           "again." if os.environ.get("PYTHONDONTWRITEBYTECODE") else
+           f"on ({os.environ.get('PYTHONPYCACHEPREFIX') or '__pycache__'}), warmed by round 0, as for a user.")
+        )
     print(path.read_text())
 
 

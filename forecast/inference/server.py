@@ -38,7 +38,6 @@ Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
 
-
 def error_body(line: str, code: str) -> bytes:
     return json.dumps({"error_code": code, "message": line}).encode()
 
