@@ -11,7 +11,8 @@ after it; no worker dies (the server log); the server's memory (RSS of its proce
 after. Bounded in count and in time (``--limit-s``, default 300 per server). Results:
 ``benchmarks/results/serve_load.{md,json}``.
 
-    python benchmarks/serve_load.py [--requests 1000] [--in-flight 16] [--servers forecast,mlflow]
+    python benchmarks/serve_load.py [--requests 1000] [--in-flight 16] [--bad-every 10 (0: none)]
+        [--servers forecast,mlflow] [--name serve_load]
 """
 
 from __future__ import annotations
@@ -152,7 +153,8 @@ def _measure(kind: str, run_id: str, bodies: dict[str, bytes], big: bytes, args:
         for _ in range(20):  # warm every worker
             _post(url, bodies["good"])
         rss_before = _rss_mb(server.pid)
-        plan = [bad_kinds[(i // args.bad_every) % len(bad_kinds)] if i % args.bad_every == args.bad_every - 1
+        plan = [bad_kinds[(i // args.bad_every) % len(bad_kinds)] if args.bad_every > 0 and
+                i % args.bad_every == args.bad_every - 1
                 else "good" for i in range(args.requests)]
         stop = time.monotonic() + args.limit_s
 
@@ -208,6 +210,7 @@ def main() -> None:
     ap.add_argument("--servers", default="forecast,mlflow", help="forecast (forecast serve), mlflow (mlflow "
                     "models serve), in this order, one after the other")
     ap.add_argument("--limit-s", type=float, default=300, help="per server, for the load part")
+    ap.add_argument("--name", default="serve_load", help="results file name (benchmarks/results/NAME.md)")
     args = ap.parse_args()
     data_dir = Path(os.environ.get("FORECAST_DATA_DIR", ROOT.parent / "shared" / "data"))
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
@@ -250,10 +253,12 @@ def main() -> None:
         rows.append(["req/s ratio (first / second)", f"{found[0]['req_per_s'] / found[1]['req_per_s']:.2f}", ""])
     notes = "\n\n".join(
         f"Messages of `{f['server']}` (bad kinds, then the oversized request):\n"
-        + "\n".join(f"- {k}: `{v}`" for k, v in {**f["bad_messages"], "oversized": f["big_message"]}.items())
+        + "\n".join(f"- {k}: `{v}`" for k, v in {**f["bad_messages"], "oversized": f["big_message"]}.items()
+                    if v is not None)
         for f in found)
-    path = write_results("serve_load", f"Serving under load ({args.workers} workers, {args.in_flight} in flight, "
-                         "bad requests mixed in), the servers one after the other",
+    mixed = f"one bad request in {args.bad_every}" if args.bad_every > 0 else "valid requests only"
+    path = write_results(args.name, f"Serving under load ({args.workers} workers, {args.in_flight} in flight, "
+                         f"{mixed}), the servers one after the other",
                          md_table(header, rows), found, notes)
     print(path.read_text())
 
