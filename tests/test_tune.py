@@ -98,10 +98,12 @@ def test_study_completes_resumes_and_never_loads_the_test_split(data_dir, store,
     assert "test" not in requested
 
     # Only --retrain-best touches the test split: a separate run tagged as the study's result.
-    code, out, err = run_cli(["tune", *args, "--trials", "0", "--retrain-best", "-q"], capsys)
+    code, out, err = run_cli(["tune", *args, "--trials", "0", "--retrain-best"], capsys)
     assert code == 0, err
     assert "test" in requested
     (best,) = _runs(store, "s4", "retrain_best")
+    m = best.data.metrics
+    assert f"test MSE {m['test_mse']:.4f}" in out and f"test CRPS {m['test_crps']:.4f}" in out, out
     assert "mlflow.parentRunId" not in best.data.tags
     assert best.data.tags["best_trial"] == str(_study(storage, "s4").best_trial.number)
     assert 0 < best.data.metrics["test_mse"] < 2 and best.data.params["train.lr"] == str(study.best_params["train.lr"])

@@ -85,8 +85,9 @@ def tune(dataset: str, model: str, overrides: dict, config: Path | None, opts: T
     as_train = _command("train", dataset, model, config, {**overrides, **result.best_params}, common)
     if result.retrain is not None:
         m = result.retrain.metrics
+        crps = f", test CRPS {m['test_crps']:.4f}" if "test_crps" in m else ""
         say(f"retrained best (trial #{result.best_trial}): test MSE {m['test_mse']:.4f}, test MAE "
-            f"{m['test_mae']:.4f}, run id {result.retrain.run_id}")
+            f"{m['test_mae']:.4f}{crps}, run id {result.retrain.run_id}")
     else:
         say(f"retrain the best (trial #{result.best_trial}, val loss {result.best_value:.5f}) and test it:")
         say(f"  {retrain}")
