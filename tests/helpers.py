@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -124,3 +125,28 @@ def etth1_raw():  # noqa: ANN201 (a polars DataFrame)
     if not src.exists():
         pytest.skip(f"benchmark data not found in {src.parent}")
     return pl.read_csv(gzip.decompress(src.read_bytes()))
+
+
+def asgi_post(app, body: bytes, ctype: str = "application/json", path: str = "/invocations",  # noqa: ANN001
+              chunk: int | None = None, length: int | None = None) -> tuple[int, dict[str, str], bytes]:
+    """POST ``body`` to the ASGI ``app`` in process (in ``chunk``-byte messages, with a ``Content-Length`` of
+    ``length`` when given): (status, headers, raw body)."""
+    parts = [body[i:i + chunk] for i in range(0, len(body), chunk)] if chunk else [body]
+    messages = [{"type": "http.request", "body": p, "more_body": i < len(parts) - 1} for i, p in enumerate(parts)]
+    headers = [(b"content-type", ctype.encode())]
+    if length is not None:
+        headers.append((b"content-length", str(length).encode()))
+    scope = {"type": "http", "method": "POST", "path": path, "headers": headers, "query_string": b"", "root_path": "",
+             "scheme": "http", "http_version": "1.1", "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1)}
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    raw = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, raw

@@ -23,7 +23,7 @@ import polars as pl
 import pytest
 import torch
 
-from tests.helpers import free_port, module_forecast, run_cli, server_process
+from tests.helpers import asgi_post, free_port, module_forecast, run_cli, server_process
 
 L, H = 96, 24
 TEST_ROWS = (16 * 720 - L, 20 * 720)  # ETTh1's test split with its L rows of context
@@ -513,11 +513,12 @@ def test_a_runs_model_is_fetched_once_then_used_from_the_cache_checked(store, tm
 
 def test_serves_direct_answer_is_the_scoring_servers_to_the_byte(store) -> None:
     """`forecast serve` answers a wide dataframe_split request itself; its bytes are MLflow's scoring server's, for
-    plain, horizon, interval and fill requests; a request the model refuses is left to the scoring server."""
+    plain, horizon, interval and fill requests; a request the model refuses gets what the scoring server's answer
+    becomes behind the guard."""
     import mlflow
     from mlflow.pyfunc import scoring_server
 
-    from forecast.inference.server import answer_split
+    from forecast.inference.server import RequestGuard, answer_split
 
     mlflow.set_tracking_uri(store["uri"])
     model = mlflow.pyfunc.load_model(f"runs:/{store['run_id']}/model")
@@ -528,7 +529,11 @@ def test_serves_direct_answer_is_the_scoring_servers_to_the_byte(store) -> None:
         body = json.dumps(doc)
         ref = scoring_server.invocations(body, "application/json", model, None)
         assert ref.status == 200
-        assert answer_split(model, json.loads(body)) == ref.response.encode(), params
+        assert answer_split(model, json.loads(body)) == (200, ref.response.encode()), params
     nan = [list(r) for r in rows]
     nan[-1][-1] = None
-    assert answer_split(model, {"dataframe_split": {"columns": hist.columns, "data": nan}}) is None
+    doc = {"dataframe_split": {"columns": hist.columns, "data": nan}}
+    guard = RequestGuard(scoring_server.init(model), L, 1 << 20)  # no model: the scoring server answers
+    status, _, raw = asgi_post(guard, json.dumps(doc).encode())
+    assert status == 400 and answer_split(model, doc) == (400, raw)
+    assert "has an empty or NaN value" in json.loads(raw)["message"]

@@ -9,7 +9,6 @@ own checks (port in use, workers, a folder without MLmodel) are one line and exi
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 
@@ -17,7 +16,7 @@ import pytest
 
 from forecast.inference import request_checks, server
 from forecast.inference.server import RequestGuard
-from tests.helpers import run_cli
+from tests.helpers import asgi_post, run_cli
 
 L = 4
 COLS = ["date", "a"]
@@ -45,27 +44,9 @@ class Inner:
 def call(app, body: bytes, ctype: str = "application/json", path: str = "/invocations", chunk: int | None = None,
          length: int | None = None) -> tuple[int, dict, dict]:
     """POST ``body`` to the ASGI ``app``: (status, headers, JSON body)."""
-    parts = [body[i:i + chunk] for i in range(0, len(body), chunk)] if chunk else [body]
-    messages = [{"type": "http.request", "body": p, "more_body": i < len(parts) - 1} for i, p in enumerate(parts)]
-    headers = [(b"content-type", ctype.encode())]
-    if length is not None:
-        headers.append((b"content-length", str(length).encode()))
-    scope = {"type": "http", "method": "POST", "path": path, "headers": headers, "query_string": b"", "root_path": "",
-             "scheme": "http", "http_version": "1.1", "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1)}
-    sent: list[dict] = []
-
-    async def receive() -> dict:
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    asyncio.run(app(scope, receive, send))
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    raw = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    head = {k.decode(): v.decode() for k, v in start["headers"]}
+    status, head, raw = asgi_post(app, body, ctype, path, chunk, length)
     assert int(head.get("content-length", len(raw))) == len(raw)
-    return start["status"], head, json.loads(raw)
+    return status, head, json.loads(raw)
 
 
 def split(n: int, **extra) -> bytes:
@@ -204,8 +185,9 @@ class Model:
 
 
 def test_a_wide_split_request_is_answered_directly_as_the_scoring_server_would() -> None:
-    from mlflow.pyfunc.scoring_server import predictions_to_json
     import io
+
+    from mlflow.pyfunc.scoring_server import predictions_to_json
 
     inner, model = Inner(), Model()
     status, head, doc = call(RequestGuard(inner, L, 1 << 20, model), split(10, params={"horizon": 2}))
@@ -218,6 +200,18 @@ def test_a_wide_split_request_is_answered_directly_as_the_scoring_server_would()
                                                                                  "a": 4.0}
     assert call(RequestGuard(inner, L, 1 << 20, model), split(3), "application/json; charset=UTF-8")[0] == 200
     assert inner.seen == []
+
+
+def test_the_models_own_refusal_is_answered_directly_in_one_line() -> None:
+    """A RequestError (the pyfunc's one line) is the 400 the scoring server's answer becomes behind the guard, with
+    no second forecast through the scoring server."""
+    from forecast.inference.serving import RequestError
+
+    inner, model = Inner(), Model(RequestError("input: column 'a' has an empty or NaN value at data row 4; fill it."))
+    status, _, doc = call(RequestGuard(inner, L, 1 << 20, model), split(5))
+    assert status == 400 and inner.seen == [] and len(model.calls) == 1
+    assert doc == {"error_code": "INVALID_PARAMETER_VALUE",
+                   "message": "input: column 'a' has an empty or NaN value at data row 4; fill it."}
 
 
 @pytest.mark.parametrize("case", ["refused by the model", "records", "long panel", "an extra key", "csv",

@@ -45,7 +45,8 @@ def serve(model: str, host: str, port: int, workers: int, max_request_mb: float,
         os.environ.update({server.MODEL_ENV: str(local), server.MAX_BYTES_ENV: str(int(max_request_mb * 2**20)),
                            server.THREADS_ENV: str(threads)})
         # polars, like torch, at the worker's share of the cores: a request's frames are L rows, and waking a pool of
-        # threads for each of them cost more than it saved (6% fewer requests a second with 2 workers on 2 cores)
+        # threads for each of them cost more than it saved (6% fewer requests a second with 2 workers on 2 cores).
+        # Read when a spawned worker imports polars; one worker runs here, where polars is loaded, on every core.
         os.environ.setdefault("POLARS_MAX_THREADS", str(threads))
         if not quiet:
             console().print(f"serving {meta.model_name} (L={meta.seq_len}, H={meta.horizon}, {meta.n_vars} columns) "

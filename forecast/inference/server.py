@@ -13,8 +13,9 @@ The guard (:class:`RequestGuard`, plain ASGI) sits in front of ``mlflow.pyfunc.s
 - the common request, a wide ``dataframe_split`` JSON document, is answered here from the request already parsed
   (:func:`answer_split`): the same frame, the same ``model.predict`` and the same bytes as the scoring server's
   answer, without its second JSON parse, its thread hop and its pure-Python JSON encoder (MLflow streams the answer
-  through ``json.dump``). Anything else, and any request the model refuses, goes to the scoring server, which then
-  answers (or words the error) exactly as ``mlflow models serve`` does.
+  through ``json.dump``); a request the model refuses with its one line (:class:`RequestError`) gets the 400 the
+  scoring server's answer becomes here. Anything else goes to the scoring server, which answers (or words the
+  error) exactly as ``mlflow models serve`` does.
 
 Each uvicorn worker builds its app with :func:`create_app` from the environment that :func:`serve` sets.
 """
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from forecast.inference.request_checks import Refused, is_long_data, trim_csv, trim_json
+from forecast.inference.serving import RequestError
 
 MODEL_ENV = "FORECAST_SERVE_MODEL_DIR"
 MAX_BYTES_ENV = "FORECAST_SERVE_MAX_BYTES"
@@ -53,17 +55,19 @@ def one_line(message: str, limit: int = 400) -> str:
     return line if len(line) <= limit else line[:limit - 3] + "..."
 
 
-def plain_json(content_type: bytes) -> bool:
-    """``application/json``, with at most ``charset=utf-8``: the JSON the scoring server takes without a 415."""
-    mime, *extra = (part.strip().lower() for part in content_type.split(b";"))
-    return mime == b"application/json" and all(part.replace(b" ", b"") == b"charset=utf-8" for part in extra)
+def content_type(header: bytes) -> tuple[bytes, bool]:
+    """The MIME type of a ``Content-Type`` header, and whether the header is plain: no parameter but
+    ``charset=utf-8`` (the scoring server answers any other parameter with a 415)."""
+    mime, *extra = (part.strip().lower() for part in header.split(b";"))
+    return mime, all(part.replace(b" ", b"") == b"charset=utf-8" for part in extra)
 
 
-def answer_split(model: Any, doc: Any) -> bytes | None:
-    """The scoring server's 200 answer to a wide ``dataframe_split`` request ``doc`` (parsed, trimmed), computed as
-    it does: ``pandas.DataFrame(index, columns, data)``, ``model.predict(frame, params=...)``, the frame's records
-    under ``predictions`` with MLflow's ``NumpyEncoder``. None for any other request, or when the model refuses it
-    (then the scoring server words the error)."""
+def answer_split(model: Any, doc: Any) -> tuple[int, bytes] | None:
+    """The answer (status, body) that the scoring server, behind this guard, gives to a wide ``dataframe_split``
+    request ``doc`` (parsed, trimmed), computed as it does: ``pandas.DataFrame(index, columns, data)``,
+    ``model.predict(frame, params=...)``, the frame's records under ``predictions`` with MLflow's ``NumpyEncoder``;
+    a :class:`RequestError` is the 400 with its one line. None for any other request or error (the scoring server
+    then answers)."""
     split = doc.get("dataframe_split") if isinstance(doc, dict) and set(doc) <= {"dataframe_split", "params"} else None
     if not (isinstance(split, dict) and "data" in split and set(split) <= {"columns", "data", "index"}) or \
             is_long_data(split):
@@ -74,11 +78,13 @@ def answer_split(model: Any, doc: Any) -> bytes | None:
     try:
         frame = pd.DataFrame(index=split.get("index"), columns=split.get("columns"), data=split["data"])
         out = model.predict(frame, params=doc.get("params"))
-    except Exception:  # the scoring server runs it again and answers as it always does
+    except RequestError as err:  # the model's own one line: what _one_line_errors makes of the scoring server's 400
+        return err.get_http_status_code(), error_body(one_line(err.message), err.error_code)
+    except Exception:  # anything else: the scoring server runs it and answers as it always does
         return None
     if not isinstance(out, pd.DataFrame):
         return None
-    return json.dumps({"predictions": out.to_dict(orient="records")}, cls=NumpyEncoder).encode()
+    return 200, json.dumps({"predictions": out.to_dict(orient="records")}, cls=NumpyEncoder).encode()
 
 
 class RequestGuard:
@@ -97,8 +103,7 @@ class RequestGuard:
             body = await self._body(headers, receive)
             if body is None:  # the client went away
                 return
-            ctype = headers.get(b"content-type", b"")
-            mime = ctype.split(b";")[0].strip().lower()
+            mime, plain = content_type(headers.get(b"content-type", b""))
             doc = None
             if mime == b"application/json":
                 doc, body = trim_json(body, self.seq_len)
@@ -110,12 +115,12 @@ class RequestGuard:
             await _reply(send, err.status, error_body(err.line, "REQUEST_TOO_LARGE" if err.status == 413
                                                       else "BAD_REQUEST"))
             return
-        if self.model is not None and doc is not None and plain_json(ctype):
+        if self.model is not None and doc is not None and plain:
             # in the event loop, not in a thread as the scoring server does: the request is cut to L rows, so this is
             # a few milliseconds, and the hop cost more (serve_load.py: p50 32 ms inline against 42-51 ms threaded)
             answer = answer_split(self.model, doc)
             if answer is not None:
-                await _reply(send, 200, answer)
+                await _reply(send, *answer)
                 return
         await self.app(scope, _replay(body, receive), _one_line_errors(send))
 
