@@ -9,8 +9,8 @@ datasets, patoolib, reformer_pytorch, einops) are stubbed; ``cwd`` is a scratch 
 ``models/`` (what its model scan reads) and the ETTh1 CSV.
 
 forecast side: ``Trainer.test`` of the LightningModule as ``forecast train`` runs it after fitting (every window,
-eval batch 256, MSE/MAE standardized and in original units, per-step MSE, MASE, conformal coverage and CRPS at
-the calibrated widths), timed from the call to its return; the DataModule is built beforehand, as in a run.
+the config's evaluation batch, MSE/MAE standardized and in original units, per-step MSE, MASE, conformal coverage
+and CRPS at the calibrated widths), timed from the call to its return; the DataModule is built beforehand, as in a run.
 
 Both sides evaluate untrained models of the same architecture (speed does not depend on the weights); each side's
 MSE over its own windows is reported so the window count is visibly the same (2,785). Medians over interleaved
@@ -23,6 +23,7 @@ horizon's marks on): the same procedure as for its own models, and both MSEs mus
 Results: ``benchmarks/results/eval_speed_all.{md,json}``.
 
     python benchmarks/eval_speed.py --tslib /path/to/Time-Series-Library [--rounds 3] [--models all]
+        [--only MODEL ...] [--name NAME]
 """
 
 from __future__ import annotations
@@ -104,6 +105,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--models", choices=("tslib", "all"), default="tslib",
                     help="tslib: the models TSLib has (DLinear, iTransformer); all: every registered model")
+    ap.add_argument("--only", nargs="+", metavar="MODEL", help="these registered models alone")
+    ap.add_argument("--name", help="results/eval_speed_NAME instead of the default file")
     args = ap.parse_args()
     scratch = prepare(args.tslib)
     import torch
@@ -112,6 +115,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     models = list(MODELS) + ([m for m in model_names() if m not in MODELS] if args.models == "all" else [])
+    models = args.only or models
     native = {f"TSLib test(), {w} workers": (lambda m, w=w: tslib_test(scratch, MODELS[m], w)) for w in (0, 10)}
     found: dict[str, dict[str, list]] = {}
     for _ in range(args.rounds + 1):  # round 0: warm-up (imports, page cache)
@@ -141,16 +145,17 @@ def main() -> None:
                          f"{med / ours:.2f}"])
     header = ["model", "evaluation", "network", "windows", "MSE (last round)", "median s", "x forecast's time"]
     path = write_results(
-        "eval_speed" if args.models == "tslib" else "eval_speed_all",
+        f"eval_speed_{args.name}" if args.name else "eval_speed" if args.models == "tslib" else "eval_speed_all",
         "Evaluating every ETTh1 test window (L=96, H=96): forecast against TSLib's test()",
         md_table(header, rows), found,
         f"Medians over {args.rounds} interleaved rounds after a warm-up. TSLib's test() reads and scales the CSV, "
         "runs batches of 32 (shuffle off, drop_last off: every window), draws a PDF every 20 batches and saves "
         "predictions; forecast's pass computes more (original units, per-step MSE, MASE, coverage of each interval, "
-        "CRPS) over batches of 256. Untrained weights on both sides (speed only); the windows column shows both "
-        "evaluate the same 2,785 windows. Network 'forecast's': TSLib's test() runs forecast's untrained network, the "
-        "one forecast's pass then evaluates (TSLib has no such model), so the two MSEs agree. Target (issue 27): "
-        "TSLib's time at least 2x forecast's.")
+        "CRPS) over the configs' evaluation batches (256; 32 for Flowformer, benchmarks/eval_batch.py). Untrained "
+        "weights on both sides (speed only); the windows column shows both evaluate the same 2,785 windows. "
+        "Network 'forecast's': TSLib's test() runs forecast's untrained network, the one forecast's pass then "
+        "evaluates (TSLib has no such model), so the two MSEs agree. Target (issue 27): TSLib's time at least 2x "
+        "forecast's.")
     print(path.read_text())
 
 

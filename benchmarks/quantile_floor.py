@@ -7,7 +7,10 @@ what *any* head costs at least: the same model and batches, trained with the pin
 - **head**: the project's quantile model, as ``forecast train --set train.loss=quantile`` builds it;
 - **constant spreads**: a head that reads nothing, its gaps one learned number per step and level (softplus,
   summed outward from the median as the project's head does): what the Q outputs, their assembly and the pinball
-  loss cost without any spread computation.
+  loss cost without any spread computation;
+- **constant spreads, fused loss**: the same, with the assembly and the pinball loss one autograd node whose
+  gradient is computed in its forward (``∂ρ_q/∂ŷ = 1[y < ŷ] − q``), so the backward pass is a multiply and the
+  gaps' running sums: the floor under any head written in PyTorch's eager ops.
 
 Each variant's step is zero_grad, loss, backward, and the run's own Adam (``foreach``) over the same fixed train
 batches; medians over interleaved rounds; ratios to the point step of the same run.
@@ -55,6 +58,73 @@ def constant_spreads(quantile_model):  # noqa: ANN001, ANN201
     return ConstantSpreads(q.point, q.horizon, q.n_spreads, q.median_index)
 
 
+def fused_constant_spreads(quantile_model):  # noqa: ANN001, ANN201
+    """``constant_spreads`` whose forward returns ``(median, gaps)`` for a fused loss (``fused_loss``)."""
+    import torch
+    from torch.nn import functional as F
+
+    spreads = constant_spreads(quantile_model)
+
+    class Fused(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = spreads
+
+        def forward(self, x, x_mark=None, y_mark=None, future=None):  # noqa: ANN001, ANN201
+            centre = self.inner.point(x, x_mark, y_mark, future)  # [B, H, N]
+            gaps = F.softplus(self.inner.gap)  # [H, 1, Q - 1]
+            return centre, gaps.unsqueeze(0).expand(centre.shape[0], -1, centre.shape[-1], -1)
+
+    return Fused()
+
+
+def fused_loss(levels, median_index: int):  # noqa: ANN001, ANN201
+    """The mean pinball loss of ``(median [B, H, N], gaps [B, H, N, Q-1])`` at ``levels`` as one autograd node: the
+    levels assembled as the project's head assembles them, the gradient kept from the forward."""
+    import torch
+
+    m = median_index
+
+    class FusedPinball(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, centre, gaps, y):  # noqa: ANN001, ANN205
+            c = centre.detach().unsqueeze(-1)
+            pred = torch.cat([c - torch.cumsum(gaps[..., :m], -1).flip(-1), c, c + torch.cumsum(gaps[..., m:], -1)],
+                             -1)
+            u = y.unsqueeze(-1) - pred
+            w = (u < 0).to(u.dtype) - levels  # the pinball loss's gradient in each prediction
+            ctx.save_for_backward(w)
+            return -(u * w).mean()
+
+        @staticmethod
+        def backward(ctx, g):  # noqa: ANN001, ANN205
+            (w,) = ctx.saved_tensors
+            d = w * (g / w.numel())
+            below = -torch.cumsum(d[..., :m], -1).flip(-1)  # gap i moves every level below it
+            above = torch.cumsum(d[..., m + 1:].flip(-1), -1).flip(-1)
+            return d[..., m], torch.cat([below, above], -1), None
+
+    return lambda pred, y: FusedPinball.apply(pred[0], pred[1], y)
+
+
+def check_fused(module, reference, batch) -> None:  # noqa: ANN001
+    """The fused loss gives the reference loss's value and gradients on ``batch`` (else the floor is of something
+    else)."""
+    import torch
+
+    fused = module.loss_fn(module._predict(batch), batch["y"])
+    grads = torch.autograd.grad(fused, list(module.model.parameters()))
+    centre, gaps = module._predict(batch)
+    c = centre.unsqueeze(-1)
+    m = module.model.inner.m
+    pred = torch.cat([c.detach() - torch.cumsum(gaps[..., :m], -1).flip(-1), c,
+                      c.detach() + torch.cumsum(gaps[..., m:], -1)], -1)
+    plain = reference(pred, batch["y"])
+    want = torch.autograd.grad(plain, list(module.model.parameters()))
+    assert torch.allclose(fused, plain, rtol=1e-6, atol=1e-7), (float(fused), float(plain))
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-8) for a, b in zip(grads, want)), "fused gradients differ"
+
+
 def _stepper(module, batches):  # noqa: ANN001, ANN202
     """A function timing one pass of ``module``'s training steps over ``batches``: seconds per step."""
     optimizer = module.configure_optimizers()["optimizer"]  # after any head swap: its parameters too
@@ -65,13 +135,19 @@ def measure(cell: str, rounds: int, steps: int) -> dict:
     from forecast.pipeline.run import build
 
     variants = {}
-    for name in ("point", "head", "constant spreads"):
+    for name in ("point", "head", "constant spreads", "constant spreads, fused loss"):
         cfg = twin_config(cell, "mse" if name.startswith("point") else "quantile")
         dm, module = build(cfg, progress=False)
         dm.setup("fit")
+        batches = list(itertools.islice(iter(dm.train_dataloader()), steps))
         if name == "constant spreads":
             module.model = constant_spreads(module.model)
-        batches = list(itertools.islice(iter(dm.train_dataloader()), steps))
+        elif name.endswith("fused loss"):
+            reference = module.loss_fn
+            levels, m = module.model.quantiles, module.model.median_index
+            module.model = fused_constant_spreads(module.model)
+            module.loss_fn = fused_loss(levels, m)
+            check_fused(module, reference, batches[0])
         run = _stepper(module, batches)
         run(batches[:3])  # warm-up: the allocator, the thread pool
         variants[name] = run
@@ -103,8 +179,9 @@ def main() -> None:
         "nothing", md_table(header, rows), found,
         f"Medians over {args.rounds} interleaved rounds of {args.steps} train steps per variant (zero_grad, loss, "
         "backward, Adam foreach). 'constant spreads': the median and Q-1 learned gaps per step, no input read: what "
-        "the Q outputs, their assembly and the pinball loss cost by themselves. Target (issue 23): quantile "
-        "training adds at most 15% to a training step.")
+        "the Q outputs, their assembly and the pinball loss cost by themselves; 'fused loss': the same with the "
+        "assembly and the loss one autograd node (its value and gradients checked against the plain loss first). "
+        "Target (issue 23): quantile training adds at most 15% to a training step.")
     print(path.read_text())
 
 
