@@ -454,6 +454,20 @@ def test_baselines_join_every_dataset_and_horizon_once() -> None:
     assert not plan(BenchmarkOptions(["dlinear"], ["ETTh1"], [24]))[1:]
 
 
+def test_a_quantile_grid_keeps_its_baselines_point_forecasts_with_conformal_intervals() -> None:
+    from forecast.benchmark.grid import BenchmarkOptions, plan
+
+    cells = plan(BenchmarkOptions(["dlinear"], ["ETTh1"], [24], baselines=True,
+                                  overrides={"train.loss": "quantile", "train.quantiles": [0.1, 0.5, 0.9],
+                                             "train.intervals": [0.5]}))
+    by_model = {c.model: c.cfg for c in cells}
+    assert by_model["dlinear"].train.model_quantiles == (0.1, 0.5, 0.9)
+    for name in ("naive", "seasonal_naive"):
+        cfg = by_model[name]
+        # no spread head to train (the model is built with these levels), and the other train keys still reach it
+        assert cfg.train.model_quantiles == () and cfg.train.intervals == (0.5,)
+
+
 def test_the_cost_chart_draws_baselines_as_reference_lines() -> None:
     from forecast.benchmark.results import Row
     from forecast.dashboard.html import cost_html

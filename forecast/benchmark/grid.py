@@ -106,6 +106,9 @@ def _check_dataset(name: str) -> str:
     return lookup(name).name
 
 
+MODEL_LOSS = ("train.loss", "train.loss_alpha", "train.quantiles")  # what a grid's --set gives its models only
+
+
 def plan(opts: BenchmarkOptions) -> list[Cell]:
     """Validate every name and override up front and resolve every cell's config (nothing is trained)."""
     if not NAME_RE.match(opts.name):
@@ -127,8 +130,10 @@ def plan(opts: BenchmarkOptions) -> list[Cell]:
             for model in BASELINES if opts.baselines else ():
                 if model in models:
                     continue
-                # data and train keys apply to every cell; a model key belongs to the models it names
-                shared = {k: v for k, v in overrides.items() if not k.startswith("model.")}
+                # data and train keys apply to every cell; a model key belongs to the models it names, and the
+                # loss to the trained models: a baseline stays the point forecast with its empirical (conformal)
+                # residual quantiles that a quantile-trained grid is compared with, not a baseline with a trained head
+                shared = {k: v for k, v in overrides.items() if not k.startswith("model.") and k not in MODEL_LOSS}
                 cfg = resolve(model, dataset, {**shared, "data.horizon": horizon})
                 cells.append(Cell(model, dataset, horizon, cfg.train.seed, cfg, config_hash(cfg)))
     return cells
