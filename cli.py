@@ -270,7 +270,11 @@ def main() -> None:
 
 
 def entry() -> None:
-    """The ``forecast`` command: :func:`main`, then an exit without the interpreter's teardown."""
+    """The ``forecast`` command: :func:`main` with the garbage collector paused through start-up (it resumes when
+    the work begins: ``forecast.process.resume_gc``), then an exit without the interpreter's teardown."""
+    from forecast.process import pause_gc
+
+    pause_gc()
     from forecast.commands.entry import exit_after
 
     exit_after(main)

@@ -5,11 +5,18 @@
   removed the next time the same file is written.
 - :func:`sigterm_as_interrupt`: while held, SIGTERM behaves like Ctrl-C, so the code that ends runs KILLED and
   removes temp files on a KeyboardInterrupt runs for a SIGTERM too.
+- :func:`pause_gc` and :func:`resume_gc`: how a ``forecast`` process starts. Its imports (torch, Lightning, MLflow
+  and SQLAlchemy: about 5,000 modules and 700,000 objects that live as long as the process) look to Python's
+  cyclic garbage collector like a heap growing fast, so it walked all of it eight times on the way, 1.1 s of a
+  DLinear run's 5.4 s start (``benchmarks/gc_startup.py``). The command pauses the collector before anything is
+  imported; when its work begins, what start-up built is frozen (``gc.freeze``: no later collection walks it) and
+  the collector runs again. Start-up makes next to no cyclic garbage, and none is left uncollected after it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -89,3 +96,26 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+_paused = False  # whether pause_gc turned the collector off (resume_gc undoes only that)
+
+
+def pause_gc() -> None:
+    """A command's start-up begins: no cyclic garbage collection until :func:`resume_gc`. Only the ``forecast``
+    process calls it (``cli.entry``), before its imports."""
+    global _paused
+    if gc.isenabled():
+        gc.disable()
+        _paused = True
+
+
+def resume_gc() -> None:
+    """A command's work begins (the first epoch, serving, forecasting): freeze every object start-up made, so that no
+    later collection walks it again, and collect again. Does nothing unless :func:`pause_gc` paused the collector:
+    a program that calls the package keeps its collector as it set it."""
+    global _paused
+    if _paused:
+        _paused = False
+        gc.freeze()
+        gc.enable()

@@ -12,6 +12,7 @@ from forecast.console import console
 from forecast.errors import ForecastError
 from forecast.inference import server
 from forecast.inference.fetch import model_dir
+from forecast.process import resume_gc
 
 
 def _check_port(host: str, port: int) -> None:
@@ -54,5 +55,6 @@ def serve(model: str, host: str, port: int, workers: int, max_request_mb: float,
                             f"{threads} thread(s) each, requests up to {max_request_mb:g} MB); Ctrl-C stops")
         import uvicorn
 
+        resume_gc()  # start-up is over; a single worker serves from this process (forecast.process)
         uvicorn.run("forecast.inference.server:create_app", factory=True, host=host, port=port, workers=workers,
                     log_level="warning" if quiet else "info", access_log=False)

@@ -45,6 +45,7 @@ from forecast.inference.io import (
 )
 from forecast.inference.rolling import rolling_forecast
 from forecast.inference.tensors import future_covariates, marks, original_units, scaled, steps
+from forecast.process import resume_gc
 
 
 @contextlib.contextmanager
@@ -158,6 +159,7 @@ def run_predict(model_uri: str, input_path: Path, output: Path | None = None, ho
             raise ForecastError("--adaptive adapts the model's conformal intervals, and it has none (trained with "
                                 "train.intervals: []); retrain it with intervals or drop --adaptive.")
     t_build = time.perf_counter() - t3
+    resume_gc()  # start-up is over: the model is built (forecast.process)
     warnings = []
     if meta.forecast_version != forecast.__version__:
         warnings.append(f"the model was saved by forecast {meta.forecast_version}, this is {forecast.__version__}.")

@@ -22,6 +22,7 @@ Each uvicorn worker builds its app with :func:`create_app` from the environment 
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from collections.abc import Awaitable, Callable
@@ -218,6 +219,10 @@ def create_app() -> RequestGuard:
 
     model_dir = Path(os.environ[MODEL_ENV])
     model = load_model(str(model_dir))
+    # Everything loaded so far lives as long as the worker: frozen, no full collection walks it again (one walked the
+    # ~310,000 objects of a loaded worker in 146 ms, holding every request in flight; after the freeze, under 1 ms).
+    gc.collect()
+    gc.freeze()
     seq_len = artifact.read_meta(artifact.artifact_paths(model_dir)).seq_len
     direct = model if model.metadata.get_input_schema() is None else None  # ours have none; one would cast the frame
     return RequestGuard(scoring_server.init(model), seq_len, int(os.environ.get(MAX_BYTES_ENV, DEFAULT_MAX_MB << 20)),

@@ -24,6 +24,7 @@ from forecast.models import ModelContext, create_model, extras_from_state, get_s
 from forecast.pipeline.finetune import adapt_series, parent_val_loss
 from forecast.pipeline.options import TrainOptions, TrainResult
 from forecast.pipeline.record import RunRecorder, log_outputs
+from forecast.process import resume_gc
 from forecast.train import BestWeights, EpochCheckpoint, ForecastModule, make_trainer
 from forecast.conformal import calibrate
 
@@ -112,6 +113,7 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
                                 ) from None
         if parent is not None:  # the parent on this run's validation windows, before any step changes the weights
             parent_loss = parent_val_loss(parent, dm.dataset("val"), dm.series.mean, dm.series.std, module.loss_fn)
+        resume_gc()  # start-up is over: the store is open, the data and the model built (forecast.process)
         t0 = time.perf_counter()
         if n_params:
             trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
