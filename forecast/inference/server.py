@@ -22,7 +22,6 @@ Each uvicorn worker builds its app with :func:`create_app` from the environment 
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 from collections.abc import Awaitable, Callable
@@ -31,6 +30,7 @@ from typing import Any
 
 from forecast.inference.request_checks import Refused, is_long_data, trim_csv, trim_json
 from forecast.inference.serving import RequestError
+from forecast.process import pause_gc, resume_gc
 
 MODEL_ENV = "FORECAST_SERVE_MODEL_DIR"
 MAX_BYTES_ENV = "FORECAST_SERVE_MAX_BYTES"
@@ -208,7 +208,9 @@ async def _reply(send: Send, status: int, body: bytes) -> None:
 
 def create_app() -> RequestGuard:
     """The app of one uvicorn worker: the model at ``$FORECAST_SERVE_MODEL_DIR`` in MLflow's scoring server, behind
-    the guard (limit ``$FORECAST_SERVE_MAX_BYTES``)."""
+    the guard (limit ``$FORECAST_SERVE_MAX_BYTES``). The worker imports and loads with the garbage collector paused,
+    then freezes what it built, as the ``forecast`` command does (:func:`forecast.process.pause_gc`)."""
+    pause_gc()
     import torch
     from mlflow.pyfunc import load_model, scoring_server
 
@@ -221,8 +223,7 @@ def create_app() -> RequestGuard:
     model = load_model(str(model_dir))
     # Everything loaded so far lives as long as the worker: frozen, no full collection walks it again (one walked the
     # ~310,000 objects of a loaded worker in 146 ms, holding every request in flight; after the freeze, under 1 ms).
-    gc.collect()
-    gc.freeze()
+    resume_gc()
     seq_len = artifact.read_meta(artifact.artifact_paths(model_dir)).seq_len
     direct = model if model.metadata.get_input_schema() is None else None  # ours have none; one would cast the frame
     return RequestGuard(scoring_server.init(model), seq_len, int(os.environ.get(MAX_BYTES_ENV, DEFAULT_MAX_MB << 20)),
