@@ -32,14 +32,16 @@ from _common import md_table, step_seconds, write_results  # noqa: E402
 from probabilistic_cost import twin_config  # noqa: E402
 
 
-def constant_spreads(quantile_model):  # noqa: ANN001, ANN201
-    """The project's quantile model with its spread head replaced by one learned gap per step and level. Its own
-    assembly rather than ``QuantileForecaster``'s: that one applies the softplus per window and variate, which a
-    head that reads nothing need not, and a floor should not count. The outer levels sit on the detached median,
-    as the project's do."""
+def constant_spreads(quantile_model, fused: bool = False):  # noqa: ANN001, ANN201
+    """The project's quantile model with its spread head replaced by one learned gap per step and level, broadcast
+    over the windows and variates (a head that reads nothing: the softplus once per step and level, not per window
+    and variate), assembled as the project's levels are (``forecast.layers.quantile.assemble``). ``fused``: its
+    forward returns ``(median, gaps)`` instead, for ``fused_loss``."""
     import torch
     from torch import nn
     from torch.nn import functional as F
+
+    from forecast.layers.quantile import assemble
 
     class ConstantSpreads(nn.Module):
         def __init__(self, point: nn.Module, horizon: int, n_spreads: int, median_index: int) -> None:
@@ -48,52 +50,30 @@ def constant_spreads(quantile_model):  # noqa: ANN001, ANN201
             self.gap = nn.Parameter(torch.zeros(horizon, 1, n_spreads))
 
         def forward(self, x, x_mark=None, y_mark=None, future=None):  # noqa: ANN001, ANN201
-            centre = self.point(x, x_mark, y_mark, future).unsqueeze(-1)  # [B, H, N, 1]
-            gaps = F.softplus(self.gap)  # [H, 1, Q - 1], broadcast over the windows and variates
-            below = centre.detach() - torch.cumsum(gaps[..., : self.m], -1)
-            above = centre.detach() + torch.cumsum(gaps[..., self.m:], -1)
-            return torch.cat([below.flip(-1), centre, above], dim=-1)
+            median = self.point(x, x_mark, y_mark, future)  # [B, H, N]
+            gaps = F.softplus(self.gap)  # [H, 1, Q - 1]
+            return (median, gaps) if fused else assemble(median, gaps, self.m)
 
     q = quantile_model
     return ConstantSpreads(q.point, q.horizon, q.n_spreads, q.median_index)
 
 
-def fused_constant_spreads(quantile_model):  # noqa: ANN001, ANN201
-    """``constant_spreads`` whose forward returns ``(median, gaps)`` for a fused loss (``fused_loss``)."""
-    import torch
-    from torch.nn import functional as F
-
-    spreads = constant_spreads(quantile_model)
-
-    class Fused(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = spreads
-
-        def forward(self, x, x_mark=None, y_mark=None, future=None):  # noqa: ANN001, ANN201
-            centre = self.inner.point(x, x_mark, y_mark, future)  # [B, H, N]
-            gaps = F.softplus(self.inner.gap)  # [H, 1, Q - 1]
-            return centre, gaps.unsqueeze(0).expand(centre.shape[0], -1, centre.shape[-1], -1)
-
-    return Fused()
-
-
 def fused_loss(levels, median_index: int):  # noqa: ANN001, ANN201
-    """The mean pinball loss of ``(median [B, H, N], gaps [B, H, N, Q-1])`` at ``levels`` as one autograd node: the
-    levels assembled as the project's head assembles them, the gradient kept from the forward."""
+    """The mean pinball loss of ``(median [B, H, N], gaps)`` at ``levels`` as one autograd node: the levels
+    assembled as the project's head assembles them, the gradient kept from the forward."""
     import torch
+
+    from forecast.layers.quantile import assemble
 
     m = median_index
 
     class FusedPinball(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, centre, gaps, y):  # noqa: ANN001, ANN205
-            c = centre.detach().unsqueeze(-1)
-            pred = torch.cat([c - torch.cumsum(gaps[..., :m], -1).flip(-1), c, c + torch.cumsum(gaps[..., m:], -1)],
-                             -1)
-            u = y.unsqueeze(-1) - pred
+        def forward(ctx, median, gaps, y):  # noqa: ANN001, ANN205
+            u = y.unsqueeze(-1) - assemble(median, gaps, m)
             w = (u < 0).to(u.dtype) - levels  # the pinball loss's gradient in each prediction
             ctx.save_for_backward(w)
+            ctx.gaps_shape = gaps.shape
             return -(u * w).mean()
 
         @staticmethod
@@ -102,7 +82,8 @@ def fused_loss(levels, median_index: int):  # noqa: ANN001, ANN201
             d = w * (g / w.numel())
             below = -torch.cumsum(d[..., :m], -1).flip(-1)  # gap i moves every level below it
             above = torch.cumsum(d[..., m + 1:].flip(-1), -1).flip(-1)
-            return d[..., m], torch.cat([below, above], -1), None
+            d_gaps = torch.cat([below, above], -1)
+            return d[..., m], d_gaps.sum_to_size(ctx.gaps_shape), None  # broadcast gaps: their gradients summed
 
     return lambda pred, y: FusedPinball.apply(pred[0], pred[1], y)
 
@@ -112,15 +93,14 @@ def check_fused(module, reference, batch) -> None:  # noqa: ANN001
     else)."""
     import torch
 
+    from forecast.layers.quantile import assemble
+
+    params = list(module.model.parameters())
     fused = module.loss_fn(module._predict(batch), batch["y"])
-    grads = torch.autograd.grad(fused, list(module.model.parameters()))
-    centre, gaps = module._predict(batch)
-    c = centre.unsqueeze(-1)
-    m = module.model.inner.m
-    pred = torch.cat([c.detach() - torch.cumsum(gaps[..., :m], -1).flip(-1), c,
-                      c.detach() + torch.cumsum(gaps[..., m:], -1)], -1)
-    plain = reference(pred, batch["y"])
-    want = torch.autograd.grad(plain, list(module.model.parameters()))
+    grads = torch.autograd.grad(fused, params)
+    median, gaps = module._predict(batch)
+    plain = reference(assemble(median, gaps, module.model.m), batch["y"])
+    want = torch.autograd.grad(plain, params)
     assert torch.allclose(fused, plain, rtol=1e-6, atol=1e-7), (float(fused), float(plain))
     assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-8) for a, b in zip(grads, want)), "fused gradients differ"
 
@@ -145,7 +125,7 @@ def measure(cell: str, rounds: int, steps: int) -> dict:
         elif name.endswith("fused loss"):
             reference = module.loss_fn
             levels, m = module.model.quantiles, module.model.median_index
-            module.model = fused_constant_spreads(module.model)
+            module.model = constant_spreads(module.model, fused=True)
             module.loss_fn = fused_loss(levels, m)
             check_fused(module, reference, batches[0])
         run = _stepper(module, batches)

@@ -10,7 +10,9 @@
   cyclic garbage collector like a heap growing fast, so it walked all of it eight times on the way, 1.1 s of a
   DLinear run's 5.4 s start (``benchmarks/gc_startup.py``). The command pauses the collector before anything is
   imported; when its work begins, what start-up built is frozen (``gc.freeze``: no later collection walks it) and
-  the collector runs again. Start-up makes next to no cyclic garbage, and none is left uncollected after it.
+  the collector runs again. What start-up frees in cycles stays with the frozen objects (the imports make little
+  of it); everything made after is collected as usual. A ``forecast serve`` worker does the same around its
+  imports and model load (``forecast.inference.server.create_app``).
 """
 
 from __future__ import annotations
@@ -102,8 +104,9 @@ _paused = False  # whether pause_gc turned the collector off (resume_gc undoes o
 
 
 def pause_gc() -> None:
-    """A command's start-up begins: no cyclic garbage collection until :func:`resume_gc`. Only the ``forecast``
-    process calls it (``cli.entry``), before its imports."""
+    """A process's start-up begins: no cyclic garbage collection until :func:`resume_gc`. Called only where the
+    process is the package's own: the ``forecast`` command (``cli.entry``, before its imports) and a serving worker
+    (``create_app``)."""
     global _paused
     if gc.isenabled():
         gc.disable()

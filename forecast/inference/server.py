@@ -209,7 +209,8 @@ async def _reply(send: Send, status: int, body: bytes) -> None:
 def create_app() -> RequestGuard:
     """The app of one uvicorn worker: the model at ``$FORECAST_SERVE_MODEL_DIR`` in MLflow's scoring server, behind
     the guard (limit ``$FORECAST_SERVE_MAX_BYTES``). The worker imports and loads with the garbage collector paused,
-    then freezes what it built, as the ``forecast`` command does (:func:`forecast.process.pause_gc`)."""
+    then freezes what it built, as the ``forecast`` command does (:func:`forecast.process.pause_gc`): whatever calls
+    this is a serving process, and its heap so far is frozen."""
     pause_gc()
     import torch
     from mlflow.pyfunc import load_model, scoring_server

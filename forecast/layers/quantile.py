@@ -35,11 +35,18 @@ class QuantileForecaster(nn.Module):
         B, _, N = x.shape
         gaps = F.softplus(self.spread(x.transpose(1, 2)))  # [B, N, H * (Q - 1)], positive
         gaps = gaps.view(B, N, self.horizon, self.n_spreads).permute(0, 2, 1, 3)  # [B, H, N, Q - 1]
-        m, centre = self.median_index, median.unsqueeze(-1)
-        base = centre.detach()  # the outer levels' losses train the spreads, never the median (see the docstring)
-        below = base - _running_sum(gaps[..., :m])  # q_{m-1}, q_{m-2}, ...: falling
-        above = base + _running_sum(gaps[..., m:])  # q_{m+1}, ...: rising
-        return torch.cat([below.flip(-1) if m > 1 else below, centre, above], dim=-1)
+        return assemble(median, gaps, self.median_index)
+
+
+def assemble(median: torch.Tensor, gaps: torch.Tensor, m: int) -> torch.Tensor:
+    """The levels ``[..., Q]`` from the median ``[...]`` (level ``m``) and ``Q − 1`` positive gaps ``[..., Q − 1]``
+    (broadcast against the median), summed outward from it: ``q_1 < ... < q_Q``. The outer levels sit on the
+    detached median, so their losses train the gaps, never the median (see the module docstring)."""
+    centre = median.unsqueeze(-1)
+    base = centre.detach()
+    below = base - _running_sum(gaps[..., :m])  # q_{m-1}, q_{m-2}, ...: falling
+    above = base + _running_sum(gaps[..., m:])  # q_{m+1}, ...: rising
+    return torch.cat([below.flip(-1) if m > 1 else below, centre, above], dim=-1)
 
 
 def _running_sum(gaps: torch.Tensor) -> torch.Tensor:
