@@ -54,6 +54,36 @@ def test_chunked_scan_matches_sequential_reference(T: int, d_state: int, intra: 
             torch.testing.assert_close(g, gr, atol=1e-4, rtol=0, msg=f"grad {name} (chunk {chunk})")
 
 
+def _ns_last_forward(u, delta, A, B, C, chunk):  # noqa: ANN001, ANN202
+    """The chunked forward as it was written before its states went Di-innermost: ``[k, B, Di, Ns]`` states on
+    strided time-first views, ``y = s @ C``."""
+    from forecast.layers.scan_chunked import _discretize, _states_recurrent
+
+    uT, dT, BT, CT = (t.transpose(0, 1) for t in (u, delta, B, C))
+    y, h = uT.new_empty(uT.shape), uT.new_zeros(u.shape[0], u.shape[2], A.shape[1])
+    for c in range(-(-u.shape[1] // chunk)):
+        sl = slice(c * chunk, (c + 1) * chunk)
+        s = _states_recurrent(*_discretize(dT[sl], uT[sl], A, BT[sl]), h)
+        y[sl] = (s @ CT[sl].unsqueeze(-1)).squeeze(-1)
+        h = s[-1].clone()
+    return y.transpose(0, 1)
+
+
+@pytest.mark.parametrize("shape", [(32, 11, 256, 2), (16, 37, 64, 16)])
+def test_chunked_forward_layout_gives_the_same_bits(shape: tuple[int, int, int, int]) -> None:
+    """The forward's Di-innermost states (forecast.layers.scan_chunked._discretize_nd) make every S-Mamba number
+    what the Ns-innermost layout made, to the bit: fp32, one chunk (ETTh1's shape) and several with a remainder."""
+    from forecast.layers.scan_chunked import _ChunkedScan
+
+    bsz, T, di, ns = shape
+    u, delta, A, B, C, _ = (t.detach() for t in _scan_inputs(bsz, T, di, ns, dtype=torch.float32))
+    u = u.transpose(1, 2).contiguous().transpose(1, 2)  # strided, as the block's conv hands it over
+    for chunk in (16, 64):
+        with torch.no_grad():
+            got = _ChunkedScan.apply(u, delta, A, B, C, chunk, "recurrent")
+        assert torch.equal(got, _ns_last_forward(u, delta, A, B, C, chunk)), f"chunk {chunk}"
+
+
 def test_chunked_scan_fp32_without_skip() -> None:
     inputs = _scan_inputs(2, 40, 4, 4, dtype=torch.float32)[:5]  # no D
     weight = torch.randn(2, 40, 4)

@@ -7,7 +7,9 @@ T is cut into chunks of K tokens and the
   ``G_t = ∂L/∂s_t + exp(Δ_{t+1} A) G_{t+1}``), so memory is O(T·(Di + Ns)) for the inputs, O(T/K·Di·Ns) for
   the chunk start states, plus one chunk's working set. Inside a chunk the states are computed either
 
-  * ``intra="recurrent"`` (default): K in-place steps ``s_t = a_t s_{t-1} + x_t`` on cache-sized tensors, or
+  * ``intra="recurrent"`` (default): K in-place steps ``s_t = a_t s_{t-1} + x_t`` on cache-sized tensors
+    (the forward holds the states as ``[k, B, Ns, Di]``, Di innermost; the backward, as ``[k, B, Di, Ns]``,
+    the layout whose reductions it was written and checked with; both give the same bits as before), or
   * ``intra="closed"`` (``impl="closed"``): the closed form ``s_t = Σ_{r≤t} exp(S_t - S_r) x_r + exp(S_t) s_0``
     with ``S_t = A·cumsum(Δ)``; the exponent matrix has its upper triangle masked to -inf *before* the exp,
     and the contraction over r is a batched matmul in the layout ``[B, Di, Ns, t, r]``. Memory per chunk is
@@ -76,8 +78,19 @@ def _discretize(dl: Tensor, uu: Tensor, A: Tensor, Bc: Tensor) -> tuple[Tensor, 
     return a, x
 
 
+def _discretize_nd(dl: Tensor, uu: Tensor, At: Tensor, Bc: Tensor) -> tuple[Tensor, Tensor]:
+    """The same a and x as :func:`_discretize`, element for element, laid out ``[k, B, Ns, Di]`` (At = Aᵀ,
+    [Ns, Di]): Di is innermost, so each product and the exp run over Di contiguous values. With Ns innermost (2 in
+    most official S-Mamba scripts) they ran on pairs, and ``@`` then copied the states to contiguous rows: the
+    forward scan took 2.8x as long at Ns = 2 (``benchmarks/results/scan_layout.md``)."""
+    a = torch.exp(dl.unsqueeze(2) * At)
+    x = (dl * uu).unsqueeze(2) * Bc.unsqueeze(-1)
+    return a, x
+
+
 def _states_recurrent(a: Tensor, x: Tensor, h0: Tensor) -> Tensor:
-    """s_t = a_t s_{t-1} + x_t for t in the chunk, s_{-1} = h0 [B, Di, Ns]; overwrites and returns x."""
+    """s_t = a_t s_{t-1} + x_t for t in the chunk, s_{-1} = h0 (``[B, Di, Ns]``, or ``[B, Ns, Di]`` with
+    :func:`_discretize_nd`); overwrites and returns x."""
     x[0].addcmul_(a[0], h0)
     for t in range(1, x.shape[0]):
         x[t].addcmul_(a[t], x[t - 1])
@@ -126,29 +139,39 @@ def _adjoint_closed(L: Tensor, to_end: Tensor, g: Tensor, g_in: Tensor) -> Tenso
     return G.permute(3, 0, 1, 2)
 
 
+def _time_first(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """``[B, T, *] -> [T, B, *]``, contiguous: each token's rows are one block, so a chunk's products and the
+    state matmuls read them without strided gathers or the copies that ``@`` made of strided operands."""
+    return tuple(t.transpose(0, 1).contiguous() for t in tensors)
+
+
 class _ChunkedScan(torch.autograd.Function):
     """y_t = Σ_n C_t[n] s_t[:, n] (no D term) over chunks; inputs already in the compute dtype."""
 
     @staticmethod
     def forward(ctx: Any, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int, intra: str) -> Tensor:
         with _no_autocast(u.device):
-            uT, dT, BT, CT = (t.transpose(0, 1) for t in (u, delta, B, C))  # [T, B, *] views
+            uT, dT, BT, CT = _time_first(u, delta, B, C)
             T, bsz, di = uT.shape
             ns = A.shape[1]
             n_chunks = -(-T // chunk)
             y = uT.new_empty(T, bsz, di)  # [T, B, Di]
-            starts = uT.new_zeros(n_chunks, bsz, di, ns)  # state entering each chunk
+            starts = uT.new_zeros(n_chunks, bsz, ns, di)  # state entering each chunk, [B, Ns, Di]
+            At = A.t().contiguous()  # [Ns, Di]
             for c in range(n_chunks):
                 sl = slice(c * chunk, (c + 1) * chunk)
-                a, x = _discretize(dT[sl], uT[sl], A, BT[sl])  # [k, B, Di, Ns]
                 if intra == "recurrent":
-                    s = _states_recurrent(a, x, starts[c])
+                    s = _states_recurrent(*_discretize_nd(dT[sl], uT[sl], At, BT[sl]), starts[c])  # [k, B, Ns, Di]
+                    y[sl] = (CT[sl].unsqueeze(-2) @ s).squeeze(-2)  # [k, B, 1, Ns] @ [k, B, Ns, Di] -> [k, B, Di]
+                    last = s[-1]
                 else:
+                    a, x = _discretize(dT[sl], uT[sl], A, BT[sl])  # [k, B, Di, Ns]
                     S, L, _ = _decay_closed(dT[sl], A)
-                    s = _states_closed(S, L, x, starts[c])
-                y[sl] = (s @ CT[sl].unsqueeze(-1)).squeeze(-1)  # [k, B, Di, Ns] @ [k, B, Ns, 1] -> [k, B, Di]
+                    s = _states_closed(S, L, x, starts[c].transpose(-1, -2))
+                    y[sl] = (s @ CT[sl].unsqueeze(-1)).squeeze(-1)  # [k, B, Di, Ns] @ [k, B, Ns, 1] -> [k, B, Di]
+                    last = s[-1].transpose(-1, -2)
                 if c + 1 < n_chunks:
-                    starts[c + 1].copy_(s[-1])
+                    starts[c + 1].copy_(last)
         ctx.save_for_backward(u, delta, A, B, C, starts)
         ctx.chunk, ctx.intra = chunk, intra
         return y.transpose(0, 1)  # [B, T, Di]
@@ -162,11 +185,12 @@ class _ChunkedScan(torch.autograd.Function):
             gu, gd = torch.empty_like(uT), torch.empty_like(uT)  # [T, B, Di]
             gB, gC = torch.empty_like(BT), torch.empty_like(CT)  # [T, B, Ns]
             gA = torch.zeros_like(A)  # [Di, Ns]
-            g_in = torch.zeros_like(starts[0])  # a_{t+1} G_{t+1} flowing into the previous chunk's last state
+            # a_{t+1} G_{t+1} flowing into the previous chunk's last state, [B, Di, Ns]
+            g_in = torch.zeros_like(starts[0].transpose(-1, -2))
             for c in reversed(range(starts.shape[0])):
                 sl = slice(c * chunk, (c + 1) * chunk)
                 dl, uu, Bc, Cc, gyc = dT[sl], uT[sl], BT[sl], CT[sl], gyT[sl]
-                h0 = starts[c]  # [B, Di, Ns]
+                h0 = starts[c].transpose(-1, -2)  # [B, Di, Ns], a view: the backward keeps the Ns-last layout
                 a, x = _discretize(dl, uu, A, Bc)
                 g = gyc.unsqueeze(-1) * Cc.unsqueeze(2)  # ∂L/∂s_t through y_t only  [k, B, Di, Ns]
                 if intra == "recurrent":
