@@ -8,8 +8,8 @@ T is cut into chunks of K tokens and the
   the chunk start states, plus one chunk's working set. Inside a chunk the states are computed either
 
   * ``intra="recurrent"`` (default): K in-place steps ``s_t = a_t s_{t-1} + x_t`` on cache-sized tensors
-    (the forward holds the states as ``[k, B, Ns, Di]``, Di innermost; the backward, as ``[k, B, Di, Ns]``,
-    the layout whose reductions it was written and checked with; both give the same bits as before), or
+    (the forward holds the states as ``[k, B, Ns, Di]``, Di innermost; the backward as ``[k, B, Di, Ns]``, the
+    layout its reductions were written and checked in; the two layouts give the same states, bit for bit), or
   * ``intra="closed"`` (``impl="closed"``): the closed form ``s_t = Σ_{r≤t} exp(S_t - S_r) x_r + exp(S_t) s_0``
     with ``S_t = A·cumsum(Δ)``; the exponent matrix has its upper triangle masked to -inf *before* the exp,
     and the contraction over r is a batched matmul in the layout ``[B, Di, Ns, t, r]``. Memory per chunk is
