@@ -70,8 +70,11 @@ print(json.dumps({"source": forecast.__file__, "eval_s": eval_s, "step_s": step_
 
 def unpack(rev: str, into: Path) -> Path:
     """The source tree at ``rev`` (its ``forecast/`` package and what it imports) in ``into``."""
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "forecast", "configs"], check=True,
-                             capture_output=True).stdout
+    got = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "forecast", "configs"], capture_output=True)
+    if got.returncode != 0:
+        raise SystemExit(f"--before {rev}: git archive failed ({got.stderr.decode().strip()}); give a commit of "
+                         "this repository")
+    archive = got.stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into
 
@@ -79,7 +82,9 @@ def unpack(rev: str, into: Path) -> Path:
 def run(tree: Path, cell: str) -> dict:
     """The worker's figures for ``cell`` with ``tree``'s ``forecast`` (run from ``tree``, so it comes first on the
     path, before this checkout's editable install)."""
-    out = subprocess.run([sys.executable, "-c", WORKER, cell], cwd=tree, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", WORKER, cell], cwd=tree, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{cell} in {tree}: {(out.stderr.strip().splitlines() or ['the worker failed'])[-1]}")
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert Path(got.pop("source")).resolve().is_relative_to(tree.resolve()), "the worker imported another tree"
     return got
