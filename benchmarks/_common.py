@@ -66,12 +66,13 @@ def md_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def run_subprocess_json(args: list[str], timeout: float = 3600) -> dict:
-    """Run ``python <args>`` in the repository root; its last stdout line is JSON. Failures become NaN rows."""
+def run_subprocess_json(args: list[str], timeout: float = 3600, cwd: Path | None = None) -> dict:
+    """Run ``python <args>`` in ``cwd`` (the repository root by default; ``python -c`` imports from there first); its
+    last stdout line is JSON. Failures become NaN rows with the stderr's last line under ``error``."""
     import subprocess
 
     out = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
-                         cwd=Path(__file__).resolve().parents[1])
+                         cwd=cwd or Path(__file__).resolve().parents[1])
     if out.returncode != 0:
         return {"ms": float("nan"), "peak_mb": float("nan"), "error": (out.stderr.strip().splitlines() or ["?"])[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import etth1_cell, md_table, write_results  # noqa: E402
-from eval_speed import forecast_test  # noqa: E402
+from eval_speed import forecast_test, record  # noqa: E402
 
 
 def with_eval_batch(made, size: int):  # noqa: ANN001, ANN201
@@ -48,10 +48,8 @@ def main() -> None:
     for r in range(args.rounds + 1):  # round 0: warm-up
         for model in args.models:
             for size in args.sizes:
-                s, mse, windows = forecast_test(model, with_eval_batch(made[model], size))
-                rec = found.setdefault(f"{model}|{size}", {"s": [], "mse": [], "windows": []})
-                for k, v in zip(("s", "mse", "windows"), (s, mse, windows)):
-                    rec[k].append(v)
+                s, mse, windows = got = forecast_test(model, with_eval_batch(made[model], size))
+                record(found, f"{model}|{size}", got)
                 print(r, model, size, f"{s:.2f} s", f"mse {mse:.6f}", flush=True)
     rows = []
     for model in args.models:

@@ -99,6 +99,13 @@ def forecast_test(model: str, made=None) -> tuple[float, float, int]:  # noqa: A
     return seconds, module.test_metrics["test_mse"], int(module.test_metrics["test_windows"])
 
 
+def record(found: dict[str, dict[str, list]], key: str, got: tuple[float, float, int]) -> None:
+    """Append one measurement ``(seconds, MSE, windows)`` to ``found[key]``."""
+    rec = found.setdefault(key, {"s": [], "mse": [], "windows": []})
+    for k, v in zip(("s", "mse", "windows"), got):
+        rec[k].append(v)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tslib", type=Path, required=True, help="a checkout of thuml/Time-Series-Library")
@@ -128,11 +135,7 @@ def main() -> None:
                          ("forecast test pass", lambda m, made=made: forecast_test(m, made))]
             for side, fn in sides:
                 got = fn(model)
-                found.setdefault(f"{model}|{side}", {"s": [], "mse": [], "windows": []})
-                rec = found[f"{model}|{side}"]
-                rec["s"].append(got[0])
-                rec["mse"].append(got[1])
-                rec["windows"].append(got[2])
+                record(found, f"{model}|{side}", got)
                 print(model, side, f"{got[0]:.2f} s", flush=True)
     rows = []
     for model in models:

@@ -20,7 +20,6 @@ Results: ``benchmarks/results/scan_layout.{md,json}``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import md_table, write_results  # noqa: E402
+from _common import md_table, run_subprocess_json, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,10 +81,9 @@ def unpack(rev: str, into: Path) -> Path:
 def run(tree: Path, cell: str) -> dict:
     """The worker's figures for ``cell`` with ``tree``'s ``forecast`` (run from ``tree``, so it comes first on the
     path, before this checkout's editable install)."""
-    out = subprocess.run([sys.executable, "-c", WORKER, cell], cwd=tree, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"{cell} in {tree}: {(out.stderr.strip().splitlines() or ['the worker failed'])[-1]}")
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    got = run_subprocess_json(["-c", WORKER, cell], cwd=tree)
+    if "error" in got:
+        raise SystemExit(f"{cell} in {tree}: {got['error']}")
     assert Path(got.pop("source")).resolve().is_relative_to(tree.resolve()), "the worker imported another tree"
     return got
 

@@ -186,7 +186,7 @@ class _ChunkedScan(torch.autograd.Function):
             gB, gC = torch.empty_like(BT), torch.empty_like(CT)  # [T, B, Ns]
             gA = torch.zeros_like(A)  # [Di, Ns]
             # a_{t+1} G_{t+1} flowing into the previous chunk's last state, [B, Di, Ns]
-            g_in = torch.zeros_like(starts[0].transpose(-1, -2))
+            g_in = A.new_zeros(uT.shape[1], *A.shape)
             for c in reversed(range(starts.shape[0])):
                 sl = slice(c * chunk, (c + 1) * chunk)
                 dl, uu, Bc, Cc, gyc = dT[sl], uT[sl], BT[sl], CT[sl], gyT[sl]
