@@ -10,8 +10,7 @@ Each measurement is a fresh process (``--worker``) that trains ETTh1 (M, L=96 or
   split every epoch), early stopping's checkpoint; forecast: the loop and the validation pass.
 
 forecast's worker runs as the ``forecast`` command does: the garbage collector paused through the imports and what
-start-up built frozen when the fit begins (``forecast.process``). With the collector left on, a full collection
-walked that heap during one epoch of every process (0.35 s, nearly doubling a 0.4 s DLinear epoch).
+start-up built frozen when the fit begins (``forecast.process``; ``_common.timed_epochs``).
 Both sides train the same architecture from their own code (TSLib: ``models/DLinear.py``, ``models/iTransformer.py``
 at forecast's ETTh1 size, d_model 256; forecast: its registry with ``-L 96``). Medians over the epochs after the
 first of each process, then over interleaved rounds. Results: ``benchmarks/results/train_speed.{md,json}``.
@@ -70,7 +69,7 @@ def tslib_worker(checkout: Path, model: str, workers: int, epochs: int, seq_len:
 def forecast_worker(model: str, epochs: int, seq_len: int) -> dict:
     from forecast.process import pause_gc
 
-    pause_gc()  # as `forecast train` runs (cli.entry): no collection through the imports, start-up frozen at the fit
+    pause_gc()  # as `forecast train` runs (cli.entry): no collection through the imports either
     from forecast.resolve import resolve
 
     return timed_epochs(resolve(model, "ETTh1", {"data.seq_len": seq_len, "data.horizon": 96, "train.batch_size": 32,
