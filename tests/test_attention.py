@@ -286,3 +286,27 @@ def test_flowformer_clips_label_len_to_the_lookback() -> None:
     assert model.backbone.label_len == L
     with torch.no_grad():
         assert model(*_inputs(2, L, H, N, C)).shape == (2, H, N)
+
+
+def test_causal_attention_with_fewer_queries_answers_the_last_positions() -> None:
+    q, k, v = _qkv(2, 9, 9)
+    attn = FullAttention(dropout=0.0, causal=True)
+    torch.testing.assert_close(attn(q[:, -4:], k, v), attn(q, k, v)[:, -4:], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("d_layers", [1, 2])
+@pytest.mark.parametrize("C", [4, 0], ids=["marks", "no_marks"])
+@pytest.mark.parametrize("B", [1, 5])
+@pytest.mark.parametrize("size", ["small", "paper"])
+def test_flowformer_eval_decodes_the_horizon_alone_to_the_same_bits(d_layers: int, C: int, B: int, size: str) -> None:
+    # in eval the last decoder layer computes the H horizon positions only (the warm-up rows' outputs are never
+    # read); without dropout, train mode decodes every position, so the two must be the same bits
+    # (paper: run.py's widths, D 512 and F 2048, at L = H = 96 and label 48 with Weather's 21 variates)
+    L, H, N, label = (24, 12, 7, 8) if size == "small" else (96, 96, 21, 48)
+    widths = {} if size == "small" else {"d_model": 512, "d_ff": 2048, "n_heads": 8}
+    model = _model("flowformer", L, H, N, C, label_len=label, d_layers=d_layers, **widths)
+    inputs = _inputs(B, L, H, N, C)
+    with torch.no_grad():
+        pruned = model.eval()(*inputs)
+        full = model.train()(*inputs)
+    assert torch.equal(pruned, full)

@@ -18,8 +18,9 @@ from torch import nn
 
 
 def causal_mask(n_queries: int, n_keys: int, device: torch.device | None = None) -> torch.Tensor:
-    """Boolean ``[L, S]`` mask, True where query i may attend key j, i.e. ``j <= i``."""
-    return torch.ones(n_queries, n_keys, dtype=torch.bool, device=device).tril()
+    """Boolean ``[L, S]`` mask, True where query i may attend key j: ``j <= i + S - L``, the queries being the last
+    L of the S positions (``j <= i`` when L == S)."""
+    return torch.ones(n_queries, n_keys, dtype=torch.bool, device=device).tril(n_keys - n_queries)
 
 
 class FullAttention(nn.Module):
@@ -42,8 +43,9 @@ class FullAttention(nn.Module):
         # [B, L, h, d] -> [B, h, L, d] (and the same for keys and values)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         is_causal = self.causal
-        if mask is not None and self.causal:
-            mask = mask & causal_mask(q.shape[-2], k.shape[-2], q.device)
+        if self.causal and (mask is not None or q.shape[-2] != k.shape[-2]):
+            cm = causal_mask(q.shape[-2], k.shape[-2], q.device)
+            mask = cm if mask is None else mask & cm
             is_causal = False
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal

@@ -70,6 +70,8 @@ class DecoderLayer(nn.Module):
     On ``h [B, T, D]`` and encoder output ``memory [B, S, D]``:
     ``h = LN1(h + Dropout(self_attn(h)))``, ``h = LN2(h + Dropout(cross_attn(h, memory)))``,
     ``h = LN3(h + FFN(h))``. Causality is the self-attention module's business (a causal inner attention).
+    ``keep``: compute the last ``keep`` positions alone (their queries against every position's keys), ``[B, keep,
+    D]``; what else would be computed feeds no other position of this layer, so use it where nothing reads the rest.
     """
 
     def __init__(
@@ -90,21 +92,30 @@ class DecoderLayer(nn.Module):
         self.norm3 = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, h: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        h = self.norm1(h + self.dropout(self.self_attn(h)))
+    def forward(self, h: torch.Tensor, memory: torch.Tensor, keep: int | None = None) -> torch.Tensor:
+        q = h if keep is None else _last_rows(h, keep)
+        h = self.norm1(q + self.dropout(self.self_attn(q, h)))
         h = self.norm2(h + self.dropout(self.cross_attn(h, memory)))
         return self.norm3(h + self.ffn(h))
 
 
 class Decoder(nn.Module):
-    """A stack of decoder layers, then a final ``LayerNorm(D)``: ``(h [B, T, D], memory [B, S, D]) -> [B, T, D]``."""
+    """A stack of decoder layers, then a final ``LayerNorm(D)``: ``(h [B, T, D], memory [B, S, D]) -> [B, T, D]``, or
+    ``[B, keep, D]``, the last ``keep`` positions, when the last layer computes those alone."""
 
     def __init__(self, layers: list[nn.Module], d_model: int) -> None:
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, h: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            h = layer(h, memory)
+    def forward(self, h: torch.Tensor, memory: torch.Tensor, keep: int | None = None) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            h = layer(h, memory, keep if i == len(self.layers) - 1 else None)
         return self.norm(h)
+
+
+def _last_rows(h: torch.Tensor, keep: int) -> torch.Tensor:
+    """``h[:, -keep:]``, contiguous when ``h`` is: nn.Linear rounds a contiguous input (addmm) and a strided one (a
+    product, then the bias) differently, so the kept rows take the path all of ``h``'s rows would have taken."""
+    rows = h[:, -keep:]
+    return rows.contiguous() if h.is_contiguous() else rows

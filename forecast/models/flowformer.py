@@ -110,5 +110,14 @@ class Flowformer(nn.Module):
                 raise ValueError(f"y_mark must cover the horizon: expected {H} steps, got {y_mark.shape[1]}")
             mark_dec = torch.cat([x_mark[:, L - label :], y_mark], dim=1)  # [B, label + H, C]
         memory = self.encoder(self.enc_embed(x, x_mark))  # [B, L, D]
-        h = self.decoder(self.dec_embed(x_dec, mark_dec), memory)  # [B, label + H, D]
+        dec = self.dec_embed(x_dec, mark_dec)  # [B, label + H, D]
+        if self.training:  # every decoder position (dropout draws a mask for each)
+            return self.projection(self.decoder(dec, memory)[:, -H:])  # [B, H, N_t]
+        # Evaluation: the last decoder layer computes the H horizon positions alone, the only outputs read (its FFN
+        # and cross-attention work per position; its self-attention still reads the warm-up rows as keys). They
+        # are put back in a [B, label + H, D] tensor so that the projection reads them through the same strides
+        # as training's slice: nn.Linear rounds a strided view and a contiguous tensor differently (the bias
+        # added after the product or within it), and this way every forecast is the same bits as before.
+        h = dec.new_zeros(dec.shape)
+        h[:, label:] = self.decoder(dec, memory, keep=H)
         return self.projection(h[:, -H:])  # [B, H, N_t]

@@ -1,20 +1,27 @@
-"""S-Mamba's evaluation and training steps before and after the chunked scan's forward went Di-innermost, side by
-side in one run.
+"""A change to a network's code, measured before and after on the same cells in one run, to the same bits.
 
-``forecast/layers/scan_chunked.py`` once held a chunk's states as ``[k, B, Di, Ns]``: Ns (2 in most official
-S-Mamba scripts) innermost, so the discretisation's products and exp ran on pairs, and ``@`` copied the strided
-states before each matmul. Its forward now holds them as ``[k, B, Ns, Di]``. This script runs the same worker on
-two source trees: ``--before`` (a commit, unpacked with ``git archive`` into a temporary directory) and this
-checkout, each in a fresh process per round, rounds interleaved. Per cell (configs' defaults, untrained weights,
-seed 0) the worker times
+The same worker runs on two source trees: ``--before`` (a commit, unpacked with ``git archive`` into a temporary
+directory) and this checkout, each in a fresh process per round, rounds interleaved. Per cell (configs' defaults,
+untrained weights, seed 0) the worker times
 
-- **eval**: the forward over every test window at the configs' evaluation batch (256), under inference mode;
-- **train step**: zero_grad, loss, backward and Adam over the first 30 train batches (dropout on);
+- **eval**: the forward over every test window at the configs' evaluation batch, under inference mode;
+- **train step**: zero_grad, loss, backward and Adam over the first ``--steps`` train batches (dropout on);
 
 and hashes the test forecasts and the weights after those steps, which must agree between the trees to the bit.
-Results: ``benchmarks/results/scan_layout.{md,json}``.
 
-    python benchmarks/scan_layout.py [--before 1f83cea] [--rounds 3] [CELL ...]   (CELL: smamba:ETTh1:96)
+Its records (``benchmarks/results/NAME.{md,json}``):
+
+- ``scan_layout``: S-Mamba's chunked scan, whose forward held a chunk's states as ``[k, B, Di, Ns]`` (Ns, 2 in
+  most official scripts, innermost: the discretisation's products and exp ran on pairs, and ``@`` copied the
+  strided states before each matmul) and now holds them as ``[k, B, Ns, Di]``:
+  ``python benchmarks/before_after.py --name scan_layout --before 1f83cea smamba:ETTh1:96 smamba:Weather:96``
+  (first run as ``scan_layout.py``, this script's earlier name);
+- ``flowformer_decoder``: the Flowformer forecaster's last decoder layer, which in evaluation computed all
+  ``label + H`` positions and now computes the H that are read:
+  ``python benchmarks/before_after.py --name flowformer_decoder --before 7f1e1df flowformer:ETTh1:96``.
+
+    python benchmarks/before_after.py --name NAME --before REV [--rounds 3] [--steps 30] CELL ...
+        (CELL: model:dataset:horizon, e.g. smamba:ETTh1:96)
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ with torch.inference_mode():
     t = time.perf_counter()
     preds = [module._predict(b) for b in test]
     eval_s = time.perf_counter() - t
-train = list(itertools.islice(iter(dm.train_dataloader()), 31))
+train = list(itertools.islice(iter(dm.train_dataloader()), int(sys.argv[2]) + 1))
 opt = module.configure_optimizers()["optimizer"]
 module.train()
 t = None
@@ -78,10 +85,10 @@ def unpack(rev: str, into: Path) -> Path:
     return into
 
 
-def run(tree: Path, cell: str) -> dict:
+def run(tree: Path, cell: str, steps: int) -> dict:
     """The worker's figures for ``cell`` with ``tree``'s ``forecast`` (run from ``tree``, so it comes first on the
     path, before this checkout's editable install)."""
-    got = run_subprocess_json(["-c", WORKER, cell], cwd=tree)
+    got = run_subprocess_json(["-c", WORKER, cell, str(steps)], cwd=tree)
     if "error" in got:
         raise SystemExit(f"{cell} in {tree}: {got['error']}")
     assert Path(got.pop("source")).resolve().is_relative_to(tree.resolve()), "the worker imported another tree"
@@ -90,9 +97,11 @@ def run(tree: Path, cell: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--before", default="1f83cea", help="the commit before the change (default: 1f83cea)")
+    ap.add_argument("--name", required=True, help="the record: benchmarks/results/NAME.{md,json}")
+    ap.add_argument("--before", required=True, help="the commit before the change")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("cells", nargs="*", default=["smamba:ETTh1:96", "smamba:Weather:96"])
+    ap.add_argument("--steps", type=int, default=30, help="timed train steps per round (after one warm-up)")
+    ap.add_argument("cells", nargs="+", help="model:dataset:horizon, e.g. smamba:ETTh1:96")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         trees = {f"before ({args.before})": unpack(args.before, Path(tmp)), "now": ROOT}
@@ -100,7 +109,7 @@ def main() -> None:
         for r in range(args.rounds):
             for cell in args.cells:
                 for name, tree in trees.items():
-                    got = run(tree, cell)
+                    got = run(tree, cell, args.steps)
                     found.setdefault(f"{cell}|{name}", []).append(got)
                     print(r, cell, name, f"eval {got['eval_s']:.2f} s", f"step {1000 * got['step_s']:.1f} ms",
                           got["forecasts"], got["weights"], flush=True)
@@ -115,12 +124,11 @@ def main() -> None:
     header = ["cell", "test windows", "eval s before", "eval s now", "speed-up", "train step ms before",
               "train step ms now", "speed-up", "same forecasts and weights"]
     path = write_results(
-        "scan_layout", "S-Mamba before and after the chunked scan's forward went Di-innermost",
-        md_table(header, rows), found,
+        args.name, f"Before ({args.before}) and after: {', '.join(args.cells)}", md_table(header, rows), found,
         f"Medians over {args.rounds} interleaved rounds, a fresh process per tree and round (imports not timed). "
-        "eval: the forward over every test window at batch 256 under inference mode; train step: zero_grad, loss, "
-        "backward and Adam over 30 train batches. 'same': the SHA-256 of the test forecasts and of the weights "
-        "after the steps agree in every round.")
+        "eval: the forward over every test window at the configs' evaluation batch under inference mode; train "
+        f"step: zero_grad, loss, backward and Adam over {args.steps} train batches. 'same': the SHA-256 of the test "
+        "forecasts and of the weights after the steps agree in every round.")
     print(path.read_text())
 
 
