@@ -119,6 +119,13 @@ def test_dashboard_files(grid: dict) -> None:
                                                                ("nlinear", "24"), ("nlinear", "48")]
     assert all(0 < float(r["mse"]) < 3 and r["lookback"] == "96" for r in rows)
     assert (dash / "leaderboard.md").read_text().count("| ETTh1 |") == 4
+    # LTSF-Linear's loader dropped the last partial test batch: beside every window, the windows it scored
+    assert all(0 < float(r["mse_as_published"]) < 3 and r["mse_as_published"] != r["mse"] for r in rows)
+    table = page[page.index('id="leaderboard"'):page.index("</table>", page.index('id="leaderboard"'))]
+    header = table[:table.index("</thead>")]
+    assert "<th class=\"\">MSE as published</th>" in header and "the official code scored" in page
+    n_cols = header.count("</th>")
+    assert all(row.count("</td>") == n_cols for row in table.split("<tr")[2:])  # a cell under every header
 
 
 def _external_refs(page: str) -> list[str]:
@@ -494,3 +501,16 @@ def test_the_tables_carry_crps_and_coverage() -> None:
     assert dict(zip(header.split(","), line.split(",")))["crps"] == "0.43"
     old = make_row("ETTh1", 96, "dlinear", 336, [{"test_mse": 0.4, "test_mae": 0.4, "run_id": "c"}], {})
     assert dict(zip(TABLE_HEADER, table_cells(old)))["CRPS"] == ""  # a run from before CRPS was logged
+    assert dict(zip(TABLE_HEADER, table_cells(old)))["MSE as published"] == ""  # nothing dropped: blank
+
+
+def test_the_tables_carry_the_as_published_mse() -> None:
+    from forecast.benchmark.results import TABLE_HEADER, csv_table, make_row, table_cells
+
+    recs = [{"test_mse": 0.40, "test_mae": 0.41, "run_id": r, "test_mse_published": p, "test_mae_published": 0.4}
+            for r, p in (("a", 0.37), ("b", 0.39))]
+    row = make_row("ETTh1", 96, "dlinear", 336, recs, {})
+    assert dict(zip(TABLE_HEADER, table_cells(row)))["MSE as published"] == "0.380"
+    header, line = csv_table([row]).splitlines()
+    got = dict(zip(header.split(","), line.split(",")))
+    assert got["mse_as_published"] == "0.38" and got["mae_as_published"] == "0.4" and got["mse"] == "0.4"

@@ -55,7 +55,8 @@ def test_train_end_to_end_records_the_run(data_dir: Path, tmp_path: Path, monkey
     assert m["test_windows"] == 2785 and 0 < m["test_mse"] < 2 and m["test_mse_orig"] > m["test_mse"]
     # the summary shows what the conformal intervals achieved, as logged
     for row, value in (("test CRPS", m["test_crps"]), ("80% interval: coverage", m["test_coverage_80"]),
-                       ("90% interval: mean width", m["test_width_90"])):
+                       ("90% interval: mean width", m["test_width_90"]),
+                       ("test MSE as published (2,784 windows)", m["test_mse_published"])):
         assert any(row in line and f"{value:.4f}" in line for line in train_out.splitlines()), (row, train_out)
     assert [x.step for x in client.get_metric_history(run.info.run_id, "val_loss")] == [0, 1]
     assert len(client.get_metric_history(run.info.run_id, "lr")) == 2

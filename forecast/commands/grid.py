@@ -13,10 +13,10 @@ from forecast.benchmark.grid import BenchmarkOptions
 from forecast.benchmark.results import (
     COMPACT_HEADER,
     FULL_WIDTH,
-    TABLE_HEADER,
+    TERMINAL_HEADER,
     compact_cells,
     duration,
-    table_cells,
+    terminal_cells,
     write_markdown,
 )
 from forecast.benchmark.runner import run
@@ -36,13 +36,13 @@ def benchmark(opts: BenchmarkOptions) -> None:
                             f"({result.count('done')} cells run now, {result.count('skipped')} skipped as finished"
                             + (f", {len(failed)} failed" if failed else "") + ")")
         full = out.width >= FULL_WIDTH  # a narrow terminal gets the main columns, never cut values
-        for col in TABLE_HEADER if full else COMPACT_HEADER:
+        for col in TERMINAL_HEADER if full else COMPACT_HEADER:
             table.add_column(col, justify="left" if col in ("dataset", "model") else "right", no_wrap=True)
         for r in result.rows:
-            table.add_row(*(table_cells(r) if full else compact_cells(r)))
+            table.add_row(*(terminal_cells(r) if full else compact_cells(r)))
         out.print(table)
         if not full:
-            out.print("(all columns: a terminal of 150+ columns, --markdown FILE, or `forecast dashboard`)")
+            out.print(f"(all columns: a terminal of {FULL_WIDTH}+ columns, --markdown FILE, or `forecast dashboard`)")
         out.print(f"parent run  {result.parent_run_id}  (experiment '{result.experiment}', store "
                   f"{result.tracking_uri}); wall time {duration(result.wall_seconds)}")
         out.print(f"dashboard   forecast dashboard --name {result.name}"

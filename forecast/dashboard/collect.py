@@ -10,7 +10,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from forecast.benchmark.results import Row, make_row
+from forecast.benchmark.results import SCORES, Row, make_row
 from forecast.config import LOCATION_KEYS, SECTIONS, digest
 from forecast.errors import ForecastError
 
@@ -37,7 +37,7 @@ class Record:
     best_val_loss: float
     n_params: int | None
     group: str  # hash of the config without the seed
-    scores: dict[str, float] = field(default_factory=dict)  # test_crps, test_coverage_80/90 where logged
+    scores: dict[str, float] = field(default_factory=dict)  # CRPS, coverage, the as-published MSE/MAE if logged
 
     def as_dict(self) -> dict[str, Any]:
         return {"test_mse": self.test_mse, "test_mae": self.test_mae, "train_seconds": self.train_seconds,
@@ -69,7 +69,7 @@ def to_record(run: Run) -> Record | None:
     return Record(run.info.run_id, run.info.experiment_id, run.info.run_name or "", run.info.start_time or 0, model,
                   dataset, horizon, lookback, _int(p.get("train.seed")), m["test_mse"], m["test_mae"],
                   m.get("train_seconds", math.nan), m.get("best_val_loss", math.nan), _int(p.get("model.n_params")),
-                  group, {k: m[k] for k in ("test_crps", "test_coverage_80", "test_coverage_90") if k in m})
+                  group, {k: m[k] for k in (*SCORES, "test_mse_published", "test_mae_published") if k in m})
 
 
 def benchmark_names(mlf: MlflowClient) -> list[str]:

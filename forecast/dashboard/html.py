@@ -46,13 +46,14 @@ def leaderboard_html(rows: list[Row], ui_url: str | None) -> str:
     prev = None
     for r, (best_mse, best_mae) in zip(rows, best_flags(rows)):
         cells = table_cells(r)
-        cls = ["l", "", "l", "", "", "best" if best_mse else "", "best" if best_mae else "", "pub",
-               _delta_class(r.delta_mse), "pub", _delta_class(r.delta_mae), "", ""]
+        styles = {"dataset": "l", "model": "l", "test MSE": "best" if best_mse else "",
+                  "test MAE": "best" if best_mae else "", "published MSE": "pub", "Δ MSE": _delta_class(r.delta_mse),
+                  "published MAE": "pub", "Δ MAE": _delta_class(r.delta_mae)}
         src = html.escape(r.published.source) if r.published else ""
         tds = []
-        for i, (c, k) in enumerate(zip(cells, cls)):
-            title = f' title="{src}"' if i in (7, 9) and src else ""
-            tds.append(f'<td class="{k}"{title}>{html.escape(c)}</td>')
+        for col, c in zip(TABLE_HEADER, cells, strict=True):  # a cell under every header
+            title = f' title="{src}"' if styles.get(col) == "pub" and src else ""
+            tds.append(f'<td class="{styles.get(col, "")}"{title}>{html.escape(c)}</td>')
         tds.append(f'<td class="l runs">{_run_links(r.run_ids, r.experiment_ids, ui_url)}</td>')
         first = ' class="first"' if prev is not None and prev != (r.dataset, r.horizon) else ""
         prev = (r.dataset, r.horizon)

@@ -11,7 +11,7 @@ from pathlib import Path
 from plotly.offline import get_plotlyjs
 
 from forecast import tracking
-from forecast.benchmark.results import TABLE_HEADER, Row, csv_table, table_cells
+from forecast.benchmark.results import AS_PUBLISHED, TABLE_HEADER, Row, csv_table, table_cells
 from forecast.dashboard.collect import Record, best_flags, build_rows, collect, select
 from forecast.dashboard.html import cost_html, forecasts_html, leaderboard_html, matrix_html, steps_html
 from forecast.errors import ForecastError
@@ -42,7 +42,7 @@ def markdown(rows: list[Row], title: str, meta: str) -> str:
         c = table_cells(r)
         c[5], c[6] = (f"**{c[5]}**" if bm else c[5]), (f"**{c[6]}**" if ba else c[6])
         lines.append("| " + " | ".join([*c, " ".join(x[:8] for x in r.run_ids)]) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", AS_PUBLISHED]) + "\n"
 
 
 def build(tracking_uri: str | None = None, name: str | None = None, output: str | Path = "dashboards",
@@ -61,7 +61,7 @@ def build(tracking_uri: str | None = None, name: str | None = None, output: str 
     meta = (f"{len(rows)} results from {n_used} runs ({len(records)} finished runs with test metrics) in "
             f"{tracking.safe_url(uri)} · generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     page = string.Template(template.read_text()).substitute(
-        title=html.escape(title), meta=html.escape(meta), plotlyjs=get_plotlyjs(),
+        title=html.escape(title), meta=html.escape(meta), plotlyjs=get_plotlyjs(), as_published=html.escape(AS_PUBLISHED),
         leaderboard=leaderboard_html(rows, ui_url), matrix=matrix_html(rows), cost=cost_html(rows),
         steps=steps_html(mlf, selected), forecasts=forecasts_html(mlf, selected, ui_url),
         coverage=steps_html(mlf, selected, "step_coverage.csv", "test coverage", "coverage"),
