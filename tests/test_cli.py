@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.helpers import run_cli
@@ -64,6 +65,14 @@ def test_train_end_to_end_records_the_run(data_dir: Path, tmp_path: Path, monkey
     assert {"config.yaml", "model_state.pt", "step_mse.csv", "forecast.png", "scaler.json"} <= names
     local = Path(client.download_artifacts(run.info.run_id, "step_mse.csv", str(tmp_path)))
     assert len(local.read_text().strip().splitlines()) == 1 + 96
+    # each interval's coverage and mean width per step, standardized and in original units: the run's figures
+    steps = np.genfromtxt(client.download_artifacts(run.info.run_id, "step_coverage.csv", str(tmp_path)),
+                          delimiter=",", names=True)
+    assert steps.dtype.names == ("step", "coverage_80", "width_80", "width_80_orig", "coverage_90", "width_90",
+                                 "width_90_orig") and len(steps) == 96
+    for name in steps.dtype.names[1:]:
+        assert steps[name].mean() == pytest.approx(m[f"test_{name}"], rel=1e-5), name
+    assert (steps["width_90"] >= steps["width_80"]).all() and steps["width_90"].sum() > steps["width_80"].sum()
     scaler = json.loads(Path(client.download_artifacts(run.info.run_id, "scaler.json", str(tmp_path))).read_text())
     assert scaler["columns"][-1] == "OT" and scaler["freq"] == "h"
 

@@ -147,27 +147,28 @@ def _axis_type(values: list[float | int | None]) -> str:
     return "log" if vals and max(vals) / min(vals) >= 10 else "linear"
 
 
-def _step_curves(mlf: MlflowClient, selected: dict[tuple[str, int, str], list[Record]], name: str
+def _step_curves(mlf: MlflowClient, selected: dict[tuple[str, int, str], list[Record]], name: str, prefix: str
                  ) -> dict[tuple[str, int, str], dict[str, list[float]]]:
-    """``{(dataset, H, model): {column: values per step}}`` from the first run of each selected group."""
+    """``{(dataset, H, model): {column: values per step}}`` from the first run of each selected group, the columns
+    whose name starts with ``prefix``."""
     curves = {}
     with tempfile.TemporaryDirectory() as tmp:
         for i, (cell, runs) in enumerate(selected.items()):
             sub = Path(tmp) / str(i)
             sub.mkdir()
-            values = read_steps(mlf, runs[0].run_id, name, sub)
+            values = {c: v for c, v in read_steps(mlf, runs[0].run_id, name, sub).items() if c.startswith(prefix)}
             if values:
                 curves[cell] = values
     return curves
 
 
 def steps_html(mlf: MlflowClient, selected: dict[tuple[str, int, str], list[Record]], name: str = "step_mse.csv",
-               y_title: str = "test MSE", chart: str = "steps") -> str:
-    """Per dataset: one panel per horizon, one line per model and column of the runs' ``name`` artifact (the test
-    MSE per step; or the coverage of each conformal interval per step, dashed per level, with the nominal levels
-    as dotted lines)."""
+               y_title: str = "test MSE", chart: str = "steps", prefix: str = "") -> str:
+    """Per dataset: one panel per horizon, one line per model and column of the runs' ``name`` artifact whose name
+    starts with ``prefix`` (the test MSE per step; or the coverage of each conformal interval per step, dashed per
+    level, with the nominal levels as dotted lines)."""
     colors = _colors([m for (_, _, m) in selected])
-    curves = _step_curves(mlf, selected, name)
+    curves = _step_curves(mlf, selected, name, prefix)
     if not curves:
         return f'<p class="empty">No {html.escape(name)} artifacts in the selected runs.</p>'
     parts = []

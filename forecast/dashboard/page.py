@@ -64,7 +64,7 @@ def build(tracking_uri: str | None = None, name: str | None = None, output: str 
         title=html.escape(title), meta=html.escape(meta), plotlyjs=get_plotlyjs(), as_published=html.escape(AS_PUBLISHED),
         leaderboard=leaderboard_html(rows, ui_url), matrix=matrix_html(rows), cost=cost_html(rows),
         steps=steps_html(mlf, selected), forecasts=forecasts_html(mlf, selected, ui_url),
-        coverage=steps_html(mlf, selected, "step_coverage.csv", "test coverage", "coverage"),
+        coverage=steps_html(mlf, selected, "step_coverage.csv", "test coverage", "coverage", "coverage_"),
         footer=html.escape("forecast dashboard · published numbers: configs/published.yaml · runs: MLflow "
                            + (f"UI at {ui_url}" if ui_url else "(pass --ui-url to link run ids to the UI)")))
     out = Path(output)

@@ -23,7 +23,7 @@ from forecast.inference import serving
 from forecast.models import run_batch
 from forecast.pipeline.options import TrainOptions
 from forecast.train import ForecastModule, epoch_metrics
-from forecast.conformal import artifact_intervals, level_name
+from forecast.conformal import artifact_intervals
 
 
 class RunRecorder(pl.Callback):
@@ -112,9 +112,8 @@ def log_outputs(mlf: MlflowClient, run_id: str, cfg: RunConfig, dm: ForecastData
             _write_steps(out / "step_mse.csv", {"mse": module.step_mse})
             with contextlib.suppress(Exception):  # a plot is a nicety, never a failure
                 _plot_forecasts(module, dm, out / "forecast.png")
-        if module.step_coverage:  # the test coverage of each conformal interval, per horizon step
-            _write_steps(out / "step_coverage.csv",
-                         {f"coverage_{level_name(v)}": c for v, c in module.step_coverage.items()})
+        if module.step_intervals:  # each conformal interval's test coverage and mean width, per horizon step
+            _write_steps(out / "step_coverage.csv", module.step_intervals)
         mlf.log_artifacts(run_id, str(out))
     crps = None if module.crps_widths is None else module.crps_widths.numpy()
     intervals = None if module.intervals is None else artifact_intervals(module.intervals[0],

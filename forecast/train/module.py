@@ -89,7 +89,7 @@ class ForecastModule(pl.LightningModule):
         self.keep_val_forecasts = False
         self.val_forecasts: list[torch.Tensor] | None = None
         self._seen = 0
-        self.step_coverage: dict[float, np.ndarray] = {}
+        self.step_intervals: dict[str, np.ndarray] = {}  # per horizon step: coverage_80, width_80, width_80_orig, ...
         self._sums: dict[str, torch.Tensor] = {}
         self.test_metrics: dict[str, float] = {}
         self.step_mse: np.ndarray | None = None
@@ -235,11 +235,14 @@ class ForecastModule(pl.LightningModule):
             covered = s["covered_step"] / (n / s["covered_step"].shape[1])  # [K, H]: the share inside, per step
             for k, level in enumerate(levels):
                 name = level_name(level)
+                width = 2 * widths[k].double()  # [H, N]: the interval's width at each step and variate
+                width_orig = width * self.std.double().cpu()
                 self.test_metrics[f"test_coverage_{name}"] = float(covered[k].mean())
-                self.test_metrics[f"test_width_{name}"] = float(2 * widths[k].double().mean())
-                self.test_metrics[f"test_width_{name}_orig"] = float(2 * (widths[k].double() * self.std.double().cpu()
-                                                                          ).mean())
-                self.step_coverage[level] = covered[k].cpu().numpy()
+                self.test_metrics[f"test_width_{name}"] = float(width.mean())
+                self.test_metrics[f"test_width_{name}_orig"] = float(width_orig.mean())
+                self.step_intervals.update({f"coverage_{name}": covered[k].cpu().numpy(),
+                                            f"width_{name}": width.mean(-1).numpy(),
+                                            f"width_{name}_orig": width_orig.mean(-1).numpy()})
         if self.published_windows is not None and float(s["n_pub"]) > 0:
             self.test_metrics["test_mse_published"] = float(s["sse_pub"] / s["n_pub"])
             self.test_metrics["test_mae_published"] = float(s["sae_pub"] / s["n_pub"])
