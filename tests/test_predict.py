@@ -349,6 +349,12 @@ def test_mlflow_models_serve_answers_the_same_forecast(store, tmp_path) -> None:
         np.testing.assert_allclose(got.drop("date").to_numpy(), expected.values, rtol=1e-6)
         status, body = _post(f"http://127.0.0.1:{port}/invocations", {**payload, "params": {"horizon": 5}})
         assert status == 200 and len(body["predictions"]) == 5, body
+        status, body = _post(f"http://127.0.0.1:{port}/invocations", {**payload, "params": {"level": "80"}})
+        assert status == 200, body
+        banded = pl.DataFrame(body["predictions"])
+        assert banded.columns[-3:] == ["OT", "OT_lo80", "OT_hi80"]
+        np.testing.assert_allclose(banded["OT"].to_numpy(), got["OT"].to_numpy(), rtol=1e-6)
+        assert (banded["OT_lo80"] < banded["OT"]).all() and (banded["OT"] < banded["OT_hi80"]).all()
         status, body = _post(f"http://127.0.0.1:{port}/invocations",
                              {"dataframe_split": {"columns": hist.columns, "data": hist.rows()[:50]}})
         assert status == 400 and "has 50 rows but the model reads the last L=96" in body.get("message", ""), body
@@ -360,7 +366,11 @@ def test_mlflow_models_serve_answers_the_same_forecast(store, tmp_path) -> None:
                "too long a horizon": ({"columns": hist.columns, "data": rows}, {"horizon": 1000},
                                       "params.horizon 1000 is outside 1..24"),
                "an unknown fill": ({"columns": hist.columns, "data": rows}, {"fill": "magic"},
-                                   "unknown params.fill 'magic'")}
+                                   "unknown params.fill 'magic'"),
+               "an uncalibrated level": ({"columns": hist.columns, "data": rows}, {"level": "85"},
+                                         "params.level 85 is not one the model has"),
+               "quantiles of a point model": ({"columns": hist.columns, "data": rows}, {"quantiles": "0.1"},
+                                              "quantiles")}
         for case, (split, params, needle) in bad.items():
             status, body = _post(f"http://127.0.0.1:{port}/invocations",
                                  {"dataframe_split": split, **({"params": params} if params else {})})
