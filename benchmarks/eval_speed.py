@@ -22,8 +22,12 @@ weights as forecast's pass (``exp.model`` replaced; TSLib's call ``model(x, x_ma
 horizon's marks on): the same procedure as for its own models, and both MSEs must then agree (the same numbers).
 Results: ``benchmarks/results/eval_speed_all.{md,json}``.
 
+``--official`` adds TSLib's test() at the test batch of each model's official code (``OFFICIAL_TEST_BATCH``): the
+iTransformer repository, which S-Mamba's and the Flowformer runs' code is, tests one window at a time; OLinear's
+scripts 16. Results: ``benchmarks/results/eval_speed_official.{md,json}`` (with ``--name official``).
+
     python benchmarks/eval_speed.py --tslib /path/to/Time-Series-Library [--rounds 3] [--models all]
-        [--only MODEL ...] [--name NAME]
+        [--only MODEL ...] [--name NAME] [--official]
 """
 
 from __future__ import annotations
@@ -41,6 +45,11 @@ from _tslib import NAMES as MODELS, args as tslib_args, prepare, quiet_stdout  #
 
 
 HORIZON = 96  # tslib_args' pred_len
+# The batch each model's official code tests with (shared/design/model_specs.md §0.5): thuml/iTransformer's
+# data_factory sets ``batch_size = 1  # bsz=1 for evaluation`` for the test split, and S-D-Mamba and the
+# Flowformer/iFlowformer runs are that code; OLinear's scripts pass ``--test_batch_size 16``. ``--official``
+# times TSLib's test() at that batch too: what a user of the official code waits for (its test() is TSLib's).
+OFFICIAL_TEST_BATCH = {"itransformer": 1, "iflowformer": 1, "smamba": 1, "flowformer": 1, "olinear": 16}
 
 
 def borrowed(net, horizon: int):  # noqa: ANN001, ANN201
@@ -58,13 +67,16 @@ def borrowed(net, horizon: int):  # noqa: ANN001, ANN201
     return Borrowed()
 
 
-def tslib_test(scratch: Path, model: str, workers: int, net=None) -> tuple[float, float, int]:  # noqa: ANN001
+def tslib_test(scratch: Path, model: str, workers: int, net=None, batch: int = 32  # noqa: ANN001
+               ) -> tuple[float, float, int]:
     """(seconds, MSE, windows) of TSLib's own test() on untrained weights (``net``: forecast's network in its
-    place), its output captured."""
+    place), at ``batch`` windows a batch, its output captured."""
     from exp.exp_long_term_forecasting import Exp_Long_Term_Forecast
 
     # With ``net``, the experiment is built around a DLinear (cheap) whose place the borrowed network then takes.
-    exp = Exp_Long_Term_Forecast(tslib_args("DLinear" if net is not None else model, workers, scratch))
+    settings = tslib_args("DLinear" if net is not None else model, workers, scratch)
+    settings.batch_size = batch  # its test loader's batch (drop_last off: every window at any size)
+    exp = Exp_Long_Term_Forecast(settings)
     if net is not None:
         exp.model = borrowed(net, HORIZON)
     t = time.perf_counter()
@@ -114,6 +126,8 @@ def main() -> None:
                     help="tslib: the models TSLib has (DLinear, iTransformer); all: every registered model")
     ap.add_argument("--only", nargs="+", metavar="MODEL", help="these registered models alone")
     ap.add_argument("--name", help="results/eval_speed_NAME instead of the default file")
+    ap.add_argument("--official", action="store_true",
+                    help="also TSLib's test() at each model's official test batch (1, or 16 for OLinear)")
     args = ap.parse_args()
     scratch = prepare(args.tslib)
     import torch
@@ -133,6 +147,11 @@ def main() -> None:
                 made = etth1_cell(model)
                 sides = [("TSLib test(), 0 workers", lambda m, made=made: tslib_test(scratch, m, 0, made[2].model)),
                          ("forecast test pass", lambda m, made=made: forecast_test(m, made))]
+            if args.official and model in OFFICIAL_TEST_BATCH:
+                b = OFFICIAL_TEST_BATCH[model]
+                net = None if model in MODELS else made[2].model
+                sides.insert(-1, (f"TSLib test(), batch {b} (the official code's), 0 workers",
+                                  lambda m, b=b, net=net: tslib_test(scratch, MODELS.get(m, m), 0, net, b)))
             for side, fn in sides:
                 got = fn(model)
                 record(found, f"{model}|{side}", got)
@@ -140,7 +159,7 @@ def main() -> None:
     rows = []
     for model in models:
         ours = statistics.median(found[f"{model}|forecast test pass"]["s"][1:])
-        for side in [name for name in [*native, "forecast test pass"] if f"{model}|{name}" in found]:
+        for side in [key.split("|", 1)[1] for key in found if key.startswith(f"{model}|")]:
             rec = found[f"{model}|{side}"]
             med = statistics.median(rec["s"][1:])
             net = "TSLib's" if model in MODELS and side.startswith("TSLib") else "forecast's"
@@ -152,7 +171,9 @@ def main() -> None:
         "Evaluating every ETTh1 test window (L=96, H=96): forecast against TSLib's test()",
         md_table(header, rows), found,
         f"Medians over {args.rounds} interleaved rounds after a warm-up. TSLib's test() reads and scales the CSV, "
-        "runs batches of 32 (shuffle off, drop_last off: every window), draws a PDF every 20 batches and saves "
+        "runs batches of 32 (or the official code's test batch where named: 1 for the iTransformer repository and "
+        "the models run with its code, 16 for OLinear; shuffle off, drop_last off: every window), draws a PDF "
+        "every 20 batches and saves "
         "predictions; forecast's pass computes more (original units, per-step MSE, MASE, coverage of each interval, "
         "CRPS) over the configs' evaluation batches (256; 32 for Flowformer, benchmarks/eval_batch.py). Untrained "
         "weights on both sides (speed only); the windows column shows both evaluate the same 2,785 windows. "
