@@ -18,7 +18,7 @@ Its records (``benchmarks/results/NAME.{md,json}``):
   (first run as ``scan_layout.py``, this script's earlier name);
 - ``flowformer_decoder``: the Flowformer forecaster's last decoder layer, which in evaluation computed all
   ``label + H`` positions and now computes the H that are read:
-  ``python benchmarks/before_after.py --name flowformer_decoder --before 7f1e1df flowformer:ETTh1:96``.
+  ``python benchmarks/before_after.py --name flowformer_decoder --before 7f1e1df --steps 10 flowformer:ETTh1:96``.
 
     python benchmarks/before_after.py --name NAME --before REV [--rounds 3] [--steps 30] CELL ...
         (CELL: model:dataset:horizon, e.g. smamba:ETTh1:96)
