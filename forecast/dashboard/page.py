@@ -61,7 +61,8 @@ def build(tracking_uri: str | None = None, name: str | None = None, output: str 
     meta = (f"{len(rows)} results from {n_used} runs ({len(records)} finished runs with test metrics) in "
             f"{tracking.safe_url(uri)} · generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     page = string.Template(template.read_text()).substitute(
-        title=html.escape(title), meta=html.escape(meta), plotlyjs=get_plotlyjs(), as_published=html.escape(AS_PUBLISHED),
+        title=html.escape(title), meta=html.escape(meta), plotlyjs=get_plotlyjs(),
+        as_published=html.escape(AS_PUBLISHED),
         leaderboard=leaderboard_html(rows, ui_url), matrix=matrix_html(rows), cost=cost_html(rows),
         steps=steps_html(mlf, selected), forecasts=forecasts_html(mlf, selected, ui_url),
         coverage=steps_html(mlf, selected, "step_coverage.csv", "test coverage", "coverage", "coverage_"),
