@@ -34,8 +34,25 @@ def fresh_database(base: str) -> Iterator[str]:
     try:
         yield make_url(base).set(database=name).render_as_string(hide_password=False)
     finally:
-        with _admin(base) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _drop(base, name)
+
+
+def _drop(base: str, name: str, tries: int = 20) -> None:
+    """Drop database ``name``, ending its sessions. A role without pg_signal_backend cannot end an autovacuum
+    worker that happens to be in it (it belongs to no role), so that refusal is waited out: the worker finishes."""
+    import time
+
+    import psycopg
+
+    for attempt in range(tries):
+        try:
+            with _admin(base) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except psycopg.errors.InsufficientPrivilege:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.5)
 
 
 @pytest.fixture
