@@ -128,6 +128,20 @@ def quantile_forecasts(pred: torch.Tensor, widths: torch.Tensor) -> torch.Tensor
     return torch.stack([*lower, pred, *upper])
 
 
+def probts_levels(quantiles: tuple[float, ...]) -> list[int] | None:
+    """Where :data:`CRPS_QUANTILES` sit among a quantile model's levels, or None unless it has all nine."""
+    found = [next((i for i, q in enumerate(quantiles) if abs(q - want) < 1e-9), None) for want in CRPS_QUANTILES]
+    return None if None in found else found
+
+
+def model_crps_sums(quantiles: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """``[2]`` float64: the sums over the ``B`` windows of :func:`window_crps` of a quantile model's own forecasts
+    ``quantiles [B, H, N, 9]`` at :data:`CRPS_QUANTILES`, standardized and in original units (``mean, std [N]``)."""
+    qf, y = quantiles.double().movedim(-1, 0), y.double()  # [9, B, H, N]
+    mean, std = mean.to(y), std.to(y)
+    return torch.stack([window_crps(qf, y).sum(), window_crps(qf * std + mean, y * std + mean).sum()])
+
+
 def window_crps(quantiles: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``[B]``: each window's CRPS (ProbTS's definition, above) from ``quantiles [9, B, H, N]`` and ``y [B, H, N]``."""
     q = torch.tensor(CRPS_QUANTILES, dtype=y.dtype, device=y.device).view(-1, 1, 1, 1)

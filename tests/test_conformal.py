@@ -146,6 +146,31 @@ def test_crps_is_probts_quantile_loss_averaged_over_levels_and_windows() -> None
     assert float(window_crps(quantile_forecasts(y, torch.zeros(4, H, N, dtype=torch.float64)), y).max()) == 0.0
 
 
+def test_a_nine_level_quantile_models_crps_is_probts_of_its_own_quantiles() -> None:
+    """By hand, in both scales: per window, the mean over q of 2·Σ|(y − ŷ_q)(1[y ≤ ŷ_q] − q)| / Σ|y|, from
+    the model's own (asymmetric) quantiles picked out of its levels."""
+    from forecast.conformal import CRPS_QUANTILES, model_crps_sums, probts_levels
+
+    assert probts_levels((0.1, 0.5, 0.9)) is None and probts_levels(()) is None
+    levels = (0.05, *CRPS_QUANTILES, 0.95)
+    assert probts_levels(levels) == list(range(1, 10))
+    gen = torch.Generator().manual_seed(2)
+    B, H, N = 3, 4, 2
+    out = torch.randn(B, H, N, len(levels), generator=gen).sort(dim=-1).values  # [B, H, N, 11]
+    y = torch.randn(B, H, N, generator=gen)
+    mean, std = torch.tensor([5.0, -2.0]), torch.tensor([3.0, 0.5])
+    got = model_crps_sums(out[..., probts_levels(levels)], y, mean, std)
+    for k, (scale, shift) in enumerate(((torch.ones(N), torch.zeros(N)), (std, mean))):
+        want = 0.0
+        for b in range(B):
+            yb = (y[b].double() * scale + shift).numpy()
+            losses = [2 * np.abs((yb - f) * ((yb <= f).astype(float) - q)).sum() / np.abs(yb).sum()
+                      for q, f in ((q, (out[b, ..., i + 1].double() * scale + shift).numpy())
+                                   for i, q in enumerate(CRPS_QUANTILES))]
+            want += np.mean(losses)
+        assert float(got[k]) == pytest.approx(want, rel=1e-12)
+
+
 def test_crps_sums_equal_the_nine_quantile_forecasts_in_both_scales_and_with_per_window_widths() -> None:
     """The fused computation the test pass and --rolling use gives window_crps's numbers (to float64 rounding)."""
     from forecast.conformal import CRPS_LEVELS, crps_sums, quantile_forecasts, window_crps

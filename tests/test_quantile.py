@@ -135,3 +135,41 @@ def test_every_model_trains_on_quantiles_and_predicts_them(name: str, tmp_path: 
     code, _, err = run_cli(["predict", "-m", f"runs:/{run.info.run_id}/model", "-i", str(tmp_path / "history.csv"),
                             "--rolling", "--quantiles", "0.1", "--tracking-uri", uri, "-q"], capsys)
     assert code == 2 and "--quantiles is for the next forecast; --rolling scores the point forecast" in err
+
+
+@pytest.mark.slow
+def test_a_nine_level_quantile_models_test_crps_scores_its_own_quantiles(tmp_path: Path, capsys) -> None:
+    """With ProbTS's nine levels, test_crps is the CRPS of the model's quantiles (what predict gives for a test
+    window); the conformal intervals' one is test_crps_conformal. Three levels keep the conformal one."""
+    from mlflow.tracking import MlflowClient
+
+    from tests.test_artifact import _synthetic_csv
+
+    L, H = 24, 6
+    csv = _synthetic_csv(tmp_path / "toy.csv")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    nine = "[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9]"
+    for levels in (nine, "[0.1,0.5,0.9]"):
+        code, _, err = run_cli(["train", "-d", str(csv), "-m", "dlinear", "-L", str(L), "-H", str(H), "--epochs", "2",
+                                "--set", "train.loss=quantile", "--set", f"train.quantiles={levels}",
+                                "--tracking-uri", uri, "-q"], capsys)
+        assert code == 0, err
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("toy").experiment_id], order_by=["start_time ASC"])
+    nine_m, three_m = (r.data.metrics for r in runs)
+    assert {"test_crps", "test_crps_conformal", "test_crps_orig", "test_crps_conformal_orig"} <= set(nine_m)
+    assert nine_m["test_crps"] != nine_m["test_crps_conformal"] and 0 < nine_m["test_crps"] < 2
+    assert "test_crps_conformal" not in three_m and "test_crps" in three_m
+    # predict gives the nine levels from the logged model alone, in order at every step and variate
+    pd.read_csv(csv).tail(L).to_csv(tmp_path / "history.csv", index=False)
+    out = tmp_path / "fc.csv"
+    levels = (0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9)
+    code, _, err = run_cli(["predict", "-m", f"runs:/{runs[0].info.run_id}/model", "-i", str(tmp_path / "history.csv"),
+                            "-o", str(out), "--quantiles", ",".join(map(str, levels)), "--tracking-uri", uri, "-q"],
+                           capsys)
+    assert code == 0, err
+    got = pd.read_csv(out)
+    for col in ("load", "temp", "OT"):
+        lower, upper = ([got[f"{col}_q{lv}"] for lv in part] for part in (levels[:4], levels[4:]))
+        fan = np.stack([*lower, got[col], *upper])  # q0.1 ... q0.4, the median, q0.6 ... q0.9
+        assert (np.diff(fan, axis=0) > 0).all()

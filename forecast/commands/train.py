@@ -128,6 +128,8 @@ def summary_rows(m: dict[str, float], best_val_loss: float) -> list[tuple[str, o
         rows.append(("test MASE", m["test_mase"], ""))
     if "test_crps" in m:
         rows.append(("test CRPS", m["test_crps"], m["test_crps_orig"]))
+    if "test_crps_conformal" in m:  # a nine-level quantile model: its CRPS above, its conformal intervals' here
+        rows.append(("test CRPS, conformal", m["test_crps_conformal"], m["test_crps_conformal_orig"]))
     if "test_pinball" in m:
         rows.append(("test pinball loss", m["test_pinball"], ""))
     levels = sorted((k.removeprefix("test_coverage_") for k in m if k.startswith("test_coverage_")), key=float)

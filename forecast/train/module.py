@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from forecast.config import TrainConfig
-from forecast.conformal import crps_sums, level_name
+from forecast.conformal import crps_sums, level_name, model_crps_sums, probts_levels
 from forecast.layers.covariates import CovariateMap
 from forecast.layers.quantile import pinball
 from forecast.models import run_batch
@@ -74,6 +74,8 @@ class ForecastModule(pl.LightningModule):
         self.loss_fn = make_loss(cfg.loss, cfg.loss_alpha, cfg.model_quantiles)
         # the point forecast of a quantile model ([B, H, N, Q]) is its median
         self.median_index = cfg.model_quantiles.index(0.5) if cfg.model_quantiles else None
+        # a quantile model with ProbTS's nine levels: where they sit in its output (its test CRPS is its own)
+        self.crps_index = probts_levels(cfg.model_quantiles)
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32), persistent=False)
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32), persistent=False)
         # [N] seasonal naive's in-sample MAE on the train rows (standardized): test_mase's denominators
@@ -192,6 +194,10 @@ class ForecastModule(pl.LightningModule):
         full, y = self._predict(batch), batch["y"]
         if self.median_index is not None:
             self._accumulate("pinball", self.loss_fn(full, y) * y.numel())
+        if self.crps_index is not None:
+            crps, crps_orig = model_crps_sums(full[..., self.crps_index], y, self.mean, self.std)
+            self._accumulate("crps_model", crps)
+            self._accumulate("crps_model_orig", crps_orig)
         pred = self.point(full)  # [B, H, N]
         if self.published_windows is not None:  # the papers' subset: the first windows, in order
             keep = max(0, min(pred.shape[0], self.published_windows - self._seen))
@@ -252,6 +258,12 @@ class ForecastModule(pl.LightningModule):
         if self.crps_widths is not None:  # ProbTS's CRPS, averaged over the windows (forecast.conformal)
             self.test_metrics["test_crps"] = float(s["crps"] / s["windows"])
             self.test_metrics["test_crps_orig"] = float(s["crps_orig"] / s["windows"])
+        if self.crps_index is not None:  # of the model's own nine quantiles; the conformal one keeps a name of its own
+            for key in ("test_crps", "test_crps_orig"):
+                if key in self.test_metrics:
+                    self.test_metrics[key.replace("test_crps", "test_crps_conformal")] = self.test_metrics[key]
+            self.test_metrics["test_crps"] = float(s["crps_model"] / s["windows"])
+            self.test_metrics["test_crps_orig"] = float(s["crps_model_orig"] / s["windows"])
         if self.mase_scale is not None:  # MASE: each variate's test MAE over its scale, averaged over the variates
             ratio = (s["sae_var"] / (n / s["sae_var"].numel())).cpu() / self.mase_scale
             if torch.isfinite(ratio).any():
