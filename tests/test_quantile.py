@@ -160,6 +160,20 @@ def test_a_nine_level_quantile_models_test_crps_scores_its_own_quantiles(tmp_pat
     assert {"test_crps", "test_crps_conformal", "test_crps_orig", "test_crps_conformal_orig"} <= set(nine_m)
     assert nine_m["test_crps"] != nine_m["test_crps_conformal"] and 0 < nine_m["test_crps"] < 2
     assert "test_crps_conformal" not in three_m and "test_crps" in three_m
+    # --rolling over the test split scores every window as the test pass did, from the logged model alone
+    from forecast.data.series import split_borders
+    from forecast.inference.predict import run_predict
+
+    frame = pd.read_csv(csv)
+    start, end = split_borders("ratio", len(frame), L)["test"]
+    frame.iloc[start:end].to_csv(tmp_path / "test_split.csv", index=False)
+    for run, m in ((runs[0], nine_m), (runs[1], three_m)):
+        got = run_predict(f"runs:/{run.info.run_id}/model", tmp_path / "test_split.csv", rolling=True,
+                          tracking_uri=uri).rolling.metrics
+        assert got["windows"] == m["test_windows"]
+        for key in [k for k in ("crps", "crps_orig", "crps_conformal", "crps_conformal_orig") if f"test_{k}" in m]:
+            assert got[key] == pytest.approx(m[f"test_{key}"], rel=1e-5), key
+        assert ("crps_conformal" in got) == (run is runs[0])
     # predict gives the nine levels from the logged model alone, in order at every step and variate
     pd.read_csv(csv).tail(L).to_csv(tmp_path / "history.csv", index=False)
     out = tmp_path / "fc.csv"
