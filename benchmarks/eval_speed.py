@@ -142,14 +142,15 @@ def main() -> None:
     for _ in range(args.rounds + 1):  # round 0: warm-up (imports, page cache)
         for model in models:
             if model in MODELS:
+                net = None  # TSLib's own
                 sides = [*native.items(), ("forecast test pass", lambda m: forecast_test(m))]
             else:  # one untrained network for both sides: the same weights, so the same MSE
                 made = etth1_cell(model)
-                sides = [("TSLib test(), 0 workers", lambda m, made=made: tslib_test(scratch, m, 0, made[2].model)),
+                net = made[2].model
+                sides = [("TSLib test(), 0 workers", lambda m, net=net: tslib_test(scratch, m, 0, net)),
                          ("forecast test pass", lambda m, made=made: forecast_test(m, made))]
             if args.official and model in OFFICIAL_TEST_BATCH:
                 b = OFFICIAL_TEST_BATCH[model]
-                net = None if model in MODELS else made[2].model
                 sides.insert(-1, (f"TSLib test(), batch {b} (the official code's), 0 workers",
                                   lambda m, b=b, net=net: tslib_test(scratch, MODELS.get(m, m), 0, net, b)))
             for side, fn in sides:

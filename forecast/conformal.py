@@ -142,6 +142,16 @@ def model_crps_sums(quantiles: torch.Tensor, y: torch.Tensor, mean: torch.Tensor
     return torch.stack([window_crps(qf, y).sum(), window_crps(qf * std + mean, y * std + mean).sum()])
 
 
+def put_model_crps(metrics: dict[str, float], crps: float, crps_orig: float, prefix: str = "") -> None:
+    """A nine-level quantile model's own CRPS takes the ``{prefix}crps`` names in ``metrics``; the conformal
+    intervals' CRPS, where there is one, moves to ``{prefix}crps_conformal``: what the test pass and ``--rolling``
+    both report."""
+    for suffix in ("", "_orig"):
+        if f"{prefix}crps{suffix}" in metrics:
+            metrics[f"{prefix}crps_conformal{suffix}"] = metrics[f"{prefix}crps{suffix}"]
+    metrics[f"{prefix}crps"], metrics[f"{prefix}crps_orig"] = crps, crps_orig
+
+
 def window_crps(quantiles: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``[B]``: each window's CRPS (ProbTS's definition, above) from ``quantiles [9, B, H, N]`` and ``y [B, H, N]``."""
     q = torch.tensor(CRPS_QUANTILES, dtype=y.dtype, device=y.device).view(-1, 1, 1, 1)

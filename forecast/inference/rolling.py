@@ -9,7 +9,15 @@ import numpy as np
 import torch
 
 from forecast.artifact import LoadedModel
-from forecast.conformal import CRPS_LEVELS, crps_sums, level_name, model_crps_sums, online_widths, probts_levels
+from forecast.conformal import (
+    CRPS_LEVELS,
+    crps_sums,
+    level_name,
+    model_crps_sums,
+    online_widths,
+    probts_levels,
+    put_model_crps,
+)
 from forecast.data.loading import Table
 from forecast.data.timefeatures import future_dates
 from forecast.data.windows import WindowDataset, batch_sampler, window_count
@@ -127,9 +135,7 @@ def rolling_forecast(lm: LoadedModel, table: Table, horizon: int | None = None, 
         if len(cal_levels):
             metrics.update(fixed.metrics(n_scored))
         if own is not None:  # as the test pass reports it: the model's CRPS, the intervals' as crps_conformal
-            if "crps" in metrics:
-                metrics["crps_conformal"], metrics["crps_conformal_orig"] = metrics["crps"], metrics["crps_orig"]
-            metrics["crps"], metrics["crps_orig"] = (float(v) / n_scored for v in own_crps)
+            put_model_crps(metrics, *(float(v) / n_scored for v in own_crps))
     bounds = {lv: static[cal_levels.index(lv)].numpy() for lv in levels}  # [h, N] standardized half-widths
     if adaptive is not None and len(cal_levels) and out is not None:
         actual = np.lib.stride_tricks.sliding_window_view(values[L:, :n_t], h, axis=0)[:n_windows].transpose(0, 2, 1)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from forecast.config import TrainConfig
-from forecast.conformal import crps_sums, level_name, model_crps_sums, probts_levels
+from forecast.conformal import crps_sums, level_name, model_crps_sums, probts_levels, put_model_crps
 from forecast.layers.covariates import CovariateMap
 from forecast.layers.quantile import pinball
 from forecast.models import run_batch
@@ -259,11 +259,8 @@ class ForecastModule(pl.LightningModule):
             self.test_metrics["test_crps"] = float(s["crps"] / s["windows"])
             self.test_metrics["test_crps_orig"] = float(s["crps_orig"] / s["windows"])
         if self.crps_index is not None:  # of the model's own nine quantiles; the conformal one keeps a name of its own
-            for key in ("test_crps", "test_crps_orig"):
-                if key in self.test_metrics:
-                    self.test_metrics[key.replace("test_crps", "test_crps_conformal")] = self.test_metrics[key]
-            self.test_metrics["test_crps"] = float(s["crps_model"] / s["windows"])
-            self.test_metrics["test_crps_orig"] = float(s["crps_model_orig"] / s["windows"])
+            put_model_crps(self.test_metrics, float(s["crps_model"] / s["windows"]),
+                           float(s["crps_model_orig"] / s["windows"]), "test_")
         if self.mase_scale is not None:  # MASE: each variate's test MAE over its scale, averaged over the variates
             ratio = (s["sae_var"] / (n / s["sae_var"].numel())).cpu() / self.mase_scale
             if torch.isfinite(ratio).any():
