@@ -2,7 +2,9 @@
 
 import dataclasses
 import difflib
+import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 
 class ForecastError(Exception):
@@ -45,3 +47,16 @@ def unknown_key(what: str, key: str, known: Iterable[str], rest: str, *, prefix:
     close = [alias] if alias in known else difflib.get_close_matches(key, known, n=1, cutoff=cutoff)
     hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
     return ForecastError(f"unknown {what} '{prefix}{key}'{where}.{hint} {rest}")
+
+
+def writable_folder(folder: Path, option: str) -> Path:
+    """``folder``, made if missing; one ``error:`` line (ForecastError) when it cannot be made or written to. Called
+    before any work, so a long job never ends on a path it could not write."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ForecastError(f"{option}: the folder '{folder}' cannot be made ({err.strerror}); give one you can "
+                            "write to.") from None
+    if not os.access(folder, os.W_OK):
+        raise ForecastError(f"{option}: the folder '{folder}' is not writable; give one you can write to.")
+    return folder

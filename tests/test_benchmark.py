@@ -358,6 +358,19 @@ def test_dashboard_empty_store_and_unknown_name(grid: dict, tmp_path: Path, caps
                             str(tmp_path / "d")], capsys)
     assert code == 2 and "no finished runs of benchmark 'tinny'" in err and "known benchmarks: tiny" in err
     assert err.count("\n") == 1 and not (tmp_path / "d").exists()
+    (tmp_path / "file").write_text("")  # a file where the folder would go: no folder can be made there
+    code, out, err = run_cli(["dashboard", "--tracking-uri", grid["uri"], "--output", str(tmp_path / "file" / "d")],
+                             capsys)
+    assert code == 2 and err.startswith("error: --output: the folder ") and "cannot be made" in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_benchmark_refuses_a_markdown_path_it_cannot_write_before_any_cell(tmp_path: Path, capsys) -> None:
+    (tmp_path / "file").write_text("")
+    code, _, err = run_cli([*GRID, "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--markdown",
+                            str(tmp_path / "file" / "t.md")], capsys)
+    assert code == 2 and err.startswith("error: --markdown: the folder ") and err.count("\n") == 1, err
+    assert "running cell" not in err and not (tmp_path / "m.db").exists()  # nothing trained, no store made
 
 
 RESUME = ["benchmark", "--models", "itransformer", "--datasets", "ETTh1", "--horizons", "24", "--set", "train.epochs=4",

@@ -18,6 +18,7 @@ from typing import Any
 
 import forecast
 from forecast.benchmark.grid import Cell
+from forecast.process import write_text
 from forecast.published import Published, lookup
 
 
@@ -219,6 +220,5 @@ def write_markdown(path: Path, result: BenchmarkResult, argv: list[str]) -> Path
              "when there are several. Δ = ours − published (configs/published.yaml); train s is the fit time "
              f"of one run. {AS_PUBLISHED}", ""]
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
+    write_text(path, "\n".join(lines))  # the folder was checked before the grid ran; never a half-written file
     return path

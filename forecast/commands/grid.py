@@ -22,10 +22,13 @@ from forecast.benchmark.results import (
 from forecast.benchmark.runner import run
 from forecast.console import console
 from forecast.dashboard import build
+from forecast.errors import writable_folder
 
 
 def benchmark(opts: BenchmarkOptions) -> None:
     """``forecast benchmark``: run the grid, print the result table, exit 130 if interrupted, 1 if a cell failed."""
+    if opts.markdown is not None:
+        writable_folder(opts.markdown.parent, "--markdown")
     result = run(opts)
     if opts.markdown is not None:
         write_markdown(opts.markdown, result, ["forecast", *sys.argv[1:]])

@@ -14,7 +14,7 @@ from forecast import tracking
 from forecast.benchmark.results import AS_PUBLISHED, TABLE_HEADER, Row, csv_table, table_cells
 from forecast.dashboard.collect import Record, best_flags, build_rows, collect, select
 from forecast.dashboard.html import cost_html, forecasts_html, leaderboard_html, matrix_html, steps_html
-from forecast.errors import ForecastError
+from forecast.errors import ForecastError, writable_folder
 from forecast.process import write_text
 from forecast.published import load_published
 
@@ -68,8 +68,7 @@ def build(tracking_uri: str | None = None, name: str | None = None, output: str 
         coverage=steps_html(mlf, selected, "step_coverage.csv", "test coverage", "coverage", "coverage_"),
         footer=html.escape("forecast dashboard · published numbers: configs/published.yaml · runs: MLflow "
                            + (f"UI at {ui_url}" if ui_url else "(pass --ui-url to link run ids to the UI)")))
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_folder(Path(output), "--output")  # made only once there is a page to write
     paths = out / "leaderboard.html", out / "leaderboard.md", out / "leaderboard.csv"
     for path, text in zip(paths, (page, markdown(rows, title, meta), csv_table(rows))):
         write_text(path, text)  # killed while writing, the previous page stays whole
