@@ -289,3 +289,38 @@ def test_the_fast_training_path_gives_the_weights_of_a_plain_loop(data_dir: Path
     for key, value in module.model.state_dict().items():
         assert torch.equal(value, net.state_dict()[key]), key
     assert not torch.equal(start["backbone.seasonal.linear.weight"], net.state_dict()["backbone.seasonal.linear.weight"])
+
+
+def test_bf16_mixed_on_the_cpu_runs_the_maps_in_bfloat16_and_keeps_the_metrics(data_dir: Path, tmp_path: Path,
+                                                                                  monkeypatch) -> None:
+    """``--precision bf16-mixed`` on the CPU: Lightning autocasts the network's matrix products to bfloat16 in the
+    training steps and in the test pass (where ``benchmarks/bf16_cpu.py`` finds its speed), the weights stay
+    fp32, and the test metrics move, but by less than 1% of full precision's."""
+    import lightning.pytorch as pl
+
+    monkeypatch.chdir(tmp_path)
+    seen: set[tuple[str, torch.dtype]] = set()
+    weights: set[torch.dtype] = set()
+
+    class Watch(pl.Callback):
+        def _watch(self, module, phase: str) -> None:  # noqa: ANN001
+            first = next(m for m in module.model.modules() if isinstance(m, torch.nn.Linear))
+            first._forward_hooks.clear()
+            first.register_forward_hook(lambda _m, _i, out: seen.add((phase, out.dtype)))
+
+        def on_train_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+            self._watch(pl_module, "train")
+
+        def on_test_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+            self._watch(pl_module, "test")
+            weights.update(p.dtype for p in pl_module.model.parameters())
+
+    opts = TrainOptions(tracking_uri=f"sqlite:///{tmp_path}/m.db", quiet=True, log_artifacts=False)
+    full = train(_quick_cfg(), opts).metrics
+    opts.callbacks = [Watch()]
+    half = train(_quick_cfg(**{"train.precision": "bf16-mixed"}), opts).metrics
+    assert seen == {("train", torch.bfloat16), ("test", torch.bfloat16)}
+    assert weights == {torch.float32}
+    for key in ("test_mse", "test_mae", "test_crps"):
+        assert half[key] != full[key]
+        assert half[key] == pytest.approx(full[key], rel=0.01), key
