@@ -204,6 +204,9 @@ class TrainConfig:
             raise ForecastError(f"train.loss must be one of {', '.join(LOSSES)}, got '{self.loss}'.")
         if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
             raise ForecastError("train.epochs, train.batch_size and train.eval_batch_size must be >= 1.")
+        if not (self.limit_train_batches > 0 and self.limit_val_batches > 0):  # no epoch, or no val_loss to stop on
+            raise ForecastError(f"train.limit_train_batches and train.limit_val_batches must be > 0 (a fraction up to "
+                                f"1, or a number of batches), got {self.limit_train_batches}, {self.limit_val_batches}.")
         if not self.lr > 0 or not self.covariate_lr > 0:
             raise ForecastError(f"train.lr and train.covariate_lr must be > 0, got {self.lr}, {self.covariate_lr}.")
         for key in ("devices", "num_nodes"):

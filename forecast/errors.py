@@ -13,6 +13,11 @@ class ForecastError(Exception):
     exit_code = 2
 
 
+class DivergedError(ForecastError):
+    """Training whose validation loss was never a finite number: there are no weights worth keeping (a tuning
+    trial that diverges is FAILED; a ``forecast train`` run ends FAILED with this line)."""
+
+
 def check_values(cls: type, values: dict, section: str) -> None:
     """Each value has the kind of its config field's default: true or false for a switch (no truthy strings), an
     integer for an integer, a number for a float, text for a string; a field that defaults to None takes anything

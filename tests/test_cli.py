@@ -114,6 +114,14 @@ def test_train_end_to_end_records_the_run(data_dir: Path, tmp_path: Path, monkey
          "train.batch_size must be an integer, got 'abc'."),
         (["train", "--dataset", "ETTh1", "--model", "itransformer", "--set", "model.revin=bogus"],
          "model.revin must be one of none, plain, affine, got 'bogus'."),
+        # Found trying the precisions and smoke-run limits (Lightning's ModuleNotFoundError or RuntimeError before)
+        (["train", "--dataset", "ETTh1", "--model", "dlinear", "--precision", "transformer-engine"],
+         "train.precision 'transformer-engine' needs NVIDIA's transformer_engine package and a GPU"),
+        (["train", "--dataset", "ETTh1", "--model", "dlinear", "--set", "train.limit_val_batches=0"],
+         "train.limit_train_batches and train.limit_val_batches must be > 0"),
+        (["train", "--dataset", "ETTh1", "--model", "dlinear", "--lr", "1e30", "--epochs", "1", "--set",
+          "train.limit_train_batches=4"], "training diverged: the validation loss was not a finite number after 1 "
+         "epoch, so there are no weights to keep; lower the learning rate (train.lr is 1e+30)."),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(argv, message, data_dir, tmp_path, monkeypatch, capsys) -> None:

@@ -324,3 +324,20 @@ def test_bf16_mixed_on_the_cpu_runs_the_maps_in_bfloat16_and_keeps_the_metrics(d
     for key in ("test_mse", "test_mae", "test_crps"):
         assert half[key] != full[key]
         assert half[key] == pytest.approx(full[key], rel=0.01), key
+
+
+def test_a_run_that_diverges_ends_failed_with_what_to_change(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """Every validation loss NaN (a learning rate of 1e30): no weights are worth keeping, so the run stops with one
+    line that names the learning rate (DivergedError, exit 2 from the CLI) and ends FAILED, with no model logged,
+    instead of testing NaN weights and logging a model that cannot be loaded."""
+    from mlflow.tracking import MlflowClient
+
+    from forecast.errors import DivergedError
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/m.db"
+    with pytest.raises(DivergedError, match=r"after 1 epoch, .* lower the learning rate \(train.lr is 1e\+30\)\.$"):
+        train(_quick_cfg(**{"train.lr": 1e30}), TrainOptions(tracking_uri=uri, quiet=True))
+    runs = MlflowClient(uri).search_runs([e.experiment_id for e in MlflowClient(uri).search_experiments()])
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert not MlflowClient(uri).list_artifacts(runs[0].info.run_id)

@@ -154,7 +154,13 @@ def run_batch(model: nn.Module, batch: Mapping[str, torch.Tensor], device: torch
     args = [batch.get(k) for k in ("x", "x_mark", "y_mark", "future")]
     if device is not None:
         args = [None if a is None else a.to(device) for a in args]
-    return model(*args)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    if dtype == torch.float32:  # full precision and bf16-mixed (autocast keeps the weights fp32): as they are
+        return model(*args)
+    # a model trained at a "-true" precision (its weights fp16, bf16 or fp64) outside Lightning, which casts a
+    # batch for it only inside fit and test: calibration, the forecast plot. Forecasts come back at least fp32.
+    out = model(*[None if a is None else a.to(dtype) for a in args])
+    return out if out.dtype == torch.float64 else out.float()
 
 
 def extras_from_state(names: tuple[str, ...], state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -19,13 +19,13 @@ from forecast.config import RunConfig
 from forecast.data.datamodule import ForecastDataModule
 from forecast.data.orthobasis import data_extras
 from forecast.data.series import Series, load_series
-from forecast.errors import ForecastError
+from forecast.errors import DivergedError, ForecastError
 from forecast.models import ModelContext, create_model, extras_from_state, get_spec
 from forecast.pipeline.finetune import adapt_series, parent_val_loss
 from forecast.pipeline.options import TrainOptions, TrainResult
 from forecast.pipeline.record import RunRecorder, log_outputs
 from forecast.process import resume_gc
-from forecast.train import BestWeights, EpochCheckpoint, ForecastModule, make_trainer
+from forecast.train import BestWeights, EpochCheckpoint, ForecastModule, check_precision, make_trainer
 from forecast.conformal import calibrate
 
 
@@ -62,6 +62,16 @@ def val_forecast_bytes(cfg: RunConfig, dm) -> int:  # noqa: ANN001
     return len(dm.dataset("val")) * cfg.data.horizon * dm.series.n_targets * 4
 
 
+def diverged(cfg: RunConfig, epochs: int) -> str:
+    """What to do about a run whose validation loss was never finite (:class:`DivergedError`)."""
+    t = cfg.train
+    fix = f"lower the learning rate (train.lr is {t.lr:g})"
+    if t.precision != "32-true":
+        fix += f" or train at 32-true or bf16-mixed (train.precision is {t.precision})"
+    return (f"training diverged: the validation loss was not a finite number after {epochs} epoch"
+            f"{'s' if epochs != 1 else ''}, so there are no weights to keep; {fix}.")
+
+
 def run_name(cfg: RunConfig, series_name: str) -> str:
     """``dlinear_ETTh1_sl336_pl96``, then ``_S`` or ``_MS`` when not every column is forecast from every column."""
     d = cfg.data
@@ -87,6 +97,7 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
     dm, module = build(cfg, progress=not opts.quiet, series=series,
                        init_state=parent.state if parent is not None else None)
     dm.check_train_batches(cfg.train.world_size)  # before a run exists: a config error leaves no FAILED run
+    check_precision(cfg.train)
     name = opts.run_name or run_name(cfg, dm.series.name)
     n_params = sum(p.numel() for p in module.model.parameters())
     module.keep_val_forecasts = cfg.train.world_size == 1 and val_forecast_bytes(cfg, dm) <= KEEP_VAL_FORECASTS_BYTES
@@ -119,6 +130,8 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
             trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
             train_seconds = ckpt.elapsed() if ckpt is not None else time.perf_counter() - (run.fit_started or t0)
             best.restore(module)
+            if best.state is None:  # no epoch's val_loss was a finite number (early stopping ends at the first)
+                raise DivergedError(diverged(cfg, trainer.current_epoch))
         else:  # a baseline with nothing to learn (naive, seasonal_naive): validated once, never fitted
             trainer.validate(module, datamodule=dm, verbose=False)  # BestWeights records its val_loss
             train_seconds = 0.0

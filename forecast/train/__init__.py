@@ -3,7 +3,7 @@
 from forecast.train.callbacks import CHECKPOINT_META, BestWeights, EpochCheckpoint, epoch_metrics, saved_epochs
 from forecast.train.module import ForecastModule, lr_factor, make_loss
 from forecast.train.progress import EpochPrinter, StepProgress
-from forecast.train.trainer import make_trainer
+from forecast.train.trainer import check_precision, make_trainer
 
 __all__ = ["CHECKPOINT_META", "BestWeights", "EpochCheckpoint", "EpochPrinter", "ForecastModule", "StepProgress",
-           "epoch_metrics", "lr_factor", "make_loss", "make_trainer", "saved_epochs"]
+           "check_precision", "epoch_metrics", "lr_factor", "make_loss", "make_trainer", "saved_epochs"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import warnings
 
@@ -9,7 +10,17 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Checkpoint, EarlyStopping, TQDMProgressBar
 
 from forecast.config import TrainConfig
+from forecast.errors import ForecastError
 from forecast.train.progress import EpochPrinter
+
+
+def check_precision(cfg: TrainConfig) -> None:
+    """One line, before a run exists, for a precision this installation cannot train at (else Lightning's
+    ModuleNotFoundError, a traceback, once the run had begun)."""
+    if cfg.precision.startswith("transformer-engine") and importlib.util.find_spec("transformer_engine") is None:
+        raise ForecastError(f"train.precision '{cfg.precision}' needs NVIDIA's transformer_engine package and a GPU "
+                            "(pip install 'transformer_engine[pytorch]'); on this installation use 32-true or "
+                            "bf16-mixed.")
 
 
 def make_trainer(

@@ -44,10 +44,6 @@ def _series_key(data: DataConfig) -> DataConfig:
     return dataclasses.replace(data, num_workers=0)
 
 
-class DivergedError(RuntimeError):
-    """A trial whose validation loss never was a finite number."""
-
-
 class Objective:
     """One trial: sample, resolve the config, train without the test split, record the state in MLflow."""
 
@@ -94,8 +90,6 @@ class Objective:
             result = train(cfg, opts, series=self.series_for(cfg.data))
             trial.set_user_attr("mlflow_run_id", result.run_id)
             trial.set_user_attr("epochs_run", result.epochs_run)
-            if not math.isfinite(result.best_val_loss):
-                raise DivergedError("the validation loss was never finite (diverged)")
             self._record(trial, "COMPLETE", sampled, run_id=result.run_id)
             return float(result.best_val_loss)
         except optuna.TrialPruned as exc:

@@ -19,6 +19,7 @@ from forecast.data.series import load_series
 from forecast.errors import ForecastError
 from forecast.pipeline import TrainOptions, TrainResult, train
 from forecast.resolve import resolve
+from forecast.train import check_precision
 from forecast.tuning.objective import Objective
 from forecast.tuning.options import PRUNERS, SAMPLERS, TOP_TRIALS, TuneOptions, TuneResult
 from forecast.tuning.progress import TrialProgress
@@ -67,6 +68,7 @@ def _run_study(model: str, dataset: str, overrides: dict[str, Any], user_yaml: s
         raise ForecastError("forecast tune trains each trial in one process on one device; to use more devices "
                             "or machines, start more workers on the same --storage (one device each, e.g. "
                             "CUDA_VISIBLE_DEVICES=1 forecast tune ...).")
+    check_precision(cfg.train)  # once, not as the error of every trial
     space, _fixed = tune_space(cfg, overrides)
     if not space and (opts.n_trials or 0) > 0:
         raise ForecastError(f"the search space of '{cfg.model_name}' is empty; add search_space to a --config YAML.")
