@@ -39,9 +39,8 @@ LOSSES = ("mse", "mae", "weighted_l1", "quantile")
 STRATEGIES = ("auto", "ddp")
 SHUFFLES = ("seed", "reference")
 FEATURES = ("M", "S", "MS")
-# Lightning's precision names (lightning.fabric.connector._PRECISION_INPUT_STR).
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine",
-              "transformer-engine-float16")
+              "transformer-engine-float16")  # Lightning's names (lightning.fabric.connector._PRECISION_INPUT_STR)
 
 
 @dataclass(frozen=True)
@@ -165,8 +164,7 @@ class TrainConfig:
     seed: int = 2021
     partial_variates: int = 0  # >0: train each batch on a random subset of this many variates
     accelerator: str = "auto"  # auto uses one GPU when present, else the CPU
-    # per node; never "all" (a positive integer, 1 by default). Checked, with its own hint, in __post_init__.
-    devices: int = field(default=1, metadata={"checked_by_post_init": True})
+    devices: int = field(default=1, metadata={"checked_by_post_init": True})  # per node; never "all"
     num_nodes: int = field(default=1, metadata={"checked_by_post_init": True})
     strategy: str = "auto"  # auto: one process unless devices x num_nodes > 1, then DDP | ddp
     precision: str = "32-true"  # Lightning's names, e.g. bf16-mixed
@@ -202,11 +200,10 @@ class TrainConfig:
             raise ForecastError(f"train.lradj must be one of {', '.join(LRADJ)}, got '{self.lradj}'.")
         if self.loss not in LOSSES:
             raise ForecastError(f"train.loss must be one of {', '.join(LOSSES)}, got '{self.loss}'.")
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ForecastError("train.epochs, train.batch_size and train.eval_batch_size must be >= 1.")
-        if not (self.limit_train_batches > 0 and self.limit_val_batches > 0):  # no epoch, or no val_loss to stop on
-            raise ForecastError(f"train.limit_train_batches and train.limit_val_batches must be > 0 (a fraction up to "
-                                f"1, or a number of batches), got {self.limit_train_batches}, {self.limit_val_batches}.")
+        if min(self.epochs, self.batch_size, self.eval_batch_size) < 1 or \
+                not min(self.limit_train_batches, self.limit_val_batches) > 0:  # else no epoch, or no val_loss
+            raise ForecastError("train.epochs, train.batch_size and train.eval_batch_size must be >= 1, and "
+                                "train.limit_train_batches and train.limit_val_batches > 0.")
         if not self.lr > 0 or not self.covariate_lr > 0:
             raise ForecastError(f"train.lr and train.covariate_lr must be > 0, got {self.lr}, {self.covariate_lr}.")
         for key in ("devices", "num_nodes"):

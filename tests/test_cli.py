@@ -118,7 +118,7 @@ def test_train_end_to_end_records_the_run(data_dir: Path, tmp_path: Path, monkey
         (["train", "--dataset", "ETTh1", "--model", "dlinear", "--precision", "transformer-engine"],
          "train.precision 'transformer-engine' needs NVIDIA's transformer_engine package and a GPU"),
         (["train", "--dataset", "ETTh1", "--model", "dlinear", "--set", "train.limit_val_batches=0"],
-         "train.limit_train_batches and train.limit_val_batches must be > 0"),
+         "and train.limit_train_batches and train.limit_val_batches > 0."),
         (["train", "--dataset", "ETTh1", "--model", "dlinear", "--lr", "1e30", "--epochs", "1", "--set",
           "train.limit_train_batches=4"], "training diverged: the validation loss was not a finite number after 1 "
          "epoch, so there are no weights to keep; lower the learning rate (train.lr is 1e+30)."),
