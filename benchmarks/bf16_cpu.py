@@ -23,11 +23,10 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import md_table, write_results  # noqa: E402
+from benchmarks._common import Timer, md_table, write_results  # noqa: E402
 
 CELLS = ["dlinear:ETTh1:96", "nlinear:ETTh1:96", "itransformer:ETTh1:96", "iflowformer:ETTh1:96",
          "smamba:ETTh1:96", "olinear:ETTh1:96",
@@ -40,8 +39,6 @@ GATE = 0.005  # issue 27's bound on the change of test MSE (on a GPU)
 
 def run(cell: str, precision: str) -> dict:
     """Train and test ``cell`` at ``precision``: its metrics, epochs and seconds."""
-    import lightning.pytorch as pl
-
     from forecast.config import parse_sets
     from forecast.pipeline import TrainOptions, train
     from forecast.process import pause_gc
@@ -51,25 +48,12 @@ def run(cell: str, precision: str) -> dict:
     model, dataset, horizon, *sets = cell.split(":")
     extra = parse_sets(",".join(sets).split(",")) if sets else {}
     cfg = resolve(model, dataset, {"data.horizon": int(horizon), **extra, "train.precision": precision})
-    marks: dict[str, list[float]] = {"fit": [], "fit_end": [], "test": [], "test_end": []}
-
-    class Timer(pl.Callback):
-        def on_train_epoch_start(self, trainer, module) -> None:  # noqa: ANN001
-            marks["fit"].append(time.perf_counter())
-
-        def on_train_epoch_end(self, trainer, module) -> None:  # noqa: ANN001
-            marks["fit_end"].append(time.perf_counter())
-
-        def on_test_epoch_start(self, trainer, module) -> None:  # noqa: ANN001
-            marks["test"].append(time.perf_counter())
-
-        def on_test_epoch_end(self, trainer, module) -> None:  # noqa: ANN001
-            marks["test_end"].append(time.perf_counter())
-
+    timer = Timer()
     with tempfile.TemporaryDirectory() as tmp:
-        res = train(cfg, TrainOptions(tracking_uri=f"sqlite:///{tmp}/m.db", quiet=True, callbacks=[Timer()],
+        res = train(cfg, TrainOptions(tracking_uri=f"sqlite:///{tmp}/m.db", quiet=True, callbacks=[timer],
                                       log_artifacts=False))
-    epochs = [e - s for s, e in zip(marks["fit"], marks["fit_end"])]
+    marks = timer.marks
+    epochs = [e - s for s, e in zip(marks["start"], marks["end"])]
     return {"metrics": {k: res.metrics.get(k, float("nan")) for k in METRICS},
             "epochs_run": res.epochs_run, "best_epoch": res.best_epoch + 1,
             "epoch_s": statistics.median(epochs[1:] or epochs), "epochs_s": epochs,
