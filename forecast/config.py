@@ -54,7 +54,7 @@ class DataConfig:
     # their official run.py defaults to --freq h and no script overrides it, so Weather (10 min) and ETTm
     # (15 min) get the 4 hourly features there, not 5 with the minute.
     mark_freq: str | None = None
-    num_workers: int = 0
+    num_workers: int = field(default=0, metadata={"min": 0})
     # Where train and val end. None: the dataset's rule (the papers' borders for a benchmark, 70/10/20 for a file).
     # "0.6,0.2" or "0.6,0.2,0.2": fractions of the rows (train, val, and test the rest); "2018-01-01,2018-03-01": the
     # first val row and the first test row are the first ones at or after those dates.
@@ -156,13 +156,13 @@ class TrainConfig:
     lr: float = 1e-4
     covariate_lr: float = 1e-5  # the Linear family's CovariateMap's own lr, chosen on validation (covariate_lr.md)
     lradj: str = "type1"  # type1: lr halves every epoch | cosine | constant | hold_decay
-    lr_hold_epochs: int = 3  # hold_decay: constant for this many epochs, then *lr_decay per epoch
+    lr_hold_epochs: int = field(default=3, metadata={"min": 0})  # hold_decay: this many epochs, then *lr_decay
     lr_decay: float = 0.9
-    patience: int = 3  # early stopping on val loss
+    patience: int = field(default=3, metadata={"min": 0})  # early stopping on val loss
     loss: str = "mse"  # mse | mae | weighted_l1 (|err| * (t+1)^-loss_alpha, OLinear) | quantile (pinball)
     loss_alpha: float = 0.5
     seed: int = 2021
-    partial_variates: int = 0  # >0: train each batch on a random subset of this many variates
+    partial_variates: int = field(default=0, metadata={"min": 0})  # >0: each batch on a random subset this big
     accelerator: str = "auto"  # auto uses one GPU when present, else the CPU
     devices: int = field(default=1, metadata={"checked_by_post_init": True})  # per node; never "all"
     num_nodes: int = field(default=1, metadata={"checked_by_post_init": True})
@@ -171,7 +171,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the network's forward
     limit_train_batches: float = 1.0  # <=1.0: a fraction of batches; >1: that many batches (smoke runs)
     limit_val_batches: float = 1.0  # tuning smoke runs only; evaluation always sees every test window
-    gradient_clip: float = 0.0
+    gradient_clip: float = field(default=0.0, metadata={"min": 0})  # 0: off
     # Split-conformal prediction intervals at these coverage levels, calibrated on the validation residuals of the
     # trained model (per horizon step and variate) and kept with it; () turns them off.
     intervals: tuple = field(default=(0.8, 0.9), metadata={"checked_by_post_init": True})
@@ -185,9 +185,9 @@ class TrainConfig:
         qs = self.quantiles
         if not isinstance(qs, (list, tuple)) or any(isinstance(v, bool) or not isinstance(v, (int, float))
                                                     or not 0 < v < 1 for v in qs) or list(qs) != sorted(set(qs)) \
-                or 0.5 not in qs:
+                or 0.5 not in qs or len(qs) < 2:
             raise ForecastError(f"train.quantiles must be increasing levels in (0, 1) that include 0.5 (the point "
-                                f"forecast), like [0.1, 0.5, 0.9]; got {qs!r}.")
+                                f"forecast) and another, like [0.1, 0.5, 0.9]; got {qs!r}.")
         object.__setattr__(self, "quantiles", tuple(float(v) for v in qs))
         levels = self.intervals
         if not isinstance(levels, (list, tuple)) or any(

@@ -21,8 +21,11 @@ class DivergedError(ForecastError):
 def check_values(cls: type, values: dict, section: str) -> None:
     """Each value has the kind of its config field's default: true or false for a switch (no truthy strings), an
     integer for an integer, a number for a float, text for a string; a field that defaults to None takes anything
-    its dataclass accepts. One line that names the key, before the dataclass (or anything else) compares it."""
-    defaults = {f.name: f.default for f in dataclasses.fields(cls) if not f.metadata.get("checked_by_post_init")}
+    its dataclass accepts; a field with ``metadata={"min": m}`` takes no less than m. One line that names the key,
+    before the dataclass (or anything else) compares it."""
+    fields = [f for f in dataclasses.fields(cls) if not f.metadata.get("checked_by_post_init")]
+    defaults = {f.name: f.default for f in fields}
+    lowest = {f.name: f.metadata["min"] for f in fields if "min" in f.metadata}
     for key, value in values.items():
         default = defaults.get(key)
         if isinstance(default, bool):
@@ -37,6 +40,8 @@ def check_values(cls: type, values: dict, section: str) -> None:
             continue
         if not ok:
             raise ForecastError(f"{section}.{key} must be {kind}, got {value!r}.")
+        if key in lowest and not value >= lowest[key]:
+            raise ForecastError(f"{section}.{key} must be >= {lowest[key]}, got {value!r}.")
 
 
 def unknown_key(what: str, key: str, known: Iterable[str], rest: str, *, prefix: str = "", where: str = "",

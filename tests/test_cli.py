@@ -117,6 +117,15 @@ def test_train_end_to_end_records_the_run(data_dir: Path, tmp_path: Path, monkey
         # Found trying the precisions and smoke-run limits (Lightning's ModuleNotFoundError or RuntimeError before)
         (["train", "--dataset", "ETTh1", "--model", "dlinear", "--precision", "transformer-engine"],
          "train.precision 'transformer-engine' needs NVIDIA's transformer_engine package and a GPU"),
+        (["train", "--dataset", "ETTh1", "--model", "dlinear", "--set", "data.num_workers=-1"],
+         "data.num_workers must be >= 0, got -1."),
+        (["train", "--dataset", "ETTh1", "--model", "dlinear", "--set", "train.gradient_clip=-1"],
+         "train.gradient_clip must be >= 0, got -1."),
+        (["train", "--dataset", "ETTh1", "--model", "iflowformer", "--set", "model.attention=full"],
+         "model.attention is 'flow' for 'iflowformer', got 'full'; use -m itransformer --set model.attention=full"),
+        (["train", "--dataset", "ETTh1", "--model", "dlinear", "--set", "train.loss=quantile", "--set",
+          "train.quantiles=[0.5]"], "train.quantiles must be increasing levels in (0, 1) that include 0.5 (the "
+         "point forecast) and another, like [0.1, 0.5, 0.9]; got [0.5]."),
         (["train", "--dataset", "ETTh1", "--model", "dlinear", "--set", "train.limit_val_batches=0"],
          "and train.limit_train_batches and train.limit_val_batches > 0."),
         (["train", "--dataset", "ETTh1", "--model", "dlinear", "--lr", "1e30", "--epochs", "1", "--set",

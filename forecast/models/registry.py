@@ -125,6 +125,10 @@ def build_config(name: str, params: dict[str, Any] | None = None) -> Any:
     # RevIN is applied by create_model for every model that has the key, so it is checked here, for all of them.
     if "revin" in params and params["revin"] not in REVIN_MODES:
         raise ForecastError(f"model.revin must be one of {', '.join(REVIN_MODES)}, got {params['revin']!r}.")
+    fixed = next((k for k, v in spec.preset.items() if k in params and params[k] != v), None)
+    if fixed is not None:  # an alias is its target with these values: another value is the target's business
+        raise ForecastError(f"model.{fixed} is {spec.preset[fixed]!r} for '{spec.name}', got {params[fixed]!r}; use "
+                            f"-m {spec.alias_of} --set model.{fixed}={params[fixed]} for another.")
     params.update(spec.preset)
     try:
         return spec.config_cls(**params)
