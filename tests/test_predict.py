@@ -302,6 +302,8 @@ def test_fill_and_option_errors(store, bad_inputs, no_data, tmp_path, capsys) ->
         (["--horizon", "25"], "--horizon 25 is outside 1..24"),
         (["--fill", "mean"], "unknown --fill 'mean'"),
         (["-o", str(tmp_path / "x.xlsx")], "must end in .csv or .parquet"),
+        (["-o", "/proc/x.csv"], "--output '/proc/x.csv' could not be written (No such file or directory); give a "
+                                "path you can write to."),  # a folder that takes no files, as root finds it too
         (["--format", "tall"], "--format 'tall' is not one of wide, long"),
         (["--adaptive"], "--adaptive needs --rolling"),
         (["--rolling", "--adaptive", "--adaptive-rate", "2"], "--adaptive-rate 2 is outside (0, 1]"),

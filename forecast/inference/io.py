@@ -3,6 +3,7 @@ atomic writes. Every check is one line (a :class:`~forecast.errors.ForecastError
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -256,14 +257,20 @@ def output_format(path: Path) -> str:
         raise ForecastError(f"--output '{path}' must end in .csv or .parquet.")
     if not path.parent.resolve().is_dir():
         raise ForecastError(f"--output folder '{path.parent}' does not exist; create it first.")
+    if not os.access(path.parent.resolve(), os.W_OK):
+        raise ForecastError(f"--output folder '{path.parent}' is not writable; give one you can write to.")
     return fmt
 
 
 def write_atomic(frame: pl.DataFrame, path: Path) -> None:
     """Write CSV or parquet to a temp file beside ``path`` and rename it into place: never a partial file."""
     fmt = output_format(path)
-    with atomic_path(path) as tmp:
-        if fmt == "csv":
-            frame.write_csv(tmp, datetime_format="%Y-%m-%d %H:%M:%S", float_precision=None)
-        else:
-            frame.write_parquet(tmp)
+    try:
+        with atomic_path(path) as tmp:
+            if fmt == "csv":
+                frame.write_csv(tmp, datetime_format="%Y-%m-%d %H:%M:%S", float_precision=None)
+            else:
+                frame.write_parquet(tmp)
+    except OSError as err:  # a folder that takes no files (/proc), a full disk: nothing is left behind
+        why = (err.strerror or (str(err).splitlines() or [type(err).__name__])[0]).split(" (os error")[0]
+        raise ForecastError(f"--output '{path}' could not be written ({why}); give a path you can write to.") from None
