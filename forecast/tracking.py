@@ -120,7 +120,12 @@ def creation_lock(uri: str) -> Iterator[None]:
     if not db.parent.is_dir():  # nothing can be created there: the store's own open fails and says so
         yield
         return
-    with open(db.with_name(db.name + ".lock"), "a") as handle:
+    try:
+        handle = open(db.with_name(db.name + ".lock"), "a")  # noqa: SIM115 (closed below)
+    except OSError as err:  # a folder that takes no files (/proc), a read-only one
+        raise ForecastError(f"the store '{uri}' cannot be created in '{db.parent}' ({err.strerror}); give "
+                            "--tracking-uri a sqlite path in a folder you can write to.") from None
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -190,3 +190,19 @@ def test_train_defaults_to_dlinear(capsys) -> None:
     """`forecast train --dataset ETTh1`, as the card shows it: the model is DLinear (its own key is checked)."""
     code, _, err = run_cli(["train", "--dataset", "ETTh1", "--set", "model.kernel_size=0"], capsys)
     assert code == 2 and "invalid model config for 'dlinear': kernel_size must be odd" in err
+
+
+def test_option_values_found_by_a_sweep_are_one_line(data_dir, tmp_path, monkeypatch, capsys) -> None:
+    """Each of these was MLflow's or Python's traceback (or, --timeout, a study that ran no trial and said so)."""
+    monkeypatch.chdir(tmp_path)
+    store = f"sqlite:///{tmp_path}/m.db"
+    cases = {("runs", "--limit", "0", "--tracking-uri", store): "error: --limit 0 must be at least 1",
+             ("train", "-d", "ETTh1", "-m", "dlinear", "--tracking-uri", "/proc/x.db"):
+                 "error: the store 'sqlite:////proc/x.db' cannot be created in '/proc' (No such file or directory); "
+                 "give --tracking-uri a sqlite path in a folder you can write to.",
+             ("tune", "-d", "ETTh1", "-m", "dlinear", "--timeout", "-5", "--tracking-uri", store):
+                 "error: --timeout -5 must be a positive number of seconds."}
+    for argv, line in cases.items():
+        code, out, err = run_cli(list(argv), capsys)
+        assert code == 2 and err.startswith(line) and len(err.strip().splitlines()) == 1, (argv, err)
+        assert "Traceback" not in err + out

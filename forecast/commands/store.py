@@ -53,6 +53,8 @@ def models() -> None:
 
 def runs(tracking_uri: str | None, limit: int, dataset: str | None) -> None:
     """``forecast runs``: the most recent runs with their test metrics."""
+    if limit < 1:
+        raise ForecastError(f"--limit {limit} must be at least 1 (the number of runs to show).")
     uri = tracking.resolve_uri(tracking_uri)
     tracking.require_store(uri)
     mlf = tracking.client(uri)

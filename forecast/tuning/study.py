@@ -63,6 +63,8 @@ def _run_study(model: str, dataset: str, overrides: dict[str, Any], user_yaml: s
         raise ForecastError("--trials must be >= 0.")
     if opts.n_jobs < 1:
         raise ForecastError("--n-jobs must be >= 1.")
+    if opts.timeout is not None and not opts.timeout > 0:
+        raise ForecastError(f"--timeout {opts.timeout:g} must be a positive number of seconds.")
     cfg = resolve(model, dataset, overrides, user_yaml)
     if cfg.train.world_size > 1 or cfg.train.strategy == "ddp":
         raise ForecastError("forecast tune trains each trial in one process on one device; to use more devices "
