@@ -106,7 +106,7 @@ def quiet_logs() -> None:
 
 
 @contextlib.contextmanager
-def creation_lock(uri: str) -> Iterator[None]:
+def creation_lock(uri: str, option: str = "--tracking-uri") -> Iterator[None]:
     """While held, no other process opens the local sqlite database of ``uri`` for the first time.
 
     MLflow and Optuna create and migrate a new database's tables when it is first opened; two processes doing that
@@ -124,7 +124,7 @@ def creation_lock(uri: str) -> Iterator[None]:
         handle = open(db.with_name(db.name + ".lock"), "a")  # noqa: SIM115 (closed below)
     except OSError as err:  # a folder that takes no files (/proc), a read-only one
         raise ForecastError(f"the store '{uri}' cannot be created in '{db.parent}' ({err.strerror}); give "
-                            "--tracking-uri a sqlite path in a folder you can write to.") from None
+                            f"{option} a sqlite path in a folder you can write to.") from None
     with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

@@ -31,7 +31,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         kwargs["pool_pre_ping"] = True
     try:
         # Workers that open a new sqlite file together would race on creating its tables: one at a time.
-        with creation_lock(url), warnings.catch_warnings():
+        with creation_lock(url, "--storage"), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # heartbeat is "experimental" in some Optuna versions
             return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=60, grace_period=180)
     except ForecastError:
