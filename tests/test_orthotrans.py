@@ -48,6 +48,14 @@ def test_q_is_orthogonal() -> None:
     assert np.abs(q @ q.T - np.eye(24)).max() < 1e-5
 
 
+def test_a_one_step_side_gives_a_basis_torch_takes() -> None:
+    """H = 1 (or L = 1): Q is [1, 1], and numpy's reversed view of it has a negative stride that it still calls
+    contiguous; the bases reach the model as tensors all the same (a ValueError from torch before)."""
+    extras = orthotrans_extras(_series(), 200, seq_len=2, horizon=1)
+    assert extras["q_out"].shape == (1, 1) and abs(float(extras["q_out"])) == pytest.approx(1.0)
+    assert torch.allclose(extras["q_in"] @ extras["q_in"].T, torch.eye(2), atol=1e-6)
+
+
 def test_q_matches_np_cov_reference() -> None:
     values = _series(300, 4)
     values[:, 2] = 7.0  # a constant variate is skipped (zero lagged variance)

@@ -136,7 +136,9 @@ def compute_q(train_values: np.ndarray, T: int, min_diag: float = 1e-4) -> np.nd
         )
     sigma = total / kept  # [T, T]; eigh reads the lower triangle, as numpy does in the recipe
     _, vecs = np.linalg.eigh(sigma)  # ascending eigenvalues, eigenvectors in columns
-    return np.ascontiguousarray(vecs[:, ::-1].T)  # rows = eigenvectors, descending eigenvalue
+    # rows = eigenvectors, descending eigenvalue; a copy, not ascontiguousarray: numpy calls a [1, 1] view with a
+    # negative stride contiguous and returns it as it is, which torch cannot take (T = 1, e.g. H = 1)
+    return vecs[:, ::-1].T.copy()
 
 
 def train_slice(values: np.ndarray, train_rows: int) -> np.ndarray:
