@@ -14,6 +14,11 @@ from tests.helpers import run_cli
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _train(model: str, *rest: str) -> list[str]:
+    """``forecast train --dataset ETTh1 --model MODEL ...``'s arguments."""
+    return ["train", "--dataset", "ETTh1", "--model", model, *rest]
+
+
 @pytest.mark.slow
 def test_help_imports_neither_torch_nor_mlflow() -> None:
     code = (
@@ -33,8 +38,8 @@ def test_train_end_to_end_records_the_run(data_dir: Path, tmp_path: Path, monkey
     db = tmp_path / "store" / "mlflow.db"
     db.parent.mkdir()
     uri = f"sqlite:///{db}"
-    code, out, err = run_cli(["train", "--dataset", "ETTh1", "--model", "dlinear", "--epochs", "2",
-                              "--set", "train.limit_train_batches=5", "--tracking-uri", uri], capsys)
+    code, out, err = run_cli(_train("dlinear", "--epochs", "2", "--set", "train.limit_train_batches=5",
+                                    "--tracking-uri", uri), capsys)
     assert code == 0, err
     assert "test MSE" in out and "run id" in out
     train_out = out
@@ -90,47 +95,47 @@ def test_train_end_to_end_records_the_run(data_dir: Path, tmp_path: Path, monkey
     ("argv", "message"),
     [
         (["train", "--dataset", "ETTh3", "--model", "dlinear"], "unknown dataset 'ETTh3'. Did you mean 'ETTh"),
-        (["train", "--dataset", "ETTh1", "--model", "dlinaer"], "unknown model 'dlinaer'. Did you mean 'dlinear'?"),
-        (["train", "--dataset", "ETTh1", "--model", "dlinear", "--set", "model.individul=true"],
+        (_train("dlinaer"), "unknown model 'dlinaer'. Did you mean 'dlinear'?"),
+        (_train("dlinear", "--set", "model.individul=true"),
          "unknown config key 'model.individul'"),
-        (["train", "--dataset", "ETTh1", "--model", "dlinear", "--set", "train.learning_rate=1"],
+        (_train("dlinear", "--set", "train.learning_rate=1"),
          "unknown config key 'train.learning_rate'. Did you mean 'train.lr'?"),
-        (["train", "--dataset", "ETTh1", "--model", "dlinear", "--horizon", "3000"], "the val split of ETTh1 leaves no window"),
-        (["train", "--dataset", "ETTh1", "--model", "itransformer", "--set", "data.mark_freq=fortnight"],
+        (_train("dlinear", "--horizon", "3000"), "the val split of ETTh1 leaves no window"),
+        (_train("itransformer", "--set", "data.mark_freq=fortnight"),
          "data.mark_freq 'fortnight' is not a pandas frequency"),
-        (["train", "--dataset", "ETTh1", "--model", "flowformer", "--set", "data.time_features=maybe"],
+        (_train("flowformer", "--set", "data.time_features=maybe"),
          "data.time_features must be true or false, got 'maybe'"),
-        (["train", "--dataset", "ETTh1", "--model", "dlinear", "--set", "model.individual=maybe"],
+        (_train("dlinear", "--set", "model.individual=maybe"),
          "model.individual must be true or false, got 'maybe'"),
-        (["train", "--dataset", "ETTh1", "--model", "dlinear", "--set", "train.shuffle=random"],
+        (_train("dlinear", "--set", "train.shuffle=random"),
          "train.shuffle must be one of seed, reference, got 'random'"),
         (["train", "--dataset", "no/such/file.csv", "--model", "dlinear"], "not found"),
         # Found as a new user would (issue 26): each was a traceback or a comparison error before.
-        (["train", "--dataset", "ETTh1", "--model", "dlinear", "--set", "model.kernel_size=0"],
+        (_train("dlinear", "--set", "model.kernel_size=0"),
          "invalid model config for 'dlinear': kernel_size must be odd and positive, got 0."),
-        (["train", "--dataset", "ETTh1", "--model", "dlinear", "--set", "train.lr=abc"],
+        (_train("dlinear", "--set", "train.lr=abc"),
          "train.lr must be a number, got 'abc'."),
-        (["train", "--dataset", "ETTh1", "--model", "dlinear", "--set", "train.batch_size=abc"],
+        (_train("dlinear", "--set", "train.batch_size=abc"),
          "train.batch_size must be an integer, got 'abc'."),
-        (["train", "--dataset", "ETTh1", "--model", "itransformer", "--set", "model.revin=bogus"],
+        (_train("itransformer", "--set", "model.revin=bogus"),
          "model.revin must be one of none, plain, affine, got 'bogus'."),
         # Found trying the precisions and smoke-run limits (Lightning's ModuleNotFoundError or RuntimeError before)
-        (["train", "--dataset", "ETTh1", "--model", "dlinear", "--precision", "transformer-engine"],
+        (_train("dlinear", "--precision", "transformer-engine"),
          "train.precision 'transformer-engine' needs NVIDIA's transformer_engine package and a GPU"),
-        (["train", "--dataset", "ETTh1", "--model", "dlinear", "--set", "data.num_workers=-1"],
+        (_train("dlinear", "--set", "data.num_workers=-1"),
          "data.num_workers must be >= 0, got -1."),
-        (["train", "--dataset", "ETTh1", "--model", "dlinear", "--set", "train.gradient_clip=-1"],
+        (_train("dlinear", "--set", "train.gradient_clip=-1"),
          "train.gradient_clip must be >= 0, got -1."),
-        (["train", "--dataset", "ETTh1", "--model", "iflowformer", "--set", "model.attention=full"],
+        (_train("iflowformer", "--set", "model.attention=full"),
          "model.attention is 'flow' for 'iflowformer', got 'full'; use -m itransformer --set model.attention=full"),
-        (["train", "--dataset", "ETTh1", "--model", "dlinear", "--set", "train.loss=quantile", "--set",
-          "train.quantiles=[0.5]"], "train.quantiles must be increasing levels in (0, 1) that include 0.5 (the "
-         "point forecast) and another, like [0.1, 0.5, 0.9]; got [0.5]."),
-        (["train", "--dataset", "ETTh1", "--model", "dlinear", "--set", "train.limit_val_batches=0"],
+        (_train("dlinear", "--set", "train.loss=quantile", "--set", "train.quantiles=[0.5]"),
+         "train.quantiles must be increasing levels in (0, 1) that include 0.5 (the point forecast) and another, "
+         "like [0.1, 0.5, 0.9]; got [0.5]."),
+        (_train("dlinear", "--set", "train.limit_val_batches=0"),
          "and train.limit_train_batches and train.limit_val_batches > 0."),
-        (["train", "--dataset", "ETTh1", "--model", "dlinear", "--lr", "1e30", "--epochs", "1", "--set",
-          "train.limit_train_batches=4"], "training diverged: the validation loss was not a finite number after 1 "
-         "epoch, so there are no weights to keep; lower the learning rate (train.lr is 1e+30)."),
+        (_train("dlinear", "--lr", "1e30", "--epochs", "1", "--set", "train.limit_train_batches=4"),
+         "training diverged: the validation loss was not a finite number after 1 epoch, so there are no weights "
+         "to keep; lower the learning rate (train.lr is 1e+30)."),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(argv, message, data_dir, tmp_path, monkeypatch, capsys) -> None:
