@@ -42,9 +42,12 @@ def test_a_module_tells_one_story_in_about_300_lines(path: str) -> None:
 
 
 @pytest.mark.slow
-def test_predict_never_imports_lightning_or_optuna() -> None:
-    """`forecast predict`'s command module and everything it reaches, imported in a fresh process."""
-    code = ("import sys, forecast.commands.predict, forecast.inference.io, forecast.artifact; "
+@pytest.mark.parametrize("modules", ["forecast.commands.predict, forecast.inference.io, forecast.artifact",
+                                     "forecast.dashboard.page, forecast.dashboard.collect, forecast.dashboard.html"])
+def test_predict_never_imports_lightning_or_optuna(modules: str) -> None:
+    """`forecast predict`'s command module and everything it reaches, imported in a fresh process; and the dashboard's
+    modules, which read the benchmark's results without the training stack (a lazy import in benchmark.grid)."""
+    code = (f"import sys, {modules}; "
             "print(sorted(m for m in ('lightning', 'pytorch_lightning', 'optuna') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr

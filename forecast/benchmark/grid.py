@@ -13,7 +13,6 @@ from forecast.data.catalogue import is_file_dataset, lookup
 from forecast.errors import ForecastError
 from forecast.models import BASELINES, get_spec
 from forecast.resolve import resolve
-from forecast.train.trainer import check_precision
 
 
 HASH_EXCLUDE = [key.split(".") for key in (*LOCATION_KEYS, "train.published_drop_last")]  # what only adds metrics
@@ -137,6 +136,8 @@ def plan(opts: BenchmarkOptions) -> list[Cell]:
                 shared = {k: v for k, v in overrides.items() if not k.startswith("model.") and k not in MODEL_LOSS}
                 cfg = resolve(model, dataset, {**shared, "data.horizon": horizon})
                 cells.append(Cell(model, dataset, horizon, cfg.train.seed, cfg, config_hash(cfg)))
-    if cells:
-        check_precision(cells[0].cfg.train)  # --precision is the grid's: one line, before any cell
+    if cells:  # --precision is the grid's: one line, before any cell (imported here: the dashboard reads this module)
+        from forecast.train.trainer import check_precision
+
+        check_precision(cells[0].cfg.train)
     return cells
