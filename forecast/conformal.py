@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from forecast.models import run_batch
+from forecast.models import placement, run_batch
 
 
 def conformal_rank(n: int, level: float) -> int:
@@ -35,10 +35,10 @@ def forecasts_of(model: torch.nn.Module, windows, batch_size: int = 256,  # noqa
     median)."""
     was_training = model.training
     model.eval()
-    device = next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
+    device, dtype = placement(model)
     try:
         for batch in windows.in_order(batch_size):
-            yield point(run_batch(model, batch, device))
+            yield point(run_batch(model, batch, device, dtype))
     finally:
         model.train(was_training)
 
@@ -150,6 +150,13 @@ def put_model_crps(metrics: dict[str, float], crps: float, crps_orig: float, pre
         if f"{prefix}crps{suffix}" in metrics:
             metrics[f"{prefix}crps_conformal{suffix}"] = metrics[f"{prefix}crps{suffix}"]
     metrics[f"{prefix}crps"], metrics[f"{prefix}crps_orig"] = crps, crps_orig
+
+
+def crps_rows(metrics: dict[str, float], prefix: str = "", label: str = "") -> list[tuple[str, float, float]]:
+    """``(name, standardized, original units)`` table rows of the CRPS in ``metrics`` under ``prefix``: the CRPS,
+    then the conformal intervals' beside a nine-level quantile model's own (:func:`put_model_crps`'s names)."""
+    names = {f"{prefix}crps": f"{label}CRPS", f"{prefix}crps_conformal": f"{label}CRPS, conformal"}
+    return [(name, metrics[key], metrics[f"{key}_orig"]) for key, name in names.items() if key in metrics]
 
 
 def window_crps(quantiles: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

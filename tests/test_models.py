@@ -56,18 +56,22 @@ def test_the_baselines_repeat_the_last_value_and_the_last_season() -> None:
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
 def test_run_batch_feeds_a_model_at_its_own_precision_and_returns_at_least_fp32(dtype: torch.dtype) -> None:
     """A model trained at a "-true" precision (weights bf16, fp16 or fp64) gets the windows' fp32 tensors outside
-    Lightning (calibration, the forecast plot): they are cast to its dtype, and the forecast comes back fp32 (fp64
-    stays fp64). An fp32 model's forecast is its plain call, bit for bit."""
-    from forecast.models import run_batch
+    Lightning (calibration, the forecast plot): at its :func:`placement` they are cast to its dtype, and the forecast
+    comes back fp32 (fp64 stays fp64). Without a placement, as in a Lightning step, the call is the plain one."""
+    from forecast.models import placement, run_batch
 
     torch.manual_seed(0)
     L, H, N, C, B = 32, 8, 3, 4, 5
     model = create_model("itransformer", build_config("itransformer", {}), _ctx(L, H, N, C)).eval()
     batch = {"x": torch.randn(B, L, N), "x_mark": torch.rand(B, L, C) - 0.5, "y_mark": torch.rand(B, H, C) - 0.5}
     with torch.no_grad():
-        assert torch.equal(run_batch(model, batch), model(batch["x"], batch["x_mark"], batch["y_mark"]))
+        plain = model(batch["x"], batch["x_mark"], batch["y_mark"])
+        assert placement(model) == (torch.device("cpu"), torch.float32)
+        assert torch.equal(run_batch(model, batch), plain)
+        assert torch.equal(run_batch(model, batch, *placement(model)), plain)
         model = model.to(dtype)
-        got = run_batch(model, batch)
+        assert placement(model) == (torch.device("cpu"), dtype)
+        got = run_batch(model, batch, *placement(model))
         want = model(*(batch[k].to(dtype) for k in ("x", "x_mark", "y_mark")))
     assert got.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
     assert torch.equal(got, want.to(got.dtype))

@@ -10,6 +10,7 @@ from pathlib import Path
 from forecast import tracking
 from forecast.benchmark.grid import config_hash
 from forecast.config import RunConfig, digest
+from forecast.conformal import crps_rows
 from forecast.console import console, metric_table
 from forecast.inference.serving import check_alias, register as register_model
 from forecast.pipeline import TrainOptions, train as run_train
@@ -126,10 +127,7 @@ def summary_rows(m: dict[str, float], best_val_loss: float) -> list[tuple[str, o
                  ("test MAE as published", m["test_mae_published"], "")]
     if "test_mase" in m:
         rows.append(("test MASE", m["test_mase"], ""))
-    if "test_crps" in m:
-        rows.append(("test CRPS", m["test_crps"], m["test_crps_orig"]))
-    if "test_crps_conformal" in m:  # a nine-level quantile model: its CRPS above, its conformal intervals' here
-        rows.append(("test CRPS, conformal", m["test_crps_conformal"], m["test_crps_conformal_orig"]))
+    rows += crps_rows(m, "test_", "test ")  # a nine-level quantile model's own, then its intervals'
     if "test_pinball" in m:
         rows.append(("test pinball loss", m["test_pinball"], ""))
     levels = sorted((k.removeprefix("test_coverage_") for k in m if k.startswith("test_coverage_")), key=float)

@@ -11,6 +11,7 @@ import torch
 from forecast.artifact import LoadedModel
 from forecast.conformal import (
     CRPS_LEVELS,
+    crps_rows,
     crps_sums,
     level_name,
     model_crps_sums,
@@ -173,9 +174,5 @@ def interval_rows(metrics: dict[str, float]) -> list[tuple[str, object, object]]
             rows.append((f"{label}coverage {name}%", metrics[key], metrics[key]))
             rows.append((f"{label}width {name}%", metrics[f"{prefix}width_{name}"],
                          metrics[f"{prefix}width_{name}_orig"]))
-        if f"{prefix}crps" in metrics:
-            rows.append((f"{label}CRPS", metrics[f"{prefix}crps"], metrics[f"{prefix}crps_orig"]))
-        if f"{prefix}crps_conformal" in metrics:
-            rows.append((f"{label}CRPS, conformal", metrics[f"{prefix}crps_conformal"],
-                         metrics[f"{prefix}crps_conformal_orig"]))
+        rows += crps_rows(metrics, prefix, label)
     return rows

@@ -14,5 +14,6 @@ from forecast.models.registry import (  # noqa: F401
     extras_from_state,
     get_spec,
     model_names,
+    placement,
     run_batch,
 )

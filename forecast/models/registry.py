@@ -152,19 +152,25 @@ def create_model(name: str, cfg: Any, ctx: ModelContext, quantiles: tuple[float,
     return QuantileForecaster(point, ctx.seq_len, ctx.horizon, quantiles) if quantiles else point
 
 
-def run_batch(model: nn.Module, batch: Mapping[str, torch.Tensor], device: torch.device | None = None) -> torch.Tensor:
+def placement(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Where ``model`` holds its weights and at which float precision (fp16, bf16 or fp64 after a "-true" precision;
+    the CPU and fp32 for a model that holds none): what :func:`run_batch` moves a batch to outside Lightning."""
+    held = next((t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()), None)
+    return (held.device, held.dtype) if held is not None else (torch.device("cpu"), torch.float32)
+
+
+def run_batch(model: nn.Module, batch: Mapping[str, torch.Tensor], device: torch.device | None = None,
+              dtype: torch.dtype | None = None) -> torch.Tensor:
     """``model``'s forecast of a WindowDataset batch (``x``, and ``x_mark``, ``y_mark``, ``future`` when present),
-    moved to ``device`` first when given: the one place a batch becomes the forward's arguments."""
+    its tensors moved to ``device`` and cast to ``dtype`` first when given (outside Lightning, which does both for a
+    step: :func:`placement`): the one place a batch becomes the forward's arguments. With ``dtype``, a forecast
+    made in fp16 or bf16 comes back fp32."""
     args = [batch.get(k) for k in ("x", "x_mark", "y_mark", "future")]
-    if device is not None:
-        args = [None if a is None else a.to(device) for a in args]
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    if dtype == torch.float32:  # full precision and bf16-mixed (autocast keeps the weights fp32): as they are
-        return model(*args)
-    # a model trained at a "-true" precision (its weights fp16, bf16 or fp64) outside Lightning, which casts a
-    # batch for it only inside fit and test: calibration, the forecast plot. Forecasts come back at least fp32.
-    out = model(*[None if a is None else a.to(dtype) for a in args])
-    return out if out.dtype == torch.float64 else out.float()
+    if device is not None or dtype is not None:
+        args = [None if a is None else a.to(device=device, dtype=dtype if a.is_floating_point() else None)
+                for a in args]
+    out = model(*args)
+    return out.float() if dtype is not None and out.dtype in (torch.float16, torch.bfloat16) else out
 
 
 def extras_from_state(names: tuple[str, ...], state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

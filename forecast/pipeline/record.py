@@ -20,7 +20,7 @@ from forecast import artifact, runguard, tracking
 from forecast.config import RunConfig
 from forecast.data.datamodule import ForecastDataModule
 from forecast.inference import serving
-from forecast.models import run_batch
+from forecast.models import placement, run_batch
 from forecast.pipeline.options import TrainOptions
 from forecast.train import ForecastModule, epoch_metrics
 from forecast.conformal import artifact_intervals
@@ -151,8 +151,7 @@ def _plot_forecasts(module: ForecastModule, dm: ForecastDataModule, path: Path, 
     batch = ds[idx]
     module.eval()
     with torch.no_grad():
-        device = next(module.parameters()).device
-        pred = module.point(run_batch(module.model, batch, device))
+        pred = module.point(run_batch(module.model, batch, *placement(module.model)))
     var = dm.series.n_targets - 1  # the last target: OT in the benchmarks
     fig, axes = plt.subplots(n_windows, 1, figsize=(9, 2.2 * n_windows), squeeze=False)
     L = batch["x"].shape[1]
