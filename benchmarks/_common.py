@@ -126,7 +126,7 @@ def timed_epochs(cfg: Any) -> dict[str, list[float]]:
     from forecast.process import pause_gc
 
     pause_gc()
-    timer = Timer()
+    timer = epoch_timer()
     with tempfile.TemporaryDirectory() as tmp:
         train(cfg, TrainOptions(tracking_uri=f"sqlite:///{tmp}/m.db", quiet=True, callbacks=[timer],
                                 evaluate_test=False, log_artifacts=False))
@@ -135,7 +135,7 @@ def timed_epochs(cfg: Any) -> dict[str, list[float]]:
             "epoch": [e - s for s, e in zip(marks["start"], marks["end"])]}
 
 
-def Timer():  # noqa: ANN201, N802 (a Lightning callback class, built where Lightning is imported)
+def epoch_timer():  # noqa: ANN201 (a Lightning callback, its class defined where Lightning is imported)
     """A callback that notes ``time.perf_counter()`` in ``.marks``: ``start``, ``val`` and ``end`` of every training
     epoch (its validation pass starts at ``val``), and ``test`` and ``test_end`` of the test pass."""
     import time

@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import Timer, md_table, write_results  # noqa: E402
+from benchmarks._common import epoch_timer, md_table, write_results  # noqa: E402
 
 CELLS = ["dlinear:ETTh1:96", "nlinear:ETTh1:96", "itransformer:ETTh1:96", "iflowformer:ETTh1:96",
          "smamba:ETTh1:96", "olinear:ETTh1:96",
@@ -48,7 +48,7 @@ def run(cell: str, precision: str) -> dict:
     model, dataset, horizon, *sets = cell.split(":")
     extra = parse_sets(",".join(sets).split(",")) if sets else {}
     cfg = resolve(model, dataset, {"data.horizon": int(horizon), **extra, "train.precision": precision})
-    timer = Timer()
+    timer = epoch_timer()
     with tempfile.TemporaryDirectory() as tmp:
         res = train(cfg, TrainOptions(tracking_uri=f"sqlite:///{tmp}/m.db", quiet=True, callbacks=[timer],
                                       log_artifacts=False))

@@ -303,10 +303,13 @@ def test_bf16_mixed_on_the_cpu_runs_the_maps_in_bfloat16_and_keeps_the_metrics(d
     weights: set[torch.dtype] = set()
 
     class Watch(pl.Callback):
+        hook = None
+
         def _watch(self, module, phase: str) -> None:  # noqa: ANN001
+            if self.hook is not None:
+                self.hook.remove()
             first = next(m for m in module.model.modules() if isinstance(m, torch.nn.Linear))
-            first._forward_hooks.clear()
-            first.register_forward_hook(lambda _m, _i, out: seen.add((phase, out.dtype)))
+            self.hook = first.register_forward_hook(lambda _m, _i, out: seen.add((phase, out.dtype)))
 
         def on_train_start(self, trainer, pl_module) -> None:  # noqa: ANN001
             self._watch(pl_module, "train")
