@@ -59,9 +59,11 @@ def unknown_key(what: str, key: str, known: Iterable[str], rest: str, *, prefix:
     return ForecastError(f"unknown {what} '{prefix}{key}'{where}.{hint} {rest}")
 
 
-def writable_folder(folder: Path, option: str) -> Path:
-    """``folder``, made if missing; one ``error:`` line (ForecastError) when it cannot be made or written to. Called
-    before any work, so a long job never ends on a path it could not write."""
+def writable_folder(folder: Path, option: str, make: bool = True) -> Path:
+    """``folder``, made if missing (``make``; else its absence is the error); one ``error:`` line (ForecastError) when
+    it cannot be made or written to. Called before any work, so a long job never ends on a path it could not write."""
+    if not make and not folder.is_dir():
+        raise ForecastError(f"{option}: the folder '{folder}' does not exist; create it first.")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:

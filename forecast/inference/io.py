@@ -3,7 +3,6 @@ atomic writes. Every check is one line (a :class:`~forecast.errors.ForecastError
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from forecast.data.panel import ID, TARGET, TIME
 from forecast.data.gaps import FILL_METHODS, check_frequency, fill_missing
 from forecast.data.loading import Table, read_bytes, read_frame, to_table
 from forecast.data.timefeatures import future_dates
-from forecast.errors import ForecastError
+from forecast.errors import ForecastError, writable_folder
 from forecast.process import atomic_path
 
 INPUT_SUFFIXES = (".csv", ".csv.gz", ".txt", ".parquet", ".pq")
@@ -255,10 +254,7 @@ def output_format(path: Path) -> str:
     fmt = OUTPUT_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise ForecastError(f"--output '{path}' must end in .csv or .parquet.")
-    if not path.parent.resolve().is_dir():
-        raise ForecastError(f"--output folder '{path.parent}' does not exist; create it first.")
-    if not os.access(path.parent.resolve(), os.W_OK):
-        raise ForecastError(f"--output folder '{path.parent}' is not writable; give one you can write to.")
+    writable_folder(path.parent, "--output", make=False)
     return fmt
 
 
