@@ -145,6 +145,7 @@ def test_bad_input_gives_one_line_and_exit_2(argv, message, data_dir, tmp_path, 
     assert message in err
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err + out
+    assert not (tmp_path / "checkpoints").exists()  # nothing to resume from is left behind (a diverged run's state)
 
 
 def test_missing_file_offline_and_checksum_mismatch(real_data_dir, tmp_path, monkeypatch, capsys) -> None:

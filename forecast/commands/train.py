@@ -67,11 +67,10 @@ def train(dataset: str, model: str, overrides: dict, config: Path | None, tracki
                  "no epoch had finished, so the same command starts over")
         print(f"interrupted: the run is marked KILLED; {after}.", file=sys.stderr, flush=True)
         sys.exit(130)
-    if ckpt is not None:
-        with contextlib.suppress(OSError):
-            ckpt.parent.rmdir()  # no empty _train/ left behind
-        with contextlib.suppress(OSError):
-            ckpt.parent.parent.rmdir()
+    finally:  # no empty _train/ left behind (a state to resume from keeps its folders)
+        for folder in (ckpt.parent, ckpt.parent.parent) if ckpt is not None else ():
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     if not result.is_global_zero:  # another DDP rank: rank 0 records, registers and reports
         return
     version = None

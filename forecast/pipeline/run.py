@@ -131,6 +131,8 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
             train_seconds = ckpt.elapsed() if ckpt is not None else time.perf_counter() - (run.fit_started or t0)
             best.restore(module)
             if best.state is None:  # no epoch's val_loss was a finite number (early stopping ends at the first)
+                if ckpt is not None:  # nothing worth resuming from: the same command would diverge again
+                    ckpt.clear()
                 raise DivergedError(diverged(cfg, trainer.current_epoch))
         else:  # a baseline with nothing to learn (naive, seasonal_naive): validated once, never fitted
             trainer.validate(module, datamodule=dm, verbose=False)  # BestWeights records its val_loss
