@@ -344,3 +344,54 @@ def test_a_run_that_diverges_ends_failed_with_what_to_change(data_dir: Path, tmp
     runs = MlflowClient(uri).search_runs([e.experiment_id for e in MlflowClient(uri).search_experiments()])
     assert [r.info.status for r in runs] == ["FAILED"]
     assert not MlflowClient(uri).list_artifacts(runs[0].info.run_id)
+
+
+def test_blocked_adam_updates_every_weight_as_torchs_adam_does() -> None:
+    """BlockedAdam (the CPU's optimizer) against torch's Adam, foreach and single-tensor: two groups at their own
+    learning rates under a schedule, a weight of several blocks with a ragged end, a non-contiguous weight and a
+    weight without a gradient end with the same weights and the same state dict, bit for bit; a state dict moves
+    between the two (a checkpoint resumes with either); the options it does not run are refused."""
+    from forecast.train.adam import BLOCK, BlockedAdam
+
+    def weights() -> list[torch.nn.Parameter]:
+        g = torch.Generator().manual_seed(0)
+        shapes = [(BLOCK * 2 + 37,), (5, 7), (3,), (40, 30), (6,)]
+        made = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes]
+        made[3] = torch.nn.Parameter(torch.randn(30, 40, generator=g).t())  # not contiguous
+        return made
+
+    def run(make, steps: int, state: dict | None = None) -> tuple[list[torch.Tensor], dict]:  # noqa: ANN001
+        ps = weights()
+        opt = make([{"params": ps[:3]}, {"params": ps[3:], "lr": 3e-3}])
+        if state is not None:
+            opt.load_state_dict(state)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 0.5**epoch)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss = sum((p * torch.randn(p.shape, generator=g)).sum() + p.pow(2).sum() for p in ps[:4])
+            loss.backward()
+            opt.step()
+            sched.step()
+        return [p.detach().clone() for p in ps], opt.state_dict()
+
+    foreach = run(lambda groups: torch.optim.Adam(groups, lr=1e-2, foreach=True), 4)
+    single = run(lambda groups: torch.optim.Adam(groups, lr=1e-2, foreach=False), 4)
+    blocked = run(lambda groups: BlockedAdam(groups, lr=1e-2), 4)
+    start = weights()
+    assert not torch.equal(blocked[0][0], start[0]) and torch.equal(blocked[0][4], start[4])  # moved; no grad: kept
+    for reference in (foreach, single):
+        assert all(torch.equal(a, b) for a, b in zip(reference[0], blocked[0], strict=True))
+        for i, entry in reference[1]["state"].items():
+            assert all(torch.equal(entry[k], blocked[1]["state"][i][k]) for k in ("step", "exp_avg", "exp_avg_sq"))
+    assert 4 not in blocked[1]["state"]
+    # A state dict written by one resumes in the other: the same weights either way.
+    resumed_in_torch = run(lambda groups: torch.optim.Adam(groups, lr=1e-2, foreach=True), 2, blocked[1])
+    resumed_blocked = run(lambda groups: BlockedAdam(groups, lr=1e-2), 2, foreach[1])
+    assert all(torch.equal(a, b) for a, b in zip(resumed_in_torch[0], resumed_blocked[0], strict=True))
+    with pytest.raises(ValueError, match="amsgrad"):
+        ps = weights()
+        opt = BlockedAdam(ps, lr=1e-2)
+        opt.param_groups[0]["amsgrad"] = True
+        ps[1].grad = torch.ones_like(ps[1])
+        opt.step()

@@ -15,6 +15,7 @@ from forecast.conformal import crps_sums, level_name, model_crps_sums, probts_le
 from forecast.layers.covariates import CovariateMap
 from forecast.layers.quantile import pinball
 from forecast.models import run_batch
+from forecast.train.adam import BlockedAdam
 
 
 def make_loss(name: str, alpha: float = 0.5, quantiles: tuple[float, ...] = ()):
@@ -290,8 +291,8 @@ class ForecastModule(pl.LightningModule):
             torch.cuda.set_rng_state(state, self.device)
 
     def configure_optimizers(self) -> Any:
-        # foreach: one multi-tensor op per update term instead of a loop over the parameters (the default on CUDA; on
-        # the CPU the same arithmetic, element by element, so the same weights)
-        opt = torch.optim.Adam(param_groups(self, self.cfg), lr=self.cfg.lr, foreach=True)
+        # foreach on CUDA: one multi-tensor op per update term; on the CPU its arithmetic block by block (the same bits)
+        groups, blocked = param_groups(self, self.cfg), self.device.type == "cpu"
+        opt = BlockedAdam(groups, lr=self.cfg.lr) if blocked else torch.optim.Adam(groups, lr=self.cfg.lr, foreach=True)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: lr_factor(self.cfg, epoch))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
