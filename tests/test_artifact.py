@@ -236,6 +236,13 @@ def _nan_state(model_dir: Path) -> None:
     torch.save(state, path)
 
 
+def _scale_basis(model_dir: Path) -> None:
+    path = model_dir / "artifacts" / "model_state.pt"
+    state = torch.load(path, weights_only=True)
+    state["backbone.ortho.q_in"] = 2 * state["backbone.ortho.q_in"]
+    torch.save(state, path)
+
+
 DAMAGED = {
     "huge horizon": (lambda d: _edit_meta(d, horizon=10_000_000), r"horizon must be an integer in 1\.\.100000"),
     "negative sizes": (lambda d: _edit_meta(d, seq_len=-5, horizon=0), r"seq_len must be an integer in 1\.\."),
@@ -250,6 +257,7 @@ DAMAGED = {
     "a newer format": (lambda d: _edit_meta(d, format=99), r"has format 99, newer than this forecast understands"),
     "a bad frequency": (lambda d: _edit_meta(d, freq="fortnightly-ish"), r"freq must be a pandas frequency"),
     "std of zero": (lambda d: _edit_meta(d, std=[0.0] * 7), r"std must be positive"),
+    "OLinear's basis not orthogonal": (_scale_basis, r"do not build a olinear: OrthoTrans q_in is not orthogonal"),
 }
 
 
@@ -261,7 +269,7 @@ def test_a_damaged_or_edited_artifact_is_one_line(case: str, tmp_path: Path, cap
 
     damage, message = DAMAGED[case]
     model_dir = tmp_path / "model"
-    shutil.copytree(FIXTURES / "dlinear", model_dir)
+    shutil.copytree(FIXTURES / ("olinear" if case.startswith("OLinear") else "dlinear"), model_dir)
     damage(model_dir)
     out = tmp_path / "fc.csv"
     code, stdout, err = run_cli(["predict", "-m", str(model_dir), "-i", str(FIXTURES / "history.csv"), "-o", str(out)],
@@ -271,6 +279,26 @@ def test_a_damaged_or_edited_artifact_is_one_line(case: str, tmp_path: Path, cap
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert re.search(message, lines[0]), lines[0]
     assert "Traceback" not in stdout + err and not out.exists()
+
+
+def test_a_model_saved_in_bfloat16_predicts(tmp_path: Path, capsys) -> None:
+    """A bf16-true run saves its weights, OLinear's orthogonal bases among them, in bfloat16: the rounding moves
+    ``Q Q^T`` off the identity by more than a float32 basis may be (0.004 here), but within bfloat16's own error,
+    so predict builds the model and forecasts what the float32 weights forecast, to bfloat16's precision."""
+    import shutil
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(FIXTURES / "olinear", model_dir)
+    path = model_dir / "artifacts" / "model_state.pt"
+    torch.save({k: v.to(torch.bfloat16) for k, v in torch.load(path, weights_only=True).items()}, path)
+    out = tmp_path / "fc.csv"
+    code, _, err = run_cli(["predict", "-m", str(model_dir), "-i", str(FIXTURES / "history.csv"), "-o", str(out),
+                            "-q"], capsys)
+    assert code == 0, err
+    expected = pl.read_csv(FIXTURES / "olinear" / "expected.csv").drop("date").to_numpy()
+    got = pl.read_csv(out).drop("date").to_numpy()
+    assert not np.array_equal(got, expected)
+    np.testing.assert_allclose(got, expected, rtol=0.05, atol=0.05 * np.abs(expected).mean())
 
 
 def test_the_pyfunc_reads_only_the_rows_it_needs_and_bounds_a_request() -> None:

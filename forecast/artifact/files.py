@@ -102,7 +102,11 @@ def build_model(meta: ModelMeta, config: dict[str, Any], state: dict[str, torch.
 
     # First a skeleton that allocates nothing: the description must fit the weights before memory is spent on it.
     _check_shapes(build("meta").state_dict(), state, meta)
-    model = build("cpu")
+    try:
+        model = build("cpu")
+    except ValueError as err:  # the model refuses what the weights hold (OrthoTrans: a basis that is not orthogonal)
+        raise ForecastError(f"the saved weights do not build a {meta.model_name}: {err}; the artifact's files were "
+                            "edited or are damaged, log the model again.") from None
     model.load_state_dict(state, strict=True)
     return model.eval()
 

@@ -22,7 +22,11 @@ def orthotrans_needs(cfg: Any) -> tuple[str, ...]:
 
 
 def _check_q(q: torch.Tensor | np.ndarray, size: int, name: str, side: str, other: int) -> torch.Tensor:
-    q = torch.as_tensor(q).detach().to(torch.float32)
+    q = torch.as_tensor(q).detach()
+    # An orthogonal Q rounded entry by entry (relative error <= u, rows of unit norm) has |Q Q^T - I| <= 2u + u^2 <=
+    # eps: a basis saved by a bf16-true run (eps 2^-7) is still one; a basis of another run or garbage is far off.
+    tol = max(1e-3, 2 * torch.finfo(q.dtype).eps) if q.is_floating_point() else 1e-3
+    q = q.to(torch.float32)
     if tuple(q.shape) != (size, size):
         hint = ""
         if tuple(q.shape) == (other, other):
@@ -34,7 +38,7 @@ def _check_q(q: torch.Tensor | np.ndarray, size: int, name: str, side: str, othe
         return q.contiguous()
     eye = torch.eye(size, dtype=torch.float64)
     err = (q.double() @ q.double().T - eye).abs().max().item()
-    if not err <= 1e-3:  # also catches NaN
+    if not err <= tol:  # also catches NaN
         raise ValueError(f"OrthoTrans {name} is not orthogonal: max |Q Q^T - I| = {err:.3g}")
     return q.contiguous()
 
