@@ -127,6 +127,23 @@ def test_wrong_q_for_a_side_names_the_shapes() -> None:
         create_model("olinear", build_config("olinear", {}), ModelContext(seq_len=8, horizon=4, n_vars=2))
 
 
+def test_a_basis_rounded_to_half_width_floats_is_still_orthogonal_but_a_perturbed_one_is_not() -> None:
+    """A basis trained at bf16-true holds bfloat16 values, in whatever dtype it is stored or loaded (a fine-tuned
+    child keeps its parent's in float32): it is off the identity by more than 1e-3 at L=96 but within bfloat16's
+    rounding, and is accepted; float32 values off by as much are not rounding, and are refused."""
+    q = torch.as_tensor(compute_q(_series(), 96), dtype=torch.float32)
+    for dtype in (torch.bfloat16, torch.float16):
+        rounded = q.to(dtype)
+        for held in (rounded, rounded.float(), rounded.double()):
+            ortho = OrthoTrans(held, held, seq_len=96, horizon=96)
+            assert torch.equal(ortho.q_in, rounded.float())
+    off = (q.to(torch.bfloat16).double() @ q.to(torch.bfloat16).double().T - torch.eye(96, dtype=torch.float64))
+    assert off.abs().max() > 1e-3  # the bfloat16 case is one the float32 tolerance alone would refuse
+    perturbed = q + 4e-3 * torch.randn(q.shape, generator=torch.Generator().manual_seed(0)) / 96**0.5
+    with pytest.raises(ValueError, match="not orthogonal"):
+        OrthoTrans(perturbed, q, seq_len=96, horizon=96)
+
+
 def test_normlin_rows_are_a_distribution() -> None:
     torch.manual_seed(0)
     layer = NormLin(n_vars=7, d_model=16, dropout=0.2)

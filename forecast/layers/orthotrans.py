@@ -22,11 +22,7 @@ def orthotrans_needs(cfg: Any) -> tuple[str, ...]:
 
 
 def _check_q(q: torch.Tensor | np.ndarray, size: int, name: str, side: str, other: int) -> torch.Tensor:
-    q = torch.as_tensor(q).detach()
-    # An orthogonal Q rounded entry by entry (relative error <= u, rows of unit norm) has |Q Q^T - I| <= 2u + u^2 <=
-    # eps: a basis saved by a bf16-true run (eps 2^-7) is still one; a basis of another run or garbage is far off.
-    tol = max(1e-3, 2 * torch.finfo(q.dtype).eps) if q.is_floating_point() else 1e-3
-    q = q.to(torch.float32)
+    q = torch.as_tensor(q).detach().to(torch.float32)
     if tuple(q.shape) != (size, size):
         hint = ""
         if tuple(q.shape) == (other, other):
@@ -38,9 +34,19 @@ def _check_q(q: torch.Tensor | np.ndarray, size: int, name: str, side: str, othe
         return q.contiguous()
     eye = torch.eye(size, dtype=torch.float64)
     err = (q.double() @ q.double().T - eye).abs().max().item()
-    if not err <= tol:  # also catches NaN
+    if not err <= _tolerance(q):  # also catches NaN
         raise ValueError(f"OrthoTrans {name} is not orthogonal: max |Q Q^T - I| = {err:.3g}")
     return q.contiguous()
+
+
+def _tolerance(q: torch.Tensor) -> float:
+    """How far ``Q Q^T`` may be from the identity: 1e-3, or twice the machine epsilon of a half-width float type
+    that holds every entry of ``q`` exactly. An orthogonal Q rounded entry by entry (relative error <= u, rows of
+    unit norm) has ``|Q Q^T - I| <= 2u + u^2 <= eps``; a basis trained at bf16-true holds bfloat16 values (eps
+    2^-7) whatever dtype it is stored or loaded in, a fine-tuned child's included. Another run's basis or garbage
+    is off by far more."""
+    rounded = [torch.finfo(t).eps for t in (torch.bfloat16, torch.float16) if torch.equal(q.to(t).to(q.dtype), q)]
+    return max([1e-3, *(2 * eps for eps in rounded)])
 
 
 class OrthoTrans(nn.Module):
