@@ -91,6 +91,33 @@ def test_bad_quantile_configs_are_one_line() -> None:
             TrainConfig(loss="quantile", quantiles=bad)
 
 
+def test_a_bf16_true_quantile_model_answers_for_its_configured_levels(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A bf16-true run casts the model's buffers with its weights: the saved levels read 0.100098 and 0.898438.
+    predict answers for the levels the run was configured with (0.1 and 0.9), and names them when asked for
+    another."""
+    from tests.test_artifact import _synthetic_csv
+
+    monkeypatch.chdir(tmp_path)
+    csv = _synthetic_csv(tmp_path / "toy.csv")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code, _, err = run_cli(["train", "-d", str(csv), "-m", "dlinear", "-L", "24", "-H", "6", "--epochs", "1",
+                            "--precision", "bf16-true", "--set", "train.limit_train_batches=2", "--set",
+                            "train.loss=quantile", "--tracking-uri", uri, "-q"], capsys)
+    assert code == 0, err
+    model_dir = next(tmp_path.rglob("MLmodel")).parent  # the run's logged model
+    state = torch.load(next(model_dir.rglob("model_state.pt")), weights_only=True)
+    assert state["quantiles"].dtype == torch.bfloat16 and state["quantiles"][0].item() != 0.1
+    pd.read_csv(csv).tail(30).to_csv(tmp_path / "history.csv", index=False)
+    out = tmp_path / "fc.csv"
+    code, _, err = run_cli(["predict", "-m", str(model_dir), "-i", str(tmp_path / "history.csv"), "-o", str(out),
+                            "--quantiles", "0.1,0.9", "-q"], capsys)
+    assert code == 0, err
+    assert {"OT_q0.1", "OT_q0.9"} <= set(pl.read_csv(out).columns)
+    code, _, err = run_cli(["predict", "-m", str(model_dir), "-i", str(tmp_path / "history.csv"), "--quantiles",
+                            "0.25", "-q"], capsys)
+    assert code == 2 and "its quantile levels: 0.1, 0.5, 0.9." in err, err
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", model_names())
 def test_every_model_trains_on_quantiles_and_predicts_them(name: str, tmp_path: Path, monkeypatch, capsys) -> None:

@@ -36,8 +36,7 @@ class LoadedModel:
     @property
     def quantiles(self) -> tuple[float, ...]:
         """The levels a quantile-trained model forecasts (its point forecast is the 0.5 one); () otherwise."""
-        levels = getattr(self.model, "quantiles", None)
-        return tuple(round(float(v), 6) for v in levels) if isinstance(levels, torch.Tensor) else ()
+        return getattr(self.model, "levels", ())
 
     @torch.no_grad()
     def forward_scaled(self, x: torch.Tensor, x_mark: torch.Tensor | None, y_mark: torch.Tensor | None,

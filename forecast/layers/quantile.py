@@ -23,6 +23,9 @@ class QuantileForecaster(nn.Module):
     def __init__(self, point: nn.Module, seq_len: int, horizon: int, quantiles: tuple[float, ...]) -> None:
         super().__init__()
         self.point = point
+        # The levels as configured; the buffer (kept in the state dict) is cast with the weights, to bfloat16's
+        # 0.100098 for 0.1 in a bf16-true run, so the levels a saved model answers for are read from here.
+        self.levels = tuple(float(q) for q in quantiles)
         self.register_buffer("quantiles", torch.tensor(quantiles, dtype=torch.float32))
         self.median_index = list(quantiles).index(0.5)
         self.horizon, self.n_spreads = horizon, len(quantiles) - 1
