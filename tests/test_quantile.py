@@ -116,6 +116,12 @@ def test_a_bf16_true_quantile_model_answers_for_its_configured_levels(tmp_path: 
     code, _, err = run_cli(["predict", "-m", str(model_dir), "-i", str(tmp_path / "history.csv"), "--quantiles",
                             "0.25", "-q"], capsys)
     assert code == 2 and "its quantile levels: 0.1, 0.5, 0.9." in err, err
+    # The levels are the config's; one edited there disagrees with those saved with the weights: one line.
+    config = next(model_dir.rglob("config.yaml"))
+    config.write_text(config.read_text().replace("  - 0.1\n  - 0.5\n  - 0.9\n", "  - 0.2\n  - 0.5\n  - 0.8\n"))
+    code, _, err = run_cli(["predict", "-m", str(model_dir), "-i", str(tmp_path / "history.csv"), "-o", str(out),
+                            "-q"], capsys)
+    assert code == 2 and "the config gives quantile levels 0.2, 0.5, 0.8 but the weights were trained for 0.1" in err
 
 
 @pytest.mark.slow

@@ -107,7 +107,16 @@ def build_model(meta: ModelMeta, config: dict[str, Any], state: dict[str, torch.
         raise ForecastError(f"the saved weights do not build a {meta.model_name}: {err}; the artifact's files were "
                             "edited or are damaged, log the model again.") from None
     model.load_state_dict(state, strict=True)
+    _check_levels(getattr(model, "levels", ()), state.get("quantiles"))
     return model.eval()
+
+
+def _check_levels(levels: tuple[float, ...], saved: torch.Tensor | None) -> None:
+    """The config's quantile levels are those the weights were trained for (saved with them, in their dtype)."""
+    if levels and saved is not None and not torch.equal(torch.tensor(levels).to(saved.dtype), saved):
+        raise ForecastError(f"the config gives quantile levels {', '.join(f'{q:g}' for q in levels)} but the weights "
+                            f"were trained for {', '.join(f'{q:.6g}' for q in saved.tolist())}; the artifact's "
+                            "config.yaml was edited, log the model again.")
 
 
 def _check_shapes(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], meta: ModelMeta) -> None:
