@@ -5,10 +5,10 @@ On the CPU, torch's foreach ops loop over the tensors: the first moment of every
 moment of every weight, then a square root, and so on, seven passes over memory in all. A weight of millions of
 elements (OLinear's embeddings, Flowformer's projections) leaves the cache between two passes, so each pass reads it
 from memory again, and the square roots, allocated anew each step, may come from fresh pages. On this project's 2-core
-CPU OLinear's update (4.5M elements) took 5.5-10.3 ms of its 52-58 ms step on ETTh1, varying from process to process
+CPU OLinear's update (4.5M elements) took 5.6-10.3 ms of its 52-58 ms step on ETTh1, varying from process to process
 with the allocator's state. Here a weight of more than ``BLOCK`` elements runs the seven steps on one block (a few MB
-across its tensors) before the next, so the first pass alone reads from memory: 4.1-5.0 ms, and OLinear's training
-step is 1.07-1.13x faster (``benchmarks/adam_blocks.py``). The smaller weights stay in one call of torch's own
+across its tensors) before the next, so the first pass alone reads from memory: 3.8-5.0 ms, and OLinear's training
+step is 1.06-1.08x faster (``benchmarks/adam_blocks.py``, ``before_after.py --name adam_blocks_olinear``). The smaller weights stay in one call of torch's own
 foreach path, where a loop over them in Python would cost more than the passes it saves.
 
 Every element meets the same operations with the same scalars as in torch's foreach path: the weights, moments and
