@@ -106,7 +106,19 @@ def test_study_completes_resumes_and_never_loads_the_test_split(data_dir, store,
     assert f"test MSE {m['test_mse']:.4f}" in out and f"test CRPS {m['test_crps']:.4f}" in out, out
     assert "mlflow.parentRunId" not in best.data.tags
     assert best.data.tags["best_trial"] == str(_study(storage, "s4").best_trial.number)
+    assert best.data.metrics["best_val_loss"] == _study(storage, "s4").best_value  # the trial again, to the bit
     assert 0 < best.data.metrics["test_mse"] < 2 and best.data.params["train.lr"] == str(study.best_params["train.lr"])
+
+
+def test_trials_in_threads_say_their_numbers_do_not_repeat(data_dir, store, tmp_path, monkeypatch, capsys) -> None:
+    """Trials in threads share torch's random state; the summary says so (and one thread's does not)."""
+    monkeypatch.chdir(tmp_path)
+    notice = "threads' trials shared torch's random state"
+    for jobs, said in (("2", True), ("1", False)):
+        code, out, err = run_cli(["tune", *TINY, "--study-name", f"threads{jobs}", "--trials", "2", "--n-jobs", jobs,
+                                  "--epochs", "1", "--tracking-uri", store], capsys)
+        assert code == 0, err
+        assert (notice in out) is said, out
 
 
 def test_bad_region_is_pruned_and_recorded_as_pruned(data_dir, store, tmp_path, monkeypatch, capsys) -> None:

@@ -93,3 +93,6 @@ def tune(dataset: str, model: str, overrides: dict, config: Path | None, opts: T
         say(f"  {retrain}")
     say("or train it as a plain run:")
     say(f"  {as_train}")
+    if opts.n_jobs > 1:  # threads share torch's random state: initial weights, shuffles and dropout interleave
+        say(f"(the {opts.n_jobs} threads' trials shared torch's random state, so a retrained run's numbers differ from "
+            "its trial's; workers in separate processes on one --storage repeat theirs)")
