@@ -329,6 +329,35 @@ def test_bf16_mixed_on_the_cpu_runs_the_maps_in_bfloat16_and_keeps_the_metrics(d
         assert half[key] == pytest.approx(full[key], rel=0.01), key
 
 
+def test_a_bf16_true_run_scores_its_forecasts_in_float32_with_the_exact_scaler(data_dir: Path, tmp_path: Path,
+                                                                              monkeypatch) -> None:
+    """bf16-true casts the module, buffers included, and each batch to bfloat16, and makes bfloat16 the default
+    dtype in each step. The test metrics are still those of its bfloat16 forecasts (against the targets as the batch
+    holds them) as a float64 sum over the same forecasts gives them: the counts are float64 (the last batch's
+    6,888 values had been counted as 6,880 in bfloat16), the sums at least float32, and original units use the
+    scaler's float32 std (not 8.5625 for 8.56)."""
+    import lightning.pytorch as pl
+
+    monkeypatch.chdir(tmp_path)
+    sums = {"sse": 0.0, "sse_orig": 0.0, "n": 0}
+
+    class Score(pl.Callback):
+        def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:  # noqa: ANN001
+            with torch.no_grad(), trainer.precision_plugin.test_step_context():  # as the test step runs
+                err = pl_module._predict(batch).double() - batch["y"].double()
+            std = torch.as_tensor(pl_module.scale[1], dtype=torch.float64)
+            sums["sse"] += err.pow(2).sum().item()
+            sums["sse_orig"] += (err * std).pow(2).sum().item()
+            sums["n"] += err.numel()
+
+    opts = TrainOptions(tracking_uri=f"sqlite:///{tmp_path}/m.db", quiet=True, log_artifacts=False,
+                        callbacks=[Score()])
+    m = train(_quick_cfg(**{"train.precision": "bf16-true"}), opts).metrics
+    assert sums["n"] == m["test_windows"] * 24 * 7
+    assert m["test_mse"] == pytest.approx(sums["sse"] / sums["n"], rel=1e-5)
+    assert m["test_mse_orig"] == pytest.approx(sums["sse_orig"] / sums["n"], rel=1e-5)
+
+
 def test_a_run_that_diverges_ends_failed_with_what_to_change(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
     """Every validation loss NaN (a learning rate of 1e30): no weights are worth keeping, so the run stops with one
     line that names the learning rate (DivergedError, exit 2 from the CLI) and ends FAILED, with no model logged,

@@ -17,6 +17,10 @@ from forecast.layers.quantile import pinball
 from forecast.models import run_batch
 from forecast.train.adam import BlockedAdam
 
+def _wide(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Scored in at least float32: a 16-bit run's forecasts and targets, not sums rounded to 16 bits."""
+    return tuple(t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in tensors)
+
 
 def make_loss(name: str, alpha: float = 0.5, quantiles: tuple[float, ...] = ()):
     """``(pred, target) -> scalar``: mse, mae, weighted_l1 = mean(|err| * (t+1)^-alpha) (not renormalized), or
@@ -73,16 +77,14 @@ class ForecastModule(pl.LightningModule):
         self.model = model
         self.cfg = cfg
         self.loss_fn = make_loss(cfg.loss, cfg.loss_alpha, cfg.model_quantiles)
-        # the point forecast of a quantile model ([B, H, N, Q]) is its median
-        self.median_index = cfg.model_quantiles.index(0.5) if cfg.model_quantiles else None
+        self.median_index = cfg.model_quantiles.index(0.5) if cfg.model_quantiles else None  # its point forecast
         # a quantile model with ProbTS's nine levels: where they sit in its output (its test CRPS is its own)
         self.crps_index = probts_levels(cfg.model_quantiles)
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32), persistent=False)
-        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32), persistent=False)
+        self.scale = (torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32))  # not
+        # buffers, which a 16-true or bf16-true run casts (std 8.5625 for 8.56); the test pass moves them to its device
         # [N] seasonal naive's in-sample MAE on the train rows (standardized): test_mase's denominators
         self.mase_scale = None if mase_scale is None else torch.as_tensor(mase_scale, dtype=torch.float64)
-        # conformal half-widths [K, H, N] at levels (forecast.conformal), set after training: the test pass then
-        # measures each interval's coverage
+        # conformal half-widths [K, H, N] at levels (forecast.conformal), set after training: the test's coverage
         self.intervals: tuple[tuple[float, ...], torch.Tensor] | None = None
         self.crps_widths: torch.Tensor | None = None  # [4, H, N] half-widths at CRPS_LEVELS: test CRPS
         # test windows a drop_last loader at the script's batch size evaluated (train.published_drop_last), or None
@@ -104,9 +106,8 @@ class ForecastModule(pl.LightningModule):
         object.__setattr__(self, "_compiled", torch.compile(model) if cfg.compile else None)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        # Lightning names the running hook here before and after every hook call, about 24 times a train step; it is a
-        # plain attribute, so nn.Module's checks for parameters, modules and buffers are skipped
-        # (benchmarks/results/step_overhead_dlinear.md)
+        # Lightning names the running hook here about 24 times a train step; a plain attribute skips nn.Module's checks
+        # for parameters, modules and buffers (benchmarks/results/step_overhead_dlinear.md)
         if name == "_current_fx_name":
             object.__setattr__(self, name, value)
         else:
@@ -169,8 +170,8 @@ class ForecastModule(pl.LightningModule):
         if self.val_forecasts is not None:  # a reference to a forecast made anyway, copied only out of a bigger output
             point = self.point(pred.detach())  # (a quantile model's median, a model's target columns)
             self.val_forecasts.append(point.clone() if point.untyped_storage().nbytes() > point.nbytes else point)
-        self._accumulate("val_loss", self.loss_fn(pred, batch["y"]) * n)
-        self._accumulate("val_n", torch.tensor(float(n), device=pred.device))
+        self._accumulate("val_loss", self.loss_fn(*_wide(pred, batch["y"])) * n)
+        self._accumulate("val_n", torch.tensor(float(n), dtype=torch.float64, device=pred.device))
 
     def _reduced_sums(self) -> dict[str, torch.Tensor]:
         """This epoch's sums, added over all ranks under DDP (every rank has the same keys and shapes)."""
@@ -186,13 +187,14 @@ class ForecastModule(pl.LightningModule):
     def on_test_epoch_start(self) -> None:
         self._sums = {}
         self._seen = 0
+        self.mean, self.std = (t.to(self.device) for t in self.scale)
 
     def point(self, pred: torch.Tensor) -> torch.Tensor:
         """``[B, H, N]``: the forecast itself, or a quantile model's median."""
         return pred if self.median_index is None else pred[..., self.median_index]
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        full, y = self._predict(batch), batch["y"]
+        full, y = _wide(self._predict(batch), batch["y"])
         if self.median_index is not None:
             self._accumulate("pinball", self.loss_fn(full, y) * y.numel())
         if self.crps_index is not None:
@@ -206,7 +208,7 @@ class ForecastModule(pl.LightningModule):
             part = pred[:keep] - y[:keep]
             self._accumulate("sse_pub", part.pow(2).sum())
             self._accumulate("sae_pub", part.abs().sum())
-            self._accumulate("n_pub", torch.tensor(float(part.numel()), device=part.device))
+            self._accumulate("n_pub", torch.tensor(float(part.numel()), dtype=torch.float64, device=part.device))
         err = pred - y
         err_orig = err * self.std  # the same error in original units (the mean cancels)
         self._accumulate("sse", err.pow(2).sum())
@@ -223,8 +225,8 @@ class ForecastModule(pl.LightningModule):
             crps, crps_orig = crps_sums(pred, y, self.crps_widths, self.mean, self.std)
             self._accumulate("crps", crps)
             self._accumulate("crps_orig", crps_orig)
-        self._accumulate("n", torch.tensor(float(err.numel()), device=err.device))
-        self._accumulate("windows", torch.tensor(float(err.shape[0]), device=err.device))
+        self._accumulate("n", torch.tensor(float(err.numel()), dtype=torch.float64, device=err.device))
+        self._accumulate("windows", torch.tensor(float(err.shape[0]), dtype=torch.float64, device=err.device))
 
     def on_test_epoch_end(self) -> None:
         s = self._reduced_sums()
