@@ -8,8 +8,9 @@ from memory again, and the square roots, allocated anew each step, may come from
 CPU OLinear's update (4.5M elements) took 5.6-10.3 ms of its 52-58 ms step on ETTh1, varying from process to process
 with the allocator's state. Here a weight of more than ``BLOCK`` elements runs the seven steps on one block (a few MB
 across its tensors) before the next, so the first pass alone reads from memory: 3.8-5.0 ms, and OLinear's training
-step is 1.06-1.08x faster (``benchmarks/adam_blocks.py``, ``before_after.py --name adam_blocks_olinear``). The smaller weights stay in one call of torch's own
-foreach path, where a loop over them in Python would cost more than the passes it saves.
+step is 1.06-1.08x faster (``benchmarks/adam_blocks.py``, ``before_after.py --name adam_blocks_olinear``). The
+smaller weights stay in one call of torch's own foreach path, where a loop over them in Python would cost more than
+the passes it saves.
 
 Every element meets the same operations with the same scalars as in torch's foreach path: the weights, moments and
 the state dict are the same bits (tested), and a checkpoint resumes with either optimizer. Options outside the
