@@ -162,7 +162,7 @@ class _ChunkedScan(torch.autograd.Function):
                 sl = slice(c * chunk, (c + 1) * chunk)
                 if intra == "recurrent":
                     s = _states_recurrent(*_discretize_nd(dT[sl], uT[sl], At, BT[sl]), starts[c])  # [k, B, Ns, Di]
-                    y[sl] = (CT[sl].unsqueeze(-2) @ s).squeeze(-2)  # [k, B, 1, Ns] @ [k, B, Ns, Di] -> [k, B, Di]
+                    torch.matmul(CT[sl].unsqueeze(-2), s, out=y[sl].unsqueeze(-2))  # [k, B, 1, Ns] @ [k, B, Ns, Di]
                     last = s[-1]
                 else:
                     a, x = _discretize(dT[sl], uT[sl], A, BT[sl])  # [k, B, Di, Ns]
@@ -203,13 +203,14 @@ class _ChunkedScan(torch.autograd.Function):
                 g_in = a[0] * G[0]
                 gC[sl] = (gyc.unsqueeze(-2) @ s).squeeze(-2)  # Σ_d gy s   [k, B, Ns]
                 GB = (G @ Bc.unsqueeze(-1)).squeeze(-1)  # Σ_n G B   [k, B, Di]
-                gu[sl] = GB * dl
+                torch.mul(GB, dl, out=gu[sl])  # written in place: no product to copy in
                 gB[sl] = ((dl * uu).unsqueeze(-2) @ G).squeeze(-2)  # Σ_d G Δu   [k, B, Ns]
-                # Q = ∂L/∂(Δ_t A) = G_t ⊙ a_t ⊙ s_{t-1}
+                # Q = ∂L/∂(Δ_t A) = G_t ⊙ a_t ⊙ s_{t-1}; mul_ on the slices (``Q[1:] *= ...`` would copy each
+                # slice back onto itself afterwards: Python's augmented item assignment)
                 Q = G * a
-                Q[1:] *= s[:-1]
-                Q[0] *= h0
-                gd[sl] = GB * uu + (Q * A).sum(-1)
+                Q[1:].mul_(s[:-1])
+                Q[0].mul_(h0)
+                torch.add(GB * uu, (Q * A).sum(-1), out=gd[sl])
                 gA += torch.einsum("kbdn,kbd->dn", Q, dl)
         return gu.transpose(0, 1), gd.transpose(0, 1), gA, gB.transpose(0, 1), gC.transpose(0, 1), None, None
 
