@@ -21,7 +21,10 @@ Its records (``benchmarks/results/NAME.{md,json}``):
   ``python benchmarks/before_after.py --name flowformer_decoder --before 7f1e1df --steps 10 flowformer:ETTh1:96``;
 - ``adam_blocks_olinear``: Adam on the CPU, which ran torch's foreach path and now runs a large weight's update
   block by block (``forecast.train.adam``; the network is unchanged, so eval is noise):
-  ``python benchmarks/before_after.py --name adam_blocks_olinear --before e000af1 olinear:ETTh1:96 olinear:Weather:96``.
+  ``python benchmarks/before_after.py --name adam_blocks_olinear --before e000af1 olinear:ETTh1:96 olinear:Weather:96``;
+- ``scan_inplace``: S-Mamba's chunked scan writing its products in place (``Q[1:] *= ...`` had copied each slice
+  back onto itself; gu, gd and y through ``out=``):
+  ``python benchmarks/before_after.py --name scan_inplace --before 2360570 smamba:ETTh1:96 smamba:Weather:96``.
 
     python benchmarks/before_after.py --name NAME --before REV [--rounds 3] [--steps 30] CELL ...
         (CELL: model:dataset:horizon, e.g. smamba:ETTh1:96)
