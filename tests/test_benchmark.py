@@ -100,6 +100,13 @@ def test_collect_shows_the_finished_cells_and_trains_nothing(grid: dict, tmp_pat
     md = (tmp_path / "t.md").read_text()
     assert "2 not run yet (--collect: dlinear ETTh1 H=96 seed 2021, nlinear ETTh1 H=96 seed 2021)" in md
     assert md.count("| ETTh1 |") == 4
+    assert "other settings" not in err
+    # Without the --set flags the cells ran with, none of them matches: the summary says which flags they had.
+    code, out, err = _cli([*argv[:argv.index("--set")], "--collect", "--tracking-uri", uri])
+    assert code == 0, err
+    assert "benchmark tiny: 0 results" in out
+    assert ("--collect: benchmark 'tiny' has 4 finished cells run with other settings (--set data.seq_len=96 --set "
+            "train.epochs=1 --set train.limit_train_batches=3); give the --set, --config and --data-dir") in err, err
 
 
 def test_dashboard_files(grid: dict) -> None:

@@ -78,6 +78,8 @@ class BenchmarkResult:
     wall_seconds: float
     interrupted: bool = False
     collected: bool = False  # --collect: nothing was trained; pending cells were left for later
+    other_settings: int = 0  # finished cells of this benchmark whose settings match none of these cells
+    their_settings: tuple[str, ...] = ()  # the --set flags those cells were run with (--collect only)
 
     def pending(self) -> list[Cell]:
         return [c for c in self.cells if c.status == "pending"]

@@ -27,6 +27,17 @@ def finished_runs(mlf: MlflowClient, name: str) -> dict[str, Any]:
             if "config_hash" in r.data.tags and "test_mse" in r.data.metrics}
 
 
+def their_settings(mlf: MlflowClient, runs: list[Any]) -> list[str]:
+    """The flags the benchmark commands that made ``runs`` (cell runs) were given, one string per distinct set
+    (``--set train.epochs=1``; ``--set`` itself is logged on each parent run as ``set.<key>``)."""
+    found: dict[str, None] = {}
+    for parent_id in dict.fromkeys(r.data.tags.get("mlflow.parentRunId") for r in runs):
+        with contextlib.suppress(Exception):  # a parent deleted since: nothing to say about it
+            sets = sorted((k[4:], v) for k, v in mlf.get_run(parent_id).data.params.items() if k.startswith("set."))
+            found[" ".join(f"--set {k}={v}" for k, v in sets) or "no --set"] = None
+    return list(found)
+
+
 def n_params(params: dict[str, str]) -> int | None:
     with contextlib.suppress(KeyError, ValueError):
         return int(params["model.n_params"])

@@ -55,6 +55,11 @@ def benchmark(opts: BenchmarkOptions) -> None:
         print(f"--collect: {len(left)} of {len(result.cells)} cells not run yet: "
               f"{', '.join(c.pending_label for c in left)} (the same command without --collect runs them).",
               file=sys.stderr, flush=True)
+        if result.other_settings:  # e.g. the cells were run with a --set that this command lacks
+            ran = "; ".join(result.their_settings[:3]) or "?"
+            print(f"--collect: benchmark '{result.name}' has {result.other_settings} finished cells run with other "
+                  f"settings ({ran}); give the --set, --config and --data-dir they were run with to show them.",
+                  file=sys.stderr, flush=True)
     if result.interrupted:
         left = sum(c.status == "pending" for c in result.cells)
         print(f"interrupted: the running cell's run is marked KILLED; {left} cells left (run the same command "
