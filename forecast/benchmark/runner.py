@@ -106,7 +106,8 @@ def run(opts: BenchmarkOptions) -> BenchmarkResult:
         mlf.log_batch(parent_id, metrics=[Metric(k, float(v), now, 0) for k, v in counts.items()])
         log_tables(mlf, parent_id, rows)
         status = "KILLED" if interrupted else "FINISHED"
-        others = [run for key, run in done.items() if key not in {c.config_hash for c in cells}]
+        planned = {c.config_hash for c in cells}
+        others = [run for key, run in done.items() if key not in planned]
         return BenchmarkResult(opts.name, experiment, exp_id, parent_id, uri, cells, rows, wall, interrupted,
                                collected=opts.collect, other_settings=len(others),
                                their_settings=tuple(their_settings(mlf, others)) if opts.collect and others else ())

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 import forecast
 from forecast import tracking
@@ -31,8 +32,9 @@ def their_settings(mlf: MlflowClient, runs: list[Any]) -> list[str]:
     """The flags the benchmark commands that made ``runs`` (cell runs) were given, one string per distinct set
     (``--set train.epochs=1``; ``--set`` itself is logged on each parent run as ``set.<key>``)."""
     found: dict[str, None] = {}
-    for parent_id in dict.fromkeys(r.data.tags.get("mlflow.parentRunId") for r in runs):
-        with contextlib.suppress(Exception):  # a parent deleted since: nothing to say about it
+    parents = dict.fromkeys(r.data.tags["mlflow.parentRunId"] for r in runs if "mlflow.parentRunId" in r.data.tags)
+    for parent_id in parents:
+        with contextlib.suppress(MlflowException):  # a parent deleted since: nothing to say about it
             sets = sorted((k[4:], v) for k, v in mlf.get_run(parent_id).data.params.items() if k.startswith("set."))
             found[" ".join(f"--set {k}={v}" for k, v in sets) or "no --set"] = None
     return list(found)

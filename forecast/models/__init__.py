@@ -9,6 +9,7 @@ from forecast.models import naive  # noqa: F401  naive, seasonal_naive (baseline
 from forecast.models.naive import BASELINES  # noqa: F401
 from forecast.models.registry import (  # noqa: F401
     ModelContext,
+    at_least_fp32,
     build_config,
     create_model,
     extras_from_state,

@@ -170,7 +170,12 @@ def run_batch(model: nn.Module, batch: Mapping[str, torch.Tensor], device: torch
         args = [None if a is None else a.to(device=device, dtype=dtype if a.is_floating_point() else None)
                 for a in args]
     out = model(*args)
-    return out.float() if dtype is not None and out.dtype in (torch.float16, torch.bfloat16) else out
+    return at_least_fp32(out) if dtype is not None else out
+
+
+def at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in fp32 if it is fp16 or bf16, else as it is: what a 16-bit forecast is scored and returned in."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def extras_from_state(names: tuple[str, ...], state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

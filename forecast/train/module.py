@@ -14,12 +14,12 @@ from forecast.config import TrainConfig
 from forecast.conformal import crps_sums, level_name, model_crps_sums, probts_levels, put_model_crps
 from forecast.layers.covariates import CovariateMap
 from forecast.layers.quantile import pinball
-from forecast.models import run_batch
+from forecast.models import at_least_fp32, run_batch
 from forecast.train.adam import BlockedAdam
 
 def _wide(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Scored in at least float32: a 16-bit run's forecasts and targets, not sums rounded to 16 bits."""
-    return tuple(t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in tensors)
+    return tuple(at_least_fp32(t) for t in tensors)
 
 
 def make_loss(name: str, alpha: float = 0.5, quantiles: tuple[float, ...] = ()):
