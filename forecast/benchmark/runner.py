@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 from mlflow.entities import Metric, Param
@@ -23,7 +22,7 @@ from forecast.benchmark.store import (
 from forecast.pipeline import TrainOptions, run_name, train
 from forecast.process import owner, sigterm_as_interrupt
 from forecast.published import load_published
-from forecast.train import EpochPrinter, saved_epochs
+from forecast.train import EpochPrinter, prune_checkpoint_folders, saved_epochs
 
 
 def _run_cell(cell: Cell, uri: str, experiment: str, parent_id: str, name: str,
@@ -47,9 +46,7 @@ def _run_cell(cell: Cell, uri: str, experiment: str, parent_id: str, name: str,
     else:
         cell.status, cell.run_id, cell.experiment_id = "done", res.run_id, res.experiment_id
         cell.metrics, cell.n_params = dict(res.metrics), res.n_params
-        for empty in (opts.checkpoint_dir.parent, opts.checkpoint_dir.parent.parent):  # no empty folders left
-            with contextlib.suppress(OSError):
-                empty.rmdir()
+        prune_checkpoint_folders(opts.checkpoint_dir)
     cell.seconds = time.perf_counter() - t0
 
 

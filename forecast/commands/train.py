@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from forecast.pipeline import TrainOptions, train as run_train
 from forecast.pipeline.finetune import inherited, load_parent
 from forecast.process import sigterm_as_interrupt
 from forecast.resolve import resolve
-from forecast.train import saved_epochs
+from forecast.train import prune_checkpoint_folders, saved_epochs
 
 
 def checkpoint_dir(uri: str, cfg: RunConfig, init_from: str | None = None) -> Path:
@@ -67,10 +66,9 @@ def train(dataset: str, model: str, overrides: dict, config: Path | None, tracki
                  "no epoch had finished, so the same command starts over")
         print(f"interrupted: the run is marked KILLED; {after}.", file=sys.stderr, flush=True)
         sys.exit(130)
-    finally:  # no empty _train/ left behind (a state to resume from keeps its folders)
-        for folder in (ckpt.parent, ckpt.parent.parent) if ckpt is not None else ():
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+    finally:  # no empty _train/ left behind
+        if ckpt is not None:
+            prune_checkpoint_folders(ckpt)
     if not result.is_global_zero:  # another DDP rank: rank 0 records, registers and reports
         return
     version = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import math
 import os
@@ -133,6 +135,14 @@ class EpochCheckpoint(Checkpoint):
         self.history = [dict(h) for h in state_dict["history"]]
         self._stopped = bool(state_dict["stopped"])
         self.resumed_epoch = int(self.history[-1]["epoch"]) if self.history else -1
+
+
+def prune_checkpoint_folders(directory: str | os.PathLike) -> None:
+    """Remove the two folders above a run's checkpoint ``directory`` (``<root>/<name>/<hash>``) when they are empty,
+    so that a finished run leaves none behind; a state kept to resume from keeps them."""
+    for folder in (Path(directory).parent, Path(directory).parent.parent):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def saved_epochs(directory: str | os.PathLike) -> int | None:
