@@ -250,11 +250,13 @@ def test_the_published_protocol_scores_the_windows_a_drop_last_loader_kept(data_
     assert m["test_mse"] == pytest.approx(err.pow(2).mean().item(), rel=1e-5) and m["test_windows_published"] == kept
 
 
-def test_the_fast_training_path_gives_the_weights_of_a_plain_loop(data_dir: Path, tmp_path: Path,
+@pytest.mark.parametrize("clip", [0.0, 0.05])
+def test_the_fast_training_path_gives_the_weights_of_a_plain_loop(clip: float, data_dir: Path, tmp_path: Path,
                                                                     monkeypatch) -> None:
-    """One epoch of DLinear through the Lightning path (shifted-view moving average, foreach Adam, the epoch's loss
+    """One epoch of DLinear through the Lightning path (shifted-view moving average, blocked Adam, the epoch's loss
     summed by the module, the quick hook-name attribute) ends with the same weights, bit for bit, as a plain PyTorch
-    loop over the same batches with avg_pool1d and the default Adam."""
+    loop over the same batches with avg_pool1d and the default Adam; with ``train.gradient_clip`` too, as
+    ``clip_grad_norm_`` before each step."""
     import copy
 
     import lightning.pytorch as pl
@@ -265,7 +267,8 @@ def test_the_fast_training_path_gives_the_weights_of_a_plain_loop(data_dir: Path
     from forecast.train import make_trainer
 
     monkeypatch.chdir(tmp_path)
-    cfg = _quick_cfg(**{"train.epochs": 1, "train.limit_train_batches": 12, "train.limit_val_batches": 1})
+    cfg = _quick_cfg(**{"train.epochs": 1, "train.limit_train_batches": 12, "train.limit_val_batches": 1,
+                        "train.gradient_clip": clip})
     dm, module = build(cfg, progress=False)
     start = copy.deepcopy(module.model.state_dict())
     seen: list[dict] = []
@@ -285,6 +288,8 @@ def test_the_fast_training_path_gives_the_weights_of_a_plain_loop(data_dir: Path
     for batch in seen:
         opt.zero_grad()
         F.mse_loss(net(batch["x"], batch.get("x_mark"), batch.get("y_mark")), batch["y"]).backward()
+        if clip:
+            assert torch.nn.utils.clip_grad_norm_(net.parameters(), clip) > clip  # the clip bites
         opt.step()
     for key, value in module.model.state_dict().items():
         assert torch.equal(value, net.state_dict()[key]), key

@@ -2,7 +2,8 @@
 
 from forecast.train.callbacks import (CHECKPOINT_META, BestWeights, EpochCheckpoint, epoch_metrics,
                                       prune_checkpoint_folders, saved_epochs)
-from forecast.train.module import ForecastModule, lr_factor, make_loss
+from forecast.train.module import ForecastModule
+from forecast.train.objective import lr_factor, make_loss
 from forecast.train.progress import EpochPrinter, StepProgress
 from forecast.train.trainer import check_precision, make_trainer
 
