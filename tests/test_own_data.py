@@ -45,9 +45,10 @@ def test_long_format_split_by_date_train_tune_predict_and_pyfunc(panel, capsys, 
     root, uri = panel["root"], panel["uri"]
     monkeypatch.chdir(root)
     data = str(root / "stocks.csv")
-    code, _, err = run_cli(["train", "-d", data, "-L", str(L), "-H", str(H), "--split", SPLIT, "--epochs", "3",
-                            "--tracking-uri", uri, "-q"], capsys)
+    code, out, err = run_cli(["train", "-d", data, "-L", str(L), "-H", str(H), "--split", SPLIT, "--epochs", "3",
+                              "--tracking-uri", uri], capsys)
     assert code == 0, err
+    assert "`forecast ui` then experiment 'stocks'," in " ".join((out + err).split())  # the file's stem, as stored
     run_id = _last_run(uri, "stocks")
     from mlflow.tracking import MlflowClient
 

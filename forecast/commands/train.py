@@ -103,7 +103,7 @@ def train(dataset: str, model: str, overrides: dict, config: Path | None, tracki
     out.print(f"store   {result.tracking_uri}")
     where = (f"{result.tracking_uri.rstrip('/')}/#/experiments/{result.experiment_id}/runs/{result.run_id}"
              if result.tracking_uri.startswith(("http://", "https://"))
-             else f"`forecast ui` then experiment '{experiment or dataset}'")
+             else f"`forecast ui` then experiment '{result.experiment}'")
     out.print(f"open it {where}, "
               f"or predict with `forecast predict --model runs:/{result.run_id}/model --input history.csv`")
     if verdict is not None:

@@ -22,6 +22,7 @@ import contextlib
 import logging
 import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -233,7 +234,9 @@ def log_model(uri: str, run_id: str, meta: ModelMeta, config: dict[str, Any], st
         mlflow_log.setLevel(logging.WARNING)  # no "Validating input example" chatter during training
         try:
             with tracking.fluent_store(uri), tracking.pinned_requirements(), \
-                    mlflow.start_run(run_id=run_id, nested=active):
+                    mlflow.start_run(run_id=run_id, nested=active), warnings.catch_warnings():
+                # MLflow 3.18 asks for an input example in a coloured warning; two frames have none it can take
+                warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
                 mlflow.pyfunc.log_model(name=ARTIFACT_PATH, loader_module=LOADER, data_path=str(data),
                                         signature=signature(meta), input_example=example,
                                         pip_requirements=requirements())

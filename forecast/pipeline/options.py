@@ -46,3 +46,4 @@ class TrainResult:
     step_mse: np.ndarray | None = None
     is_global_zero: bool = True  # False on the other DDP ranks, which record nothing
     setting: str = ""  # what was forecast from what, when not every column from every column (Roles.describe)
+    experiment: str = ""  # the MLflow experiment's name (--experiment, else the data's name: "shop" for shop.csv)

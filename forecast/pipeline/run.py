@@ -168,7 +168,8 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
         return TrainResult(run.run_id or "", run.experiment_id or "", name, uri, best.best, best.best_epoch,
                            int(trainer.current_epoch), train_seconds, n_params, metrics, module.step_mse,
                            is_global_zero=bool(trainer.is_global_zero),
-                           setting="" if dm.series.roles.is_default else dm.series.roles.describe())
+                           setting="" if dm.series.roles.is_default else dm.series.roles.describe(),
+                           experiment=opts.experiment or dm.series.name)
     except KeyboardInterrupt:
         status = "KILLED"
         raise
