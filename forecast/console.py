@@ -24,6 +24,11 @@ def fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def fmt_param(value: Any) -> str:
+    """A hyperparameter: four significant digits (a covariate lr of 5.2e-07, which ``fmt`` shows as 0.0000)."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def metric_table(rows: list[tuple[str, Any, Any]], title: str | None = None) -> Table:
     """``metric | standardized | original units``: the papers' scale beside the data's own."""
     from rich.table import Table

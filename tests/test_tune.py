@@ -70,6 +70,7 @@ def test_study_completes_resumes_and_never_loads_the_test_split(data_dir, store,
     assert all(t.state.name == "COMPLETE" for t in study.trials)
     assert err.count("COMPLETE") == 4  # one line per trial without a terminal
     assert "forecast tune" in out and "--retrain-best" in out and "forecast train" in out
+    assert f" {study.best_params['train.lr']:.4g} " in out  # the table's lr to four significant digits, not 0.0043
 
     (parent,) = _runs(store, "s4", "study")
     trials = _runs(store, "s4", "trial")

@@ -12,7 +12,7 @@ import yaml
 from rich.table import Table
 
 from forecast.config import FLAGS
-from forecast.console import console, fmt
+from forecast.console import console, fmt_param
 from forecast.tuning import TuneOptions, run_study
 
 
@@ -66,7 +66,7 @@ def tune(dataset: str, model: str, overrides: dict, config: Path | None, opts: T
         table.add_column(key, justify="right")
     for t in result.top:
         table.add_row(f"#{t['number']}", f"{t['value']:.5f}", str(t["epochs"]),
-                      *[fmt(t["params"][k]) if k in t["params"] else "" for k in keys])
+                      *[fmt_param(t["params"][k]) if k in t["params"] else "" for k in keys])
     out.print(table)
     say(f"parent run  {result.parent_run_id}  (experiment '{result.experiment}', store {result.tracking_uri})")
     if result.report_artifacts:

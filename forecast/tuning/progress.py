@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import IO, Any
+from typing import IO
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from forecast.console import fmt_param
 
 
 class TrialProgress:
@@ -71,14 +73,10 @@ def trial_line(trial: FrozenTrial, done: int, total: int | None) -> str:
         parts.append(f"val_loss {trial.intermediate_values[max(trial.intermediate_values)]:.5g}")
     if trial.duration is not None:
         parts.append(f"{trial.duration.total_seconds():.1f} s")
-    parts.append(" ".join(f"{k}={_fmt_value(v)}" for k, v in trial.params.items()))
+    parts.append(" ".join(f"{k}={fmt_param(v)}" for k, v in trial.params.items()))
     if trial.state == TrialState.FAIL and trial.user_attrs.get("error"):
         parts.append(f"({trial.user_attrs['error'][:120]})")
     return "  ".join(p for p in parts if p)
-
-
-def _fmt_value(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _best(study: optuna.Study) -> FrozenTrial | None:
