@@ -135,13 +135,20 @@ def test_other_routes_pass_through() -> None:
 
 
 def test_serve_refuses_a_taken_port_and_bad_options_in_one_line(tmp_path, capsys) -> None:
+    from mlflow.tracking import MlflowClient
+
+    store = f"sqlite:///{tmp_path / 'm.db'}"
+    MlflowClient(tracking_uri=store).search_experiments()  # an empty store for `forecast ui`
+    capsys.readouterr()  # and not its creation's log lines
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         code, _, err = run_cli(["serve", "-m", str(tmp_path), "-p", str(port)], capsys)
+        ui_code, _, ui_err = run_cli(["ui", "--port", str(port), "--tracking-uri", store], capsys)
     assert code == 2 and err.strip() == f"error: port {port} on 127.0.0.1 is in use; pick another with --port, " \
                                         "or --host."
+    assert (ui_code, ui_err) == (code, err)  # not the MLflow UI's log lines and exit code 0
     code, _, err = run_cli(["serve", "-m", str(tmp_path), "-w", "0"], capsys)
     assert code == 2 and "--workers 0 must be at least 1" in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli(["serve", "-m", str(tmp_path), "--max-request-mb", "0"], capsys)

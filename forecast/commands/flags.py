@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from forecast.errors import ForecastError
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary tables.")]
 TrackingUri = Annotated[
@@ -74,3 +78,18 @@ def overrides_of(sets: list[str] | None, **flags: object) -> dict:
            if value is not None}
     out.update(parse_sets(sets or []))
     return out
+
+
+def check_port(host: str, port: int) -> None:
+    """``--port`` of serve and ui: one line now, rather than uvicorn's error after the model has loaded in every
+    worker, or the MLflow UI's lines of log and its exit code 0."""
+    if not 0 < port < 65536:
+        raise ForecastError(f"--port {port} is not a TCP port; give 1..65535 (e.g. --port 5001).")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            why = "is in use" if err.errno == errno.EADDRINUSE else f"cannot be bound ({err.strerror})"
+            raise ForecastError(f"port {port} on {host} {why}; pick another with --port, or --host.") from None

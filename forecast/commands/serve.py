@@ -3,30 +3,15 @@
 
 from __future__ import annotations
 
-import errno
 import os
-import socket
 
 from forecast import artifact
+from forecast.commands.flags import check_port
 from forecast.console import console
 from forecast.errors import ForecastError
 from forecast.inference import server
 from forecast.inference.fetch import model_dir
 from forecast.process import resume_gc
-
-
-def _check_port(host: str, port: int) -> None:
-    """One line now rather than uvicorn's error after the model has loaded in every worker."""
-    if not 0 < port < 65536:
-        raise ForecastError(f"--port {port} is not a TCP port; give 1..65535 (e.g. --port 5001).")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as err:
-            why = "is in use" if err.errno == errno.EADDRINUSE else f"cannot be bound ({err.strerror})"
-            raise ForecastError(f"port {port} on {host} {why}; pick another with --port, or --host.") from None
 
 
 def serve(model: str, host: str, port: int, workers: int, max_request_mb: float, tracking_uri: str | None,
@@ -36,7 +21,7 @@ def serve(model: str, host: str, port: int, workers: int, max_request_mb: float,
         raise ForecastError(f"--workers {workers} must be at least 1.")
     if not max_request_mb > 0:
         raise ForecastError(f"--max-request-mb {max_request_mb:g} must be above 0 (default {server.DEFAULT_MAX_MB}).")
-    _check_port(host, port)
+    check_port(host, port)
     with model_dir(model, tracking_uri) as local:
         if not (local / "MLmodel").is_file():
             raise ForecastError(f"'{model}' is a model folder without MLflow's MLmodel file; serve a logged model "

@@ -12,6 +12,7 @@ from pathlib import Path
 from rich.table import Table
 
 from forecast import tracking
+from forecast.commands.flags import check_port
 from forecast.config import SECTIONS
 from forecast.console import console, fmt
 from forecast.data.catalogue import CATALOGUE
@@ -84,6 +85,7 @@ def ui(tracking_uri: str | None, host: str, port: int) -> None:
                         "stores only.")
         return
     tracking.require_store(uri)  # never an empty UI on a store a typo made up
+    check_port(host, port)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
            "--workers", "1"]
     root = tracking.artifact_root(uri)
@@ -92,6 +94,8 @@ def ui(tracking_uri: str | None, host: str, port: int) -> None:
     console().print(f"MLflow UI on http://{host}:{port} for {uri} (Ctrl-C stops it)")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     try:
-        subprocess.run(cmd, check=False, env=env)
+        code = subprocess.run(cmd, check=False, env=env).returncode
     except KeyboardInterrupt:
-        pass
+        return
+    if code:  # the UI failed after its own log lines: its exit code, not 0
+        raise SystemExit(code)
