@@ -46,7 +46,8 @@ def models() -> None:
 @app.command()
 def train(
     dataset: Dataset,
-    model: Model = DEFAULT_MODEL,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model name (see `forecast models`); "
+                                                 "default dlinear, or --init-from's.")] = None,
     horizon: Horizon = None,
     seq_len: SeqLen = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Most epochs (early stopping may end sooner); "

@@ -108,6 +108,10 @@ def test_a_parent_unlike_the_data_is_one_line(lineage, tmp_path, capsys, monkeyp
         code, _, err = run_cli(["train", "-d", str(tmp_path / name), "--init-from", "models:/etth1@champion",
                                 "--tracking-uri", uri, *FLAGS], capsys)
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = run_cli(["train", "-d", str(root / "later.csv"), "--init-from", "models:/etth1@champion", "-m",
+                            "olinear", "--tracking-uri", uri, *FLAGS], capsys)  # not trained as the parent's dlinear
+    assert code == 2 and err.startswith("error: --model olinear is not the model of --init-from") and \
+        "(dlinear)" in err and len(err.strip().splitlines()) == 1, err
     code, _, err = run_cli(["train", "-d", str(tmp_path / "six.csv"), "--init-from", "models:/nope@champion",
                             "--tracking-uri", uri, *FLAGS], capsys)
     assert code == 2 and err.startswith("error: --init-from: model 'models:/nope@champion' could not be fetched")

@@ -8,9 +8,11 @@ from pathlib import Path
 
 from forecast import tracking
 from forecast.benchmark.grid import config_hash
+from forecast.commands.flags import DEFAULT_MODEL
 from forecast.config import RunConfig, digest
 from forecast.conformal import crps_rows
 from forecast.console import console, metric_table
+from forecast.errors import ForecastError
 from forecast.inference.serving import check_alias, register as register_model
 from forecast.pipeline import TrainOptions, train as run_train
 from forecast.pipeline.finetune import inherited, load_parent
@@ -27,7 +29,7 @@ def checkpoint_dir(uri: str, cfg: RunConfig, init_from: str | None = None) -> Pa
     return tracking.checkpoint_root(uri) / "_train" / key
 
 
-def train(dataset: str, model: str, overrides: dict, config: Path | None, tracking_uri: str | None,
+def train(dataset: str, model: str | None, overrides: dict, config: Path | None, tracking_uri: str | None,
           experiment: str | None, quiet: bool, register: str | None = None, alias: str = "champion",
           fresh: bool = False, init_from: str | None = None, refit_scaler: bool = False, force: bool = False) -> None:
     """``forecast train``: resolve the config, train (going on from an interrupted run of the same config unless
@@ -38,6 +40,10 @@ def train(dataset: str, model: str, overrides: dict, config: Path | None, tracki
     tags: dict[str, str] = {}
     if init_from is not None:
         parent = load_parent(init_from, tracking_uri)
+        if model is not None and model.lower() != parent.model.meta.model_name:
+            raise ForecastError(f"--model {model} is not the model of --init-from {init_from} "
+                                f"({parent.model.meta.model_name}); fine-tuning goes on with the parent's network, "
+                                f"so leave --model out, or train {model} afresh without --init-from.")
         model = parent.model.meta.model_name  # the parent's model, config and bases; flags and --set on top
         overrides = {**inherited(parent), **overrides}
         tags = {"init_from": init_from, "mlflow.note.content":
@@ -45,7 +51,7 @@ def train(dataset: str, model: str, overrides: dict, config: Path | None, tracki
                 f" on {dataset}; scaler {'refit on the new train split' if refit_scaler else 'kept'}."}
         if parent.run_id:
             tags["parent_model_run_id"] = parent.run_id
-    cfg = resolve(model, dataset, overrides, config)
+    cfg = resolve(model or DEFAULT_MODEL, dataset, overrides, config)
     if register is not None:
         check_alias(alias)  # before any training is spent
     uri = tracking.resolve_uri(tracking_uri)
