@@ -112,6 +112,17 @@ def test_a_parent_unlike_the_data_is_one_line(lineage, tmp_path, capsys, monkeyp
                             "olinear", "--tracking-uri", uri, *FLAGS], capsys)  # not trained as the parent's dlinear
     assert code == 2 and err.startswith("error: --model olinear is not the model of --init-from") and \
         "(dlinear)" in err and len(err.strip().splitlines()) == 1, err
+    reshaping = {("-L", "48"): "data.seq_len is 96 there and 48 here",
+                 ("--target", "OT"): "data.target is none there and OT here",
+                 ("--set", "train.loss=quantile"): "it was trained for a point forecast, these settings ask for "
+                                                   "quantile levels 0.1, 0.5, 0.9",
+                 ("--set", "model.individual=true"): "its weights do not fit the one these settings build "
+                                                     "(model.individual False there, True here)"}
+    for flags, needle in reshaping.items():  # each would build a network the parent's weights do not fit
+        code, _, err = run_cli(["train", "-d", str(root / "later.csv"), "--init-from", "models:/etth1@champion",
+                                "--tracking-uri", uri, *FLAGS, *flags], capsys)
+        assert code == 2 and err.startswith("error: --init-from keeps the parent's network") and needle in err, err
+        assert "train afresh without --init-from" in err and len(err.strip().splitlines()) == 1, err
     code, _, err = run_cli(["train", "-d", str(tmp_path / "six.csv"), "--init-from", "models:/nope@champion",
                             "--tracking-uri", uri, *FLAGS], capsys)
     assert code == 2 and err.startswith("error: --init-from: model 'models:/nope@champion' could not be fetched")

@@ -18,12 +18,19 @@ import torch
 
 from forecast import tracking
 from forecast.artifact import LoadedModel
+from forecast.config import RunConfig
 from forecast.data.series import Series
 from forecast.errors import ForecastError
 from forecast.inference.predict import load_model
 
 # Keys that say where and which data a run reads: the new run's own, never inherited from the parent.
 NOT_INHERITED = ("data.dataset", "data.data_dir", "data.split", "data.num_workers")
+# Keys that shape the network (its inputs, outputs and weights), besides every model.* key a model's shapes read:
+# a fine-tuning run keeps the parent's.
+NETWORK_KEYS = ("data.seq_len", "data.horizon", "data.features", "data.target", "data.past_covariates",
+                "data.future_covariates", "data.time_features", "data.mark_freq")
+FIX = "fine-tune with training flags only (--epochs, --lr, --batch-size, --set train.patience=...), or train afresh " \
+      "without --init-from to change it"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +80,44 @@ def inherited(parent: Parent) -> dict[str, Any]:
             if f"{section}.{key}" not in NOT_INHERITED:
                 out[f"{section}.{key}"] = value
     return out
+
+
+def _levels(train: dict[str, Any]) -> tuple[float, ...]:
+    return tuple(train.get("quantiles") or ()) if train.get("loss") == "quantile" else ()
+
+
+def _same(a: Any, b: Any) -> bool:
+    return (list(a) if isinstance(a, (list, tuple)) else a) == (list(b) if isinstance(b, (list, tuple)) else b)
+
+
+def _show(value: Any) -> str:
+    return ",".join(map(str, value)) or "none" if isinstance(value, (list, tuple)) else str(value)
+
+
+def check_network(parent: Parent, cfg: RunConfig) -> None:
+    """One line, before any data is read, for a flag or ``--set`` that changes the parent's network (its lookback,
+    horizon, roles, time marks or quantile levels), which the parent's weights would not fit."""
+    theirs = parent.model.config
+    flat = cfg.flat()
+    for key in NETWORK_KEYS:
+        section, name = key.split(".")
+        if name in (theirs.get(section) or {}) and not _same(theirs[section][name], flat[key]):
+            raise ForecastError(f"--init-from keeps the parent's network: {key} is {_show(theirs[section][name])} "
+                                f"there and {_show(flat[key])} here; {FIX}.")
+    mine, own = cfg.train.model_quantiles, _levels(theirs.get("train") or {})
+    if not _same(mine, own):
+        what = lambda q: f"quantile levels {', '.join(f'{x:g}' for x in q)}" if q else "a point forecast"  # noqa: E731
+        raise ForecastError(f"--init-from keeps the parent's network: it was trained for {what(own)}, these settings "
+                            f"ask for {what(mine)}; {FIX}.")
+
+
+def weights_do_not_fit(parent: Parent, cfg: RunConfig) -> ForecastError:
+    """The line for a parent whose weights do not load into the network ``cfg`` builds: the model keys set apart."""
+    theirs = parent.model.config.get("model") or {}
+    changed = [f"model.{k} {_show(v)} there, {_show(getattr(cfg.model, k))} here" for k, v in theirs.items()
+               if hasattr(cfg.model, k) and not _same(v, getattr(cfg.model, k))]
+    return ForecastError(f"--init-from keeps the parent's network, and its weights do not fit the one these settings "
+                         f"build ({'; '.join(changed) or 'another shape'}); {FIX}.")
 
 
 def adapt_series(series: Series, parent: Parent, refit_scaler: bool) -> Series:

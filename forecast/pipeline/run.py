@@ -21,7 +21,7 @@ from forecast.data.orthobasis import data_extras
 from forecast.data.series import Series, load_series
 from forecast.errors import DivergedError, ForecastError
 from forecast.models import ModelContext, create_model, extras_from_state, get_spec
-from forecast.pipeline.finetune import adapt_series, parent_val_loss
+from forecast.pipeline.finetune import adapt_series, check_network, parent_val_loss, weights_do_not_fit
 from forecast.pipeline.options import TrainOptions, TrainResult
 from forecast.pipeline.record import RunRecorder, log_outputs
 from forecast.process import resume_gc
@@ -92,10 +92,16 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
     uri = tracking.resolve_uri(opts.tracking_uri)
     tracking.quiet_logs()  # before the Trainer exists: no Lightning banner
     parent = opts.init
-    if parent is not None:  # fine-tuning: the parent's columns, order and scaler; its weights and bases
+    if parent is not None:  # fine-tuning: the parent's network, columns, order and scaler; its weights and bases
+        check_network(parent, cfg)
         series = adapt_series(series or load_series(cfg.data, progress=not opts.quiet), parent, opts.refit_scaler)
-    dm, module = build(cfg, progress=not opts.quiet, series=series,
-                       init_state=parent.state if parent is not None else None)
+    try:
+        dm, module = build(cfg, progress=not opts.quiet, series=series,
+                           init_state=parent.state if parent is not None else None)
+    except RuntimeError as err:  # load_state_dict's shapes or keys: a model key that reshapes the network
+        if parent is None or "state_dict" not in str(err):
+            raise
+        raise weights_do_not_fit(parent, cfg) from None
     dm.check_train_batches(cfg.train.world_size)  # before a run exists: a config error leaves no FAILED run
     check_precision(cfg.train)
     name = opts.run_name or run_name(cfg, dm.series.name)
