@@ -72,7 +72,10 @@ def _ns_last_forward(u, delta, A, B, C, chunk):  # noqa: ANN001, ANN202
 @pytest.mark.parametrize("shape", [(32, 11, 256, 2), (16, 37, 64, 16)])
 def test_chunked_forward_layout_gives_the_same_bits(shape: tuple[int, int, int, int]) -> None:
     """The forward's Di-innermost states (forecast.layers.scan_chunked._discretize_nd) make every S-Mamba number
-    what the Ns-innermost layout made, to the bit: fp32, one chunk (ETTh1's shape) and several with a remainder."""
+    what the Ns-innermost layout made: fp32, one chunk (ETTh1's shape) and several with a remainder. At d_state 2
+    (most official scripts') to the bit; at 16 the read-out's 16-term dot product is summed in the order of the
+    CPU's matmul kernel for each layout: the same bits on an AMD EPYC, within 2 ulp of the largest value on an
+    Intel Xeon."""
     from forecast.layers.scan_chunked import _ChunkedScan
 
     bsz, T, di, ns = shape
@@ -81,7 +84,12 @@ def test_chunked_forward_layout_gives_the_same_bits(shape: tuple[int, int, int, 
     for chunk in (16, 64):
         with torch.no_grad():
             got = _ChunkedScan.apply(u, delta, A, B, C, chunk, "recurrent")
-        assert torch.equal(got, _ns_last_forward(u, delta, A, B, C, chunk)), f"chunk {chunk}"
+        want = _ns_last_forward(u, delta, A, B, C, chunk)
+        if ns <= 2:
+            assert torch.equal(got, want), f"chunk {chunk}"
+        else:
+            ulp = torch.finfo(torch.float32).eps * want.abs().max()  # a sum's rounding scales with its terms
+            torch.testing.assert_close(got, want, rtol=0, atol=4 * float(ulp))
 
 
 def test_chunked_scan_fp32_without_skip() -> None:
