@@ -192,7 +192,8 @@ def serve(
 def benchmark(
     models: Annotated[str, typer.Option("--models", help="Comma-separated, e.g. dlinear,itransformer.")],
     datasets: Annotated[str, typer.Option("--datasets", help="Comma-separated, e.g. ETTh1,Weather.")],
-    horizons: Annotated[str, typer.Option("--horizons", help="Comma-separated, e.g. 96,192,336,720.")] = "96",
+    horizons: Annotated[Optional[str], typer.Option("--horizons", help="Comma-separated, e.g. 96,192,336,720; "
+                                                    "default each dataset's first (96; ILI 24).")] = None,
     seeds: Annotated[Optional[str], typer.Option("--seeds", help="Comma-separated; default the configs' seed. "
                                                  "Several: the table shows mean ± std.")] = None,
     name: Annotated[str, typer.Option("--name", help="Benchmark name: MLflow tag, experiment benchmark-<name>, "
@@ -217,7 +218,7 @@ def benchmark(
 
     opts = BenchmarkOptions(
         models=parse_list(models, "models"), datasets=parse_list(datasets, "datasets"),
-        horizons=parse_list(horizons, "horizons", as_int=True),
+        horizons=parse_list(horizons, "horizons", as_int=True) if horizons is not None else None,
         seeds=parse_list(seeds, "seeds", as_int=True) if seeds is not None else None, name=name,
         overrides=overrides_of(sets), tracking_uri=tracking_uri, experiment=experiment, quiet=quiet, markdown=markdown,
         collect=collect, baselines=baselines)

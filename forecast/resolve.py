@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from forecast.config import CONFIG_DIR, SECTIONS, DataConfig, RunConfig, TrainConfig, build_section
-from forecast.data.catalogue import CATALOGUE, dataset_name, is_file_dataset
+from forecast.data.catalogue import CATALOGUE, dataset_name, default_horizon, is_file_dataset
 from forecast.data.orthobasis import extra_shape
 from forecast.data.timefeatures import freq_family
 from forecast.errors import ForecastError
@@ -78,7 +78,9 @@ def resolve(
     ds_doc = ds_layers.get(key) if key else None
     if ds_doc:
         _merge(layers, ds_doc, f"configs/{spec.name}.yaml datasets.{key}")
-    h = int(horizon if horizon is not None else layers["data"].get("horizon", DataConfig.horizon))
+    h = int(horizon if horizon is not None else
+            layers["data"].get("horizon", default_horizon(dataset) or DataConfig.horizon))
+    layers["data"]["horizon"] = h  # a flag or the user's YAML set it again below
     for hdoc in (doc.get("horizons") or {}, (ds_doc or {}).get("horizons") or {}):
         if h in hdoc or str(h) in hdoc:
             _merge(layers, hdoc.get(h, hdoc.get(str(h))), f"configs/{spec.name}.yaml horizons.{h}")

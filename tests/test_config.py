@@ -1,4 +1,4 @@
-"""Every model's configs/ defaults resolve, for every catalogued benchmark and the four paper horizons."""
+"""Every model's configs/ defaults resolve, for every catalogued benchmark and its four paper horizons."""
 
 from __future__ import annotations
 
@@ -9,13 +9,12 @@ from forecast.errors import ForecastError
 from forecast.models import get_spec, model_names
 from forecast.resolve import resolve
 
-HORIZONS = (96, 192, 336, 720)
 
 
 @pytest.mark.parametrize("dataset", sorted(CATALOGUE))
 @pytest.mark.parametrize("name", model_names())
 def test_every_model_resolves_for_every_dataset_and_horizon(name: str, dataset: str) -> None:
-    for horizon in HORIZONS:
+    for horizon in CATALOGUE[dataset].horizons:
         cfg = resolve(name, dataset, {"data.horizon": horizon})
         assert (cfg.model_name, cfg.data.dataset, cfg.data.horizon) == (get_spec(name).name, dataset, horizon)
         assert cfg.data.seq_len >= 1 and cfg.train.epochs >= 1
@@ -30,3 +29,17 @@ def test_a_bad_revin_is_one_line_for_every_model(name: str) -> None:
         pytest.skip(f"{name} has no revin key")
     with pytest.raises(ForecastError, match=r"^model.revin must be one of none, plain, affine, got 'bogus'.$"):
         resolve(name, "ETTh1", {"model.revin": "bogus"})
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_a_run_without_a_horizon_gets_its_datasets_first_paper_horizon(name: str, tmp_path) -> None:
+    """ILI's papers forecast 24, 36, 48 and 60 weeks; H=96 would leave its validation split two windows (and
+    unbounded conformal intervals). The other benchmarks and a user's file default to 96; a flag wins."""
+    from forecast.benchmark.grid import BenchmarkOptions, plan
+
+    assert CATALOGUE["ILI"].horizons == (24, 36, 48, 60)
+    assert resolve(name, "ILI").data.horizon == 24 and resolve(name, "ili").data.horizon == 24
+    assert resolve(name, "ETTh1").data.horizon == 96 and resolve(name, str(tmp_path / "ili.csv")).data.horizon == 96
+    assert resolve(name, "ILI", {"data.horizon": 60}).data.horizon == 60
+    cells = plan(BenchmarkOptions([name], ["ILI", "Weather"]))  # no --horizons: each dataset's own first
+    assert [(c.dataset, c.horizon) for c in cells] == [("ILI", 24), ("Weather", 96)]

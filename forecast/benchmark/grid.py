@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forecast.config import LOCATION_KEYS, RunConfig, digest
-from forecast.data.catalogue import is_file_dataset, lookup
+from forecast.config import LOCATION_KEYS, DataConfig, RunConfig, digest
+from forecast.data.catalogue import default_horizon, is_file_dataset, lookup
 from forecast.errors import ForecastError
 from forecast.models import BASELINES, get_spec
 from forecast.resolve import resolve
@@ -32,7 +32,7 @@ class BenchmarkOptions:
 
     models: list[str]
     datasets: list[str]
-    horizons: list[int]
+    horizons: list[int] | None = None  # None: each dataset's default H (96; ILI 24, its papers' first)
     seeds: list[int] | None = None  # None: the seed in configs/ (train.seed, 2021 by default)
     name: str = "default"
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -121,7 +121,7 @@ def plan(opts: BenchmarkOptions) -> list[Cell]:
             raise ForecastError(f"--set {fixed} is set by the grid; use --horizons/--seeds/--datasets instead.")
     cells: list[Cell] = []
     for dataset in datasets:
-        for horizon in opts.horizons:
+        for horizon in opts.horizons or [default_horizon(dataset) or DataConfig.horizon]:
             for model in models:
                 for seed in (opts.seeds or [None]):
                     extra = {"data.horizon": horizon, **({"train.seed": seed} if seed is not None else {})}

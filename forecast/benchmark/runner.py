@@ -77,7 +77,7 @@ def run(opts: BenchmarkOptions) -> BenchmarkResult:
     try:
         params = {"benchmark.name": opts.name, "benchmark.models": ",".join(dict.fromkeys(c.model for c in cells)),
                   "benchmark.datasets": ",".join(dict.fromkeys(c.dataset for c in cells)),
-                  "benchmark.horizons": ",".join(map(str, opts.horizons)),
+                  "benchmark.horizons": ",".join(map(str, dict.fromkeys(c.horizon for c in cells))),
                   "benchmark.seeds": ",".join(str(s) for s in dict.fromkeys(c.seed for c in cells)),
                   "benchmark.cells": len(cells),
                   **{f"set.{k}": v for k, v in opts.overrides.items()}}

@@ -28,6 +28,7 @@ class DatasetInfo:
     split: str  # "ett_hour" | "ett_minute" | "ratio"
     has_header: bool = True  # Solar ships as a headerless, dateless text file
     time_features: bool = True
+    horizons: tuple[int, ...] = (96, 192, 336, 720)  # the papers' horizons; the first is a run's default H
 
     def accepts(self, digest: str) -> bool:
         """Whether a file with this sha256 is this benchmark (an entry without digests accepts any)."""
@@ -64,7 +65,7 @@ CATALOGUE: dict[str, DatasetInfo] = {
         DatasetInfo("ILI", "national_illness.csv", f"{_TSLIB}/illness/national_illness.csv",
                     ("8594cecb98c6f2f9dc014eca11c4d5d1e38ad5ce6ed0592d4abe65b146fce395",  # LF line endings
                      "93601f64d2566dc796ca4305adad8b8560c2db1a1ff04543c3bd813a7263570a"),  # CRLF, as _TSLIB serves it
-                    "W", 7, 966, "ratio"),
+                    "W", 7, 966, "ratio", horizons=(24, 36, 48, 60)),  # weekly: LTSF-Linear's and TSLib's
         DatasetInfo("Solar", "solar_AL.txt", f"{_TSLIB}/Solar/solar_AL.txt",
                     ("230327ef72d2abb387939d4a35d6fd34f1066071bc7c40ce7ecf5531a0122ac2",), "10min", 137, 52560, "ratio",
                     has_header=False, time_features=False),
@@ -85,6 +86,12 @@ def is_file_dataset(dataset: str) -> bool:
     """Whether ``--dataset`` names a user's file rather than a benchmark: a data file's suffix or a folder in it.
     The one rule for this everywhere (loading, config layers, study names, benchmark plans)."""
     return Path(dataset).suffix.lower() in FILE_SUFFIXES or os.sep in dataset
+
+
+def default_horizon(dataset: str) -> int | None:
+    """A benchmark's default H, the first of its papers' horizons (24 for ILI, 96 for the others); None for a file."""
+    info = next((i for k, i in CATALOGUE.items() if k.lower() == dataset.lower()), None)
+    return None if info is None or is_file_dataset(dataset) else info.horizons[0]
 
 
 def dataset_name(dataset: str) -> str:
