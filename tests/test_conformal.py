@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from forecast.conformal import CRPS_LEVELS, calibrate, conformal_rank, half_widths, level_name, residuals
+from forecast.conformal import (CRPS_LEVELS, calibrate, conformal_rank, half_widths, level_name, min_windows,
+                               residuals)
 from forecast.errors import ForecastError
 
 
@@ -19,6 +20,27 @@ def test_the_half_width_is_the_finite_sample_order_statistic() -> None:
     w = half_widths(r, (0.5, 0.8))
     assert w.shape == (2, 1, 1) and w[0, 0, 0] == 3.0 and w[1, 0, 0] == 6.0  # 5th and 8th smallest
     assert math.isinf(half_widths(r[:3], (0.9,))[0, 0, 0])  # rank 4 of 3: no finite interval has the guarantee
+
+
+def test_too_few_validation_windows_leave_an_interval_unbounded_and_the_summary_says_how_many_it_needs() -> None:
+    from forecast.commands.train import unbounded_intervals
+
+    assert [min_windows(a) for a in (0.2, 0.5, 0.8, 0.9, 0.95)] == [1, 1, 4, 9, 19]
+    for level in (0.8, 0.9, 0.95):  # the fewest windows with a finite half-width, and one fewer gives none
+        n = min_windows(level)
+        r = torch.arange(1.0, n + 1).reshape(n, 1, 1)
+        assert math.isfinite(half_widths(r, (level,))[0, 0, 0]) and math.isinf(half_widths(r[1:], (level,))[0, 0, 0])
+    m = {"test_width_80": 1.2, "test_width_90": math.inf, "test_crps": 0.4, "val_windows": 7.0}
+    assert unbounded_intervals(m) == ("unbounded 90% interval: 7 validation windows, where split conformal needs 9 "
+                                      "for 90%; give validation more rows (--split) or forecast fewer steps "
+                                      "(--horizon).")
+    m.update(test_width_80=math.inf, test_crps=math.nan, val_windows=2.0)
+    assert unbounded_intervals(m).startswith("unbounded 80%, 90% intervals: 2 validation windows, where split "
+                                             "conformal needs 4 for 80%, 9 for 90% (CRPS, read from the 20-80% "
+                                             "intervals, is not a number);")
+    assert unbounded_intervals({"test_crps": math.nan, "val_windows": 3.0}).startswith(
+        "CRPS not a number: 3 validation windows, where split conformal needs 4 for 80%;")
+    assert unbounded_intervals({"test_width_80": 1.0, "test_crps": 0.3, "val_windows": 99.0}) is None
 
 
 def test_the_selection_gives_the_sorted_order_statistics_with_ties_and_every_level_at_once() -> None:

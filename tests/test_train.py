@@ -110,6 +110,7 @@ def test_test_metrics_are_exact_over_all_windows(data_dir: Path, tmp_path: Path,
     cfg = _quick_cfg()
     res = train(cfg, TrainOptions(tracking_uri=f"sqlite:///{tmp_path}/m.db", quiet=True, log_artifacts=False))
     assert res.metrics["test_windows"] == 2881 - 24
+    assert res.metrics["val_windows"] == 2881 - 24  # ETTh1's 4-month val and test splits, each from L rows early
     dm, module = build(cfg, progress=False)
     # Rebuild with the same seed and training gives the same weights; instead evaluate an untrained model
     # both ways, which checks the reduction itself.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -10,7 +12,7 @@ from forecast import tracking
 from forecast.benchmark.grid import config_hash
 from forecast.commands.flags import DEFAULT_MODEL
 from forecast.config import RunConfig, digest
-from forecast.conformal import crps_rows
+from forecast.conformal import crps_rows, min_windows
 from forecast.console import console, metric_table
 from forecast.errors import ForecastError
 from forecast.inference.serving import check_alias, register as register_model
@@ -98,6 +100,9 @@ def train(dataset: str, model: str | None, overrides: dict, config: Path | None,
                          title=f"{result.run_name}: {int(m.get('test_windows', 0)):,} test windows")
     out = console()
     out.print(table)
+    unbounded = unbounded_intervals(m)
+    if unbounded:
+        out.print(unbounded)
     if result.setting:
         out.print(f"setting {result.setting} (metrics on the targets)")
     if result.n_params:
@@ -117,6 +122,21 @@ def train(dataset: str, model: str | None, overrides: dict, config: Path | None,
     if version is not None:
         out.print(f"model   registered as '{register}' version {version}, alias @{alias}: "
                   f"`forecast predict --model models:/{register}@{alias} --input history.csv`")
+
+
+def unbounded_intervals(m: dict[str, float]) -> str | None:
+    """A line on the intervals that too few validation windows left unbounded (infinite width, coverage 1; CRPS,
+    read from the 20-80% intervals, is then not a number), and how to bound them."""
+    levels = sorted((k.removeprefix("test_width_") for k in m if re.fullmatch(r"test_width_[\d.]+", k)), key=float)
+    wide = [f"{lv}%" for lv in levels if not math.isfinite(m[f"test_width_{lv}"])]
+    crps = "test_crps" in m and not math.isfinite(m["test_crps"])
+    if not (wide or crps) or "val_windows" not in m:
+        return None
+    what = f"unbounded {', '.join(wide)} interval{'s' * (len(wide) > 1)}" if wide else "CRPS not a number"
+    need = ", ".join(f"{min_windows(float(w[:-1]) / 100)} for {w}" for w in wide or ["80%"])
+    return (f"{what}: {int(m['val_windows'])} validation windows, where split conformal needs {need}"
+            f"{' (CRPS, read from the 20-80% intervals, is not a number)' if crps and wide else ''}; give validation "
+            "more rows (--split) or forecast fewer steps (--horizon).")
 
 
 def summary_rows(m: dict[str, float], best_val_loss: float) -> list[tuple[str, object, object]]:

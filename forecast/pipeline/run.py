@@ -156,6 +156,7 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
         widths, crps_widths = calibrate(module.model, val, cfg.train.eval_batch_size, module.point,
                                         cfg.train.intervals, forecasts=kept)
         del kept  # not held through the test pass
+        metrics["val_windows"] = float(len(val))  # how many residuals each half-width was chosen from
         if cfg.train.intervals:
             module.intervals = (cfg.train.intervals, torch.from_numpy(widths))
         module.crps_widths = torch.from_numpy(crps_widths)
