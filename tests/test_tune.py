@@ -217,6 +217,25 @@ def test_bad_input_gives_one_line_and_exit_2(extra, yaml_text, message, data_dir
     assert not (tmp_path / "m.db").exists()  # rejected before any run or trial
 
 
+def test_a_study_resumed_with_other_choices_is_one_line_before_any_trial(data_dir, store, tmp_path, monkeypatch,
+                                                                         capsys) -> None:
+    """Optuna cannot draw a parameter from other choices (or another kind of range) in a study that drew it
+    before: every new trial failed with its ValueError (exit 1). New bounds of a range are fine."""
+    monkeypatch.chdir(tmp_path)
+    args = ["tune", *TINY, "--study-name", "space", "--tracking-uri", store, "-q"]
+    code, _, err = run_cli([*args, "--trials", "1", "--set", "train.epochs=1"], capsys)
+    assert code == 0, err
+    choices = _study(f"sqlite:///{tmp_path / 'optuna.db'}", "space").trials[0].distributions["train.batch_size"].choices
+    for spec, now in (("{type: categorical, choices: [8, 128]}", "choices [8, 128]"),
+                      ("{type: int, low: 8, high: 64}", "an integer range")):
+        (tmp_path / "space.yaml").write_text(f"search_space:\n  train.batch_size: {spec}\n")
+        code, out, err = run_cli([*args, "--trials", "1", "--config", str(tmp_path / "space.yaml")], capsys)
+        assert code == 2 and err.strip() == (
+            f"error: study 'space' drew train.batch_size from choices {list(choices)}, and this search space gives "
+            f"{now}, which Optuna cannot mix into one study; keep the study's, or pass another --study-name."), err
+    assert len(_study(f"sqlite:///{tmp_path / 'optuna.db'}", "space").trials) == 1  # no trial was started
+
+
 @pytest.mark.parametrize("name", model_names())
 def test_every_model_search_space_is_valid(name: str) -> None:
     from forecast.resolve import resolve

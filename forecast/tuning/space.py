@@ -132,6 +132,35 @@ def validate_space(space: dict[str, dict[str, Any]], model: str, dataset: str, o
                 raise ForecastError(f"search space '{key}' value {value!r} is not a valid config: {err}") from None
 
 
+def distribution(spec: dict[str, Any]) -> optuna.distributions.BaseDistribution:
+    """The Optuna distribution :func:`suggest` samples a normalized parameter from."""
+    if spec["type"] == "categorical":
+        return optuna.distributions.CategoricalDistribution(spec["choices"])
+    if spec["type"] == "int":
+        return optuna.distributions.IntDistribution(spec["low"], spec["high"], log=spec["log"],
+                                                    step=spec.get("step", 1))
+    return optuna.distributions.FloatDistribution(spec["low"], spec["high"], log=spec["log"], step=spec.get("step"))
+
+
+def check_space_fits(study: optuna.Study, space: dict[str, dict[str, Any]]) -> None:
+    """One line, before any trial, for a parameter the study's trials drew from another set of choices or another
+    kind of range: Optuna would fail every new trial with it (new bounds of a range are fine)."""
+    seen: dict[str, optuna.distributions.BaseDistribution] = {}
+    for trial in study.get_trials(deepcopy=False):
+        seen.update((k, d) for k, d in trial.distributions.items() if k in space and k not in seen)
+    for key, old in seen.items():
+        new = distribution(space[key])
+        try:
+            optuna.distributions.check_distribution_compatibility(old, new)
+        except ValueError:
+            was, now = (f"choices {list(d.choices)}" if isinstance(d, optuna.distributions.CategoricalDistribution)
+                        else f"an {'integer' if isinstance(d, optuna.distributions.IntDistribution) else 'float'} range"
+                        for d in (old, new))
+            raise ForecastError(f"study '{study.study_name}' drew {key} from {was}, and this search space gives {now}, "
+                                "which Optuna cannot mix into one study; keep the study's, or pass another "
+                                "--study-name.") from None
+
+
 def suggest(trial: optuna.trial.Trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Sample one value per parameter of a normalized space."""
     out: dict[str, Any] = {}

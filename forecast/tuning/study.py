@@ -24,7 +24,7 @@ from forecast.tuning.objective import Objective
 from forecast.tuning.options import PRUNERS, SAMPLERS, TOP_TRIALS, TuneOptions, TuneResult
 from forecast.tuning.progress import TrialProgress
 from forecast.tuning.report import log_parent_params, log_parent_summary, write_report
-from forecast.tuning.space import tune_space, validate_space
+from forecast.tuning.space import check_space_fits, tune_space, validate_space
 from forecast.process import dead_owner
 from forecast.tracking import safe_url
 from forecast.tuning.storage import make_pruner, make_sampler, n_trials, open_storage, retry, storage_url
@@ -95,6 +95,7 @@ def _run_study(model: str, dataset: str, overrides: dict[str, Any], user_yaml: s
         raise ForecastError(f"cannot create or load study '{study_name}' in '{safe_url(url)}': "
                             f"{str(err).splitlines()[0][:200]}") from None
     _check_study_matches(study, cfg, series.name)
+    check_space_fits(study, space)
     _fail_orphans(study)
 
     uri = tracking.resolve_uri(opts.tracking_uri)
