@@ -23,8 +23,9 @@ class CovariateMap(nn.Module):
     (``L -> H``) and one shared by all future covariates (``L+H -> H``); a learned ``[P + F, N_t]`` matrix, zero at
     init, mixes them into each target. Shared maps keep the count of weights at ``L·H + (L+H)·H + (P+F)·N_t``
     rather than one map per covariate and target, which overfits: measured in benchmarks/results/covariates.md.
-    Its weights learn at their own rate, ``train.covariate_lr`` (their own Adam group, ``train.objective.param_groups``):
-    at the targets' lr they fit the train months from the first epoch (benchmarks/results/covariate_lr.md).
+    Its weights learn at their own rate, ``train.covariate_lr`` (their own Adam group,
+    ``train.objective.param_groups``): at the targets' lr they fit the train months from the first epoch
+    (benchmarks/results/covariate_lr.md).
     """
 
     def __init__(self, seq_len: int, horizon: int, n_past: int, n_future: int, n_targets: int) -> None:
