@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from forecast.config import CONFIG_DIR, SECTIONS, DataConfig, RunConfig, TrainConfig, build_section
-from forecast.data.catalogue import CATALOGUE, dataset_name, default_horizon, is_file_dataset
+from forecast.data.catalogue import dataset_name, default_horizon, find
 from forecast.data.orthobasis import extra_shape
 from forecast.data.timefeatures import freq_family
 from forecast.errors import ForecastError
@@ -127,9 +127,9 @@ def _drop_native_mark_freq(data: dict[str, Any], dataset: str) -> None:
     """``mark_freq`` equal to a benchmark's own step family means the default (None): the same marks, the same
     config, the same benchmark config hash as before the key existed (ETTh1 with "h")."""
     mark_freq = data.get("mark_freq")
-    if mark_freq is None or is_file_dataset(dataset):
+    info = find(dataset)
+    if mark_freq is None:
         return
-    info = next((i for k, i in CATALOGUE.items() if k.lower() == dataset.lower()), None)
     try:
         same = info is not None and freq_family(str(mark_freq)) == freq_family(info.freq)
     except ValueError:

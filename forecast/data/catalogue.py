@@ -73,11 +73,18 @@ CATALOGUE: dict[str, DatasetInfo] = {
 }
 
 
+def find(name: str) -> DatasetInfo | None:
+    """The catalogue entry for a benchmark ``name`` (case-insensitive), or None (a user's file, or no benchmark)."""
+    if is_file_dataset(name):
+        return None
+    return next((info for key, info in CATALOGUE.items() if key.lower() == name.lower()), None)
+
+
 def lookup(name: str) -> DatasetInfo:
     """The catalogue entry for ``name`` (case-insensitive), or a ForecastError that suggests the closest."""
-    for key, info in CATALOGUE.items():
-        if key.lower() == name.lower():
-            return info
+    info = next((info for key, info in CATALOGUE.items() if key.lower() == name.lower()), None)
+    if info is not None:
+        return info
     raise unknown_key("dataset", name, CATALOGUE, f"Known: {', '.join(CATALOGUE)}; or pass a path to your own "
                       "CSV/parquet file (see `forecast datasets`).", cutoff=0.5)
 
@@ -90,8 +97,8 @@ def is_file_dataset(dataset: str) -> bool:
 
 def default_horizon(dataset: str) -> int | None:
     """A benchmark's default H, the first of its papers' horizons (24 for ILI, 96 for the others); None for a file."""
-    info = next((i for k, i in CATALOGUE.items() if k.lower() == dataset.lower()), None)
-    return None if info is None or is_file_dataset(dataset) else info.horizons[0]
+    info = find(dataset)
+    return None if info is None else info.horizons[0]
 
 
 def dataset_name(dataset: str) -> str:
