@@ -154,8 +154,10 @@ def tune(
 @app.command()
 def predict(
     model: Annotated[str, typer.Option("--model", "-m", help="runs:/RUN_ID/model, models:/NAME@ALIAS or a folder.")],
-    input: Annotated[Path, typer.Option("--input", "-i", help="History: CSV or parquet, date + the model's columns.")],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write .csv or .parquet (else print).")] = None,
+    input: Annotated[Path, typer.Option("--input", "-i", help="History: CSV or parquet, date + the model's columns "
+                                                 "(- : stdin).")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write .csv or .parquet (- : CSV to stdout; "
+                                                   "else print a table).")] = None,
     horizon: Annotated[Optional[int], typer.Option("--horizon", "-H", help="Steps to keep, at most the model's H.")] = None,
     format: Annotated[str, typer.Option("--format", help="wide (date + columns) or long (variable, date, value).")] = "wide",
     fill: Annotated[Optional[str], typer.Option("--fill", help="Fill empty cells: ffill or interpolate.")] = None,

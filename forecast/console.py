@@ -13,11 +13,12 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 
-def console() -> Console:
-    """A console; when output is not a terminal, wide enough that run ids are never cut."""
+def console(stderr: bool = False) -> Console:
+    """A console on stdout (or ``stderr``); when it is not a terminal, wide enough that run ids are never cut."""
     from rich.console import Console
 
-    return Console() if sys.stdout.isatty() else Console(width=160)
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr) if stream.isatty() else Console(stderr=stderr, width=160)
 
 
 def fmt(value: Any) -> str:

@@ -159,6 +159,29 @@ def test_long_format_and_parquet_round_trip(store, no_data, tmp_path, capsys) ->
     np.testing.assert_allclose(back.drop("date").to_numpy(), wide.drop("date").to_numpy(), rtol=1e-9)
 
 
+def test_a_table_piped_in_gives_the_forecast_on_stdout(store, no_data, tmp_path, capsys, monkeypatch) -> None:
+    """``-i -`` reads CSV, gzipped CSV or parquet from stdin; ``-o -`` writes the CSV a file would hold to stdout,
+    alone (what is said about it goes to stderr); an empty stdin is one line."""
+    import io
+    import types
+
+    model, history = f"runs:/{store['run_id']}/model", store["root"] / "history.csv"
+    code, _, err = run_cli(["predict", "-m", model, "-i", str(history), "-o", str(tmp_path / "fc.csv"), "--level", "80",
+                            "--tracking-uri", store["uri"]], capsys)
+    assert code == 0, err
+    want = (tmp_path / "fc.csv").read_text()
+    pl.read_csv(history, try_parse_dates=True).write_parquet(tmp_path / "h.parquet")
+    for piped in (history.read_bytes(), gzip.compress(history.read_bytes()), (tmp_path / "h.parquet").read_bytes()):
+        monkeypatch.setattr(sys, "stdin", types.SimpleNamespace(buffer=io.BytesIO(piped)))
+        code, out, err = run_cli(["predict", "-m", model, "-i", "-", "-o", "-", "--level", "80", "--tracking-uri",
+                                  store["uri"]], capsys)
+        assert code == 0 and out == want and err == "", err
+    monkeypatch.setattr(sys, "stdin", types.SimpleNamespace(buffer=io.BytesIO(b"")))
+    code, out, err = run_cli(["predict", "-m", model, "-i", "-", "--tracking-uri", store["uri"]], capsys)
+    assert code == 2 and out == "" and err.strip() == ("error: stdin is empty; pipe a CSV or parquet table into it, or "
+                                                       "give a file.")
+
+
 @pytest.mark.parametrize("layout", ["wide", "long", "panel"])
 def test_the_pyfunc_frame_is_the_polars_frame_in_pandas(layout: str) -> None:
     """The pyfunc builds its pandas answer from the forecast's arrays; it is exactly the frame predict writes,

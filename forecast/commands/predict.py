@@ -7,6 +7,7 @@ from pathlib import Path
 
 from forecast.console import console, frame_table, metric_table
 from forecast.errors import ForecastError
+from forecast.inference.io import STDIO
 from forecast.inference.predict import run_predict
 from forecast.inference.rolling import ADAPTIVE_RATE, interval_rows
 from forecast.process import sigterm_as_interrupt
@@ -27,7 +28,8 @@ def predict(model: str, input_path: Path, output: Path | None, horizon: int | No
         print(f"warning: {line}", file=sys.stderr)
     if quiet:
         return
-    out = console()
+    piped = output is not None and str(output) == STDIO
+    out = console(stderr=piped)  # with the forecast on stdout, what is said about it goes to stderr
     meta, rl = result.meta, result.rolling
     if rl is not None:
         if rl.metrics:
@@ -40,10 +42,10 @@ def predict(model: str, input_path: Path, output: Path | None, horizon: int | No
             out.print(f"{rl.windows:,} windows forecast; no metrics: the input has no window with all "
                       f"{rl.dates.shape[1]} actuals after it (it needs at least L + h = "
                       f"{meta.seq_len + rl.dates.shape[1]} rows).")
-    if result.output is not None and result.frame is not None:
+    if result.output is not None and result.frame is not None and not piped:
         shape = layout if meta.date_column in result.frame.columns or "origin" in result.frame.columns else "long"
         out.print(f"wrote {result.frame.height:,} rows ({shape}) to {result.output}")
-    elif result.frame is not None:
+    elif result.frame is not None and not piped:
         wide = layout == "wide" and meta.date_column in result.frame.columns  # long input comes back long
         steps = result.frame.height if wide else result.frame.height // meta.n_targets
         out.print(frame_table(result.frame, f"{meta.model_name}: the next {steps} steps after "

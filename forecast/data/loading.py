@@ -90,6 +90,23 @@ def check_header(columns: list[str], name: str, utf8: bool = False) -> None:
                                 "per variate.")
 
 
+def read_piped(data: bytes, name: str) -> pl.DataFrame:
+    """A table piped in (``forecast predict -i -``): CSV, gzipped CSV or parquet, told apart by their first bytes."""
+    if not data.strip():
+        raise ForecastError(f"{name} is empty; pipe a CSV or parquet table into it, or give a file.")
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (EOFError, OSError):
+            raise ForecastError(f"{name} holds cut-short or damaged gzip; pipe the whole file.") from None
+    if data[:4] == b"PAR1":
+        try:
+            return pl.read_parquet(io.BytesIO(data))
+        except Exception as err:  # noqa: BLE001 (polars' parquet errors share no base class)
+            raise ForecastError(f"{name} is not a readable parquet table ({str(err).splitlines()[0]}).") from None
+    return read_frame(data, name)
+
+
 def read_bytes(path: Path) -> bytes:
     """The file's content, uncompressed when it ends in .gz (the one reader of gzipped files); a .gz that is not
     gzip is one line."""

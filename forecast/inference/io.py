@@ -3,6 +3,7 @@ atomic writes. Every check is one line (a :class:`~forecast.errors.ForecastError
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,13 +15,14 @@ from forecast.artifact import DATE_COL, ModelMeta
 from forecast.conformal import level_name
 from forecast.data.panel import ID, TARGET, TIME
 from forecast.data.gaps import FILL_METHODS, check_frequency, fill_missing
-from forecast.data.loading import Table, read_bytes, read_frame, to_table
+from forecast.data.loading import Table, read_bytes, read_frame, read_piped, to_table
 from forecast.data.timefeatures import future_dates
 from forecast.errors import ForecastError, writable_folder
 from forecast.process import atomic_path
 
 INPUT_SUFFIXES = (".csv", ".csv.gz", ".txt", ".parquet", ".pq")
 OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 LAYOUTS = ("wide", "long")
 
 
@@ -65,9 +67,19 @@ class Rolling:
     bounds: dict[float, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # level -> (lo, hi) [W, h, N]
 
 
+STDIO = "-"  # --input - reads the table from stdin, --output - writes CSV to stdout (for pipes and cron jobs)
+
+
+def source_name(path: Path) -> str:
+    """How messages name an input: its path, or ``stdin``."""
+    return "stdin" if str(path) == STDIO else str(path)
+
+
 def read_input(path: Path) -> pl.DataFrame:
-    """The input table: an existing, non-empty CSV (optionally .gz) or parquet file."""
+    """The input table: an existing, non-empty CSV (optionally .gz) or parquet file, or stdin for ``-``."""
     name = str(path)
+    if name == STDIO:
+        return read_piped(sys.stdin.buffer.read(), "stdin")
     lower = path.name.lower()
     if not lower.endswith(INPUT_SUFFIXES):
         raise ForecastError(f"{name} is not a CSV or parquet file (suffix '{path.suffix}'); "
@@ -250,7 +262,9 @@ def rolling_frame(rl: Rolling, layout: str = "wide") -> pl.DataFrame:
 
 
 def output_format(path: Path) -> str:
-    """``csv`` or ``parquet`` from the output's suffix; checked before any work is done."""
+    """``csv`` or ``parquet`` from the output's suffix (CSV for stdout, ``-``); checked before any work is done."""
+    if str(path) == STDIO:
+        return "csv"
     fmt = OUTPUT_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise ForecastError(f"--output '{path}' must end in .csv or .parquet.")
@@ -259,12 +273,17 @@ def output_format(path: Path) -> str:
 
 
 def write_atomic(frame: pl.DataFrame, path: Path) -> None:
-    """Write CSV or parquet to a temp file beside ``path`` and rename it into place: never a partial file."""
+    """Write CSV or parquet to a temp file beside ``path`` and rename it into place: never a partial file. For
+    ``-``, the CSV goes to stdout in one write, after the forecast has succeeded."""
     fmt = output_format(path)
+    if str(path) == STDIO:
+        sys.stdout.write(frame.write_csv(None, datetime_format=DATETIME_FORMAT, float_precision=None))
+        sys.stdout.flush()
+        return
     try:
         with atomic_path(path) as tmp:
             if fmt == "csv":
-                frame.write_csv(tmp, datetime_format="%Y-%m-%d %H:%M:%S", float_precision=None)
+                frame.write_csv(tmp, datetime_format=DATETIME_FORMAT, float_precision=None)
             else:
                 frame.write_parquet(tmp)
     except OSError as err:  # a folder that takes no files (/proc), a full disk: nothing is left behind

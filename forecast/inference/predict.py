@@ -41,6 +41,7 @@ from forecast.inference.io import (
     prepare_history,
     read_input,
     rolling_frame,
+    source_name,
     write_atomic,
 )
 from forecast.inference.rolling import rolling_forecast
@@ -135,7 +136,7 @@ def run_predict(model_uri: str, input_path: Path, output: Path | None = None, ho
     future_df = read_input(future_path) if future_path is not None else None
     long = is_long(df.columns)  # unique_id, ds, y in: the same shape out
     if long:
-        df = to_wide(df, str(input_path), align=fill is not None)
+        df = to_wide(df, source_name(input_path), align=fill is not None)
     t_read = time.perf_counter() - t0
     t1 = time.perf_counter()
     with model_files(model_uri, tracking_uri) as paths:
@@ -143,10 +144,10 @@ def run_predict(model_uri: str, input_path: Path, output: Path | None = None, ho
         t_fetch = time.perf_counter() - t1
         t2 = time.perf_counter()
         h = meta.check_horizon(horizon)
-        table = prepare_history(df, meta, str(input_path), fill)
+        table = prepare_history(df, meta, source_name(input_path), fill)
         # --rolling without --future forecasts the windows whose horizon lies in the input, covariates and all
         future = None if rolling and future_df is None else prepare_future(future_df, meta, table.dates[-1],
-                                                                             str(future_path))
+                                                                             source_name(future_path))
         t_validate = time.perf_counter() - t2
         t3 = time.perf_counter()
         lm = artifact.load(paths, model_uri)
