@@ -8,6 +8,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -199,9 +200,31 @@ def test_train_checks_the_frequency_as_predict_does(tmp_path: Path, monkeypatch,
     rows = [r for i, r in enumerate(ROWS) if i not in (100, 101, 102)]  # three hours missing
     path = tmp_path / "gappy.csv"
     path.write_bytes(_csv(HEADER, rows))
-    code, _, err = run_cli(["train", "-d", str(path), "-m", "dlinear", "-L", "24", "-H", "8", "-q",
-                            "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"], capsys)
+    argv = ["train", "-d", str(path), "-m", "dlinear", "-L", "24", "-H", "8", "--epochs", "1", "-q",
+            "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
+    code, _, err = run_cli(argv, capsys)
     assert code == 2 and "timestamp 2018-06-05 07:00:00 at data row 101 breaks the 'h' frequency" in err, err
+    assert "--fill ffill or --fill interpolate adds and fills them" in err
+    code, _, err = run_cli([*argv, "--fill", "interpolate"], capsys)  # the three hours added, then filled
+    assert code == 0, err
+
+
+def test_fill_adds_the_missing_steps_of_a_regular_series_and_leaves_an_irregular_one() -> None:
+    from forecast.data.gaps import regrid
+    from forecast.data.loading import Table
+
+    hours = np.arange(np.datetime64("2018-06-01T00"), np.datetime64("2018-06-01T10"), np.timedelta64(1, "h"))
+    full = Table(hours.astype("datetime64[ns]"), np.arange(20, dtype=np.float32).reshape(10, 2), ["a", "b"])
+    keep = np.array([0, 1, 2, 5, 6, 9])
+    got = regrid(Table(full.dates[keep], full.values[keep], full.columns), "h")
+    assert (got.dates == full.dates).all() and got.columns == ["a", "b"]
+    assert np.isnan(got.values[[3, 4, 7, 8]]).all() and (got.values[keep] == full.values[keep]).all()
+    assert regrid(full, "h") is full  # nothing missing
+    odd = Table(np.append(full.dates[:3], full.dates[3] + np.timedelta64(30, "m")), full.values[:4], full.columns)
+    assert regrid(odd, "h") is odd  # a half-hour stamp is off the grid: check_frequency names it
+    weeks = pd.date_range("2020-01-07", periods=6, freq="W-TUE").to_numpy()
+    got = regrid(Table(np.delete(weeks, 2), np.ones((5, 1), np.float32), ["y"]), "W-TUE")
+    assert (got.dates == weeks.astype("datetime64[ns]")).all() and np.isnan(got.values[2, 0])
 
 
 def test_a_column_that_turns_decimal_after_ten_thousand_rows_is_read(tmp_path: Path) -> None:

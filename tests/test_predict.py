@@ -320,6 +320,20 @@ def test_fill_and_option_errors(store, bad_inputs, no_data, tmp_path, capsys) ->
                                 "--tracking-uri", store["uri"]], capsys)
         assert code == 0, err
         assert np.isfinite(pl.read_csv(out).drop("date").to_numpy()).all()
+    # A lost hour: --fill adds the step and fills it, as if the file had held the interpolated row.
+    full = pl.read_csv(store["root"] / "history.csv")
+    full.filter(pl.int_range(pl.len()) != 450).write_csv(tmp_path / "lost.csv")
+    mended = full.with_columns((pl.when(pl.int_range(pl.len()) == 450)
+                                .then((pl.col(c).shift(1) + pl.col(c).shift(-1)) / 2).otherwise(pl.col(c))
+                                for c in full.columns[1:]))
+    mended.write_csv(tmp_path / "mended.csv")
+    got = []
+    for name, extra in (("lost.csv", ["--fill", "interpolate"]), ("mended.csv", [])):
+        code, _, err = run_cli(["predict", "-m", model, "-i", str(tmp_path / name), "-o", str(tmp_path / f"o{name}"),
+                                "--tracking-uri", store["uri"], *extra], capsys)
+        assert code == 0, err
+        got.append(pl.read_csv(tmp_path / f"o{name}").drop("date").to_numpy())
+    np.testing.assert_allclose(got[0], got[1], rtol=1e-5, atol=1e-5)
     hist = str(store["root"] / "history.csv")
     for argv, message in [
         (["--horizon", "25"], "--horizon 25 is outside 1..24"),

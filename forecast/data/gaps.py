@@ -1,11 +1,11 @@
-"""Gaps and steps in a table's time axis: filling empty cells on request, and checking every step is the model's
-frequency (``forecast predict``'s input)."""
+"""Gaps and steps in a table's time axis: on request, adding the missing steps and filling empty cells; and checking
+every step is the data's (or the model's) frequency."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from forecast.data.loading import ts
+from forecast.data.loading import Table, ts
 from forecast.data.timefeatures import fixed_step, infer_freq
 from forecast.errors import ForecastError
 
@@ -41,6 +41,30 @@ def fill_missing(values: np.ndarray, columns: list[str], method: str, name: str)
     return filled.to_numpy().astype(np.float32)
 
 
+def regrid(table: Table, freq: str) -> Table:
+    """``table`` on every ``freq`` step from its first timestamp to its last, missing rows added as empty cells for
+    ``--fill`` to fill (a sensor's lost hours). A table with a timestamp off that grid is returned as it is, for
+    :func:`check_frequency` to name the row."""
+    dates = table.dates.astype("datetime64[ns]")
+    step = fixed_step(freq)
+    if step is not None:
+        grid = np.arange(dates[0], dates[-1] + step, step)
+    else:
+        import pandas as pd
+
+        try:
+            grid = pd.date_range(pd.Timestamp(dates[0]), pd.Timestamp(dates[-1]), freq=freq).to_numpy()
+        except (ValueError, TypeError):
+            return table
+    grid = grid.astype("datetime64[ns]")
+    at = np.searchsorted(grid, dates)
+    if len(grid) == len(dates) or (at >= len(grid)).any() or (grid[np.minimum(at, len(grid) - 1)] != dates).any():
+        return table
+    values = np.full((len(grid), table.values.shape[1]), np.nan, dtype=table.values.dtype)
+    values[at] = table.values
+    return Table(grid, values, table.columns)
+
+
 def check_frequency(dates: np.ndarray, freq: str, name: str) -> None:
     """Every timestamp one ``freq`` step after the previous one; else a ForecastError naming the row.
 
@@ -74,7 +98,8 @@ def check_frequency(dates: np.ndarray, freq: str, name: str) -> None:
         )
     raise ForecastError(
         f"{name}: timestamp {ts(dates[row])} at data row {row + 1} breaks the '{freq}' frequency "
-        f"(expected {ts(expected[row])} after {ts(dates[row - 1])}); fill the gap or resample the input to '{freq}'."
+        f"(expected {ts(expected[row])} after {ts(dates[row - 1])}); add the missing steps (--fill ffill or --fill "
+        f"interpolate adds and fills them) or resample the input to '{freq}'."
     )
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from forecast.config import DataConfig, parse_split
 from forecast.data import catalogue, store
-from forecast.data.gaps import check_frequency, fill_missing
+from forecast.data.gaps import check_frequency, fill_missing, regrid
 from forecast.data.loading import Table, read_bytes, read_frame, to_table
 from forecast.data.panel import is_long, to_wide
 from forecast.data.roles import Roles, resolve_roles
@@ -174,12 +174,15 @@ def _load_table(cfg: DataConfig, progress: bool) -> tuple[Table, str, str, str, 
         if is_long(df.columns):  # unique_id, ds, y: one variate per series
             df = to_wide(df, str(path), align=cfg.fill is not None)
         table = to_table(df, str(path), allow_nan=cfg.fill is not None)
-        if cfg.fill is not None and not np.isfinite(table.values).all():
-            table = Table(table.dates, fill_missing(table.values, table.columns, cfg.fill, str(path)), table.columns)
         freq = infer_freq(table.dates)
         if freq is None:
             raise ForecastError(f"{path}: the timestamps are not regularly spaced, so no frequency can be inferred; "
                                 "resample the data to a fixed step first.")
+        if cfg.fill is not None:  # missing steps become empty rows, and every empty cell is filled
+            table = regrid(table, freq)
+            if not np.isfinite(table.values).all():
+                table = Table(table.dates, fill_missing(table.values, table.columns, cfg.fill, str(path)),
+                              table.columns)
         check_frequency(table.dates, freq, str(path))  # what predict checks: a gap would shift every later mark
         return table, catalogue.dataset_name(cfg.dataset), "ratio", freq, store.sha256_bytes(data), True
     info = catalogue.lookup(cfg.dataset)
