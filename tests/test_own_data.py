@@ -50,6 +50,8 @@ def test_long_format_split_by_date_train_tune_predict_and_pyfunc(panel, capsys, 
     assert code == 0, err
     assert "`forecast ui` then experiment 'stocks'," in " ".join((out + err).split())  # the file's stem, as stored
     run_id = _last_run(uri, "stocks")
+    code, out, err = run_cli(["runs", "-d", data, "--tracking-uri", uri], capsys)  # -d as train took it
+    assert code == 0 and run_id in out, err
     from mlflow.tracking import MlflowClient
 
     params = MlflowClient(tracking_uri=uri).get_run(run_id).data.params

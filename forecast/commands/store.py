@@ -15,7 +15,7 @@ from forecast import tracking
 from forecast.commands.flags import check_port
 from forecast.config import SECTIONS
 from forecast.console import console, fmt
-from forecast.data.catalogue import CATALOGUE
+from forecast.data.catalogue import CATALOGUE, dataset_name
 from forecast.data.store import cache_dir, find_local
 from forecast.errors import ForecastError
 from forecast.models import get_spec, model_names
@@ -60,8 +60,8 @@ def runs(tracking_uri: str | None, limit: int, dataset: str | None) -> None:
     tracking.require_store(uri)
     mlf = tracking.client(uri)
     exps = mlf.search_experiments()
-    if dataset:
-        exps = [e for e in exps if e.name.lower() == dataset.lower()]
+    if dataset:  # as given to train: a benchmark's name in any case, or a file's path (its experiment is the stem)
+        exps = [e for e in exps if e.name.lower() in (dataset.lower(), dataset_name(dataset).lower())]
         if not exps:
             raise ForecastError(f"no experiment named '{dataset}' in {uri}; run `forecast runs` to see them all.")
     found = mlf.search_runs([e.experiment_id for e in exps], max_results=limit, order_by=["attributes.start_time DESC"])
