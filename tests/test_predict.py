@@ -12,6 +12,7 @@ import gzip
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -157,6 +158,24 @@ def test_long_format_and_parquet_round_trip(store, no_data, tmp_path, capsys) ->
     assert long.columns == ["variable", "date", "value"] and long.height == H * 7
     back = long.pivot(on="variable", index="date", values="value").select(hist.columns)
     np.testing.assert_allclose(back.drop("date").to_numpy(), wide.drop("date").to_numpy(), rtol=1e-9)
+
+
+def test_serving_beyond_this_machine_says_so_even_when_quiet(store, no_data, capsys, monkeypatch) -> None:
+    import uvicorn
+
+    bound: list[str] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: bound.append(k["host"]))
+    model = f"runs:/{store['run_id']}/model"
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = str(free.getsockname()[1])
+    for host, quiet in (("0.0.0.0", ["-q"]), ("127.0.0.1", [])):
+        code, out, err = run_cli(["serve", "-m", model, "--host", host, "-p", port, "--tracking-uri", store["uri"],
+                                  *quiet], capsys)
+        assert code == 0, err
+        warned = "warning: --host 0.0.0.0 accepts requests from other machines, without authentication"
+        assert (warned in err) == (host == "0.0.0.0") and (out == "") == bool(quiet), (out, err)
+    assert bound == ["0.0.0.0", "127.0.0.1"]
 
 
 def test_a_table_piped_in_gives_the_forecast_on_stdout(store, no_data, tmp_path, capsys, monkeypatch) -> None:

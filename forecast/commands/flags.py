@@ -93,3 +93,11 @@ def check_port(host: str, port: int) -> None:
         except OSError as err:
             why = "is in use" if err.errno == errno.EADDRINUSE else f"cannot be bound ({err.strerror})"
             raise ForecastError(f"port {port} on {host} {why}; pick another with --port, or --host.") from None
+
+
+def exposure_warning(host: str) -> str | None:
+    """The line a server bound beyond this machine prints (``--host 0.0.0.0`` and the like), or None on loopback."""
+    if host == "localhost" or host.startswith("127.") or host in ("::1", "[::1]"):
+        return None
+    return (f"warning: --host {host} accepts requests from other machines, without authentication; "
+            "keep 127.0.0.1 (the default) unless a proxy or firewall guards the port.")

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from forecast import artifact
-from forecast.commands.flags import check_port
+from forecast.commands.flags import check_port, exposure_warning
 from forecast.console import console
 from forecast.errors import ForecastError
 from forecast.inference import server
@@ -34,6 +35,9 @@ def serve(model: str, host: str, port: int, workers: int, max_request_mb: float,
         # threads for each of them cost more than it saved (6% fewer requests a second with 2 workers on 2 cores).
         # Read when a spawned worker imports polars; one worker runs here, where polars is loaded, on every core.
         os.environ.setdefault("POLARS_MAX_THREADS", str(threads))
+        exposed = exposure_warning(host)
+        if exposed:  # said even with --quiet
+            print(exposed, file=sys.stderr, flush=True)
         if not quiet:
             console().print(f"serving {meta.model_name} (L={meta.seq_len}, H={meta.horizon}, {meta.n_vars} columns) "
                             f"from {model}\n  POST http://{host}:{port}/invocations  ({workers} worker(s), "

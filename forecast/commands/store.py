@@ -12,7 +12,7 @@ from pathlib import Path
 from rich.table import Table
 
 from forecast import tracking
-from forecast.commands.flags import check_port
+from forecast.commands.flags import check_port, exposure_warning
 from forecast.config import SECTIONS
 from forecast.console import console, fmt
 from forecast.data.catalogue import CATALOGUE, dataset_name
@@ -91,6 +91,9 @@ def ui(tracking_uri: str | None, host: str, port: int) -> None:
     root = tracking.artifact_root(uri)
     if root:
         cmd += ["--default-artifact-root", root]
+    exposed = exposure_warning(host)
+    if exposed:
+        print(exposed, file=sys.stderr, flush=True)
     console().print(f"MLflow UI on http://{host}:{port} for {uri} (Ctrl-C stops it)")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     try:
