@@ -42,6 +42,17 @@ def test_too_few_validation_windows_leave_an_interval_unbounded_and_the_summary_
         "CRPS not a number: 3 validation windows, where split conformal needs 4 for 80%;")
     assert unbounded_intervals({"test_width_80": 1.0, "test_crps": 0.3, "val_windows": 99.0}) is None
 
+    import polars as pl
+
+    from forecast.commands.predict import _unbounded
+
+    inf = float("inf")
+    wide = pl.DataFrame({"OT": [1.0], "OT_lo80": [0.5], "OT_hi80": [1.5], "OT_lo90": [-inf], "OT_hi90": [inf]})
+    assert _unbounded(wide) == ["the 90% interval is unbounded (-inf to inf): the model's validation split held fewer "
+                                "than the 9 windows that calibrate it; retrain with more validation rows to bound it."]
+    assert _unbounded(pl.DataFrame({"value": [1.0], "lo80": [-inf], "hi80": [inf]}))[0].startswith("the 80% interval")
+    assert _unbounded(wide.drop("OT_lo90", "OT_hi90")) == [] and _unbounded(None) == []
+
 
 def test_the_selection_gives_the_sorted_order_statistics_with_ties_and_every_level_at_once() -> None:
     gen = torch.Generator().manual_seed(3)

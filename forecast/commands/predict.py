@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
+from typing import Any
 
+from forecast.conformal import min_windows
 from forecast.console import console, frame_table, metric_table
 from forecast.errors import ForecastError
 from forecast.inference.io import STDIO
@@ -24,7 +27,7 @@ def predict(model: str, input_path: Path, output: Path | None, horizon: int | No
     with sigterm_as_interrupt():  # a SIGTERM removes the temp output file like Ctrl-C does (exit 130)
         result = run_predict(model, input_path, output, horizon, layout, fill, rolling, tracking_uri, level=level,
                              quantiles=quantiles, future_path=future, adaptive=rate)
-    for line in result.warnings:
+    for line in [*result.warnings, *_unbounded(result.frame)]:
         print(f"warning: {line}", file=sys.stderr)
     if quiet:
         return
@@ -50,3 +53,14 @@ def predict(model: str, input_path: Path, output: Path | None, horizon: int | No
         steps = result.frame.height if wide else result.frame.height // meta.n_targets
         out.print(frame_table(result.frame, f"{meta.model_name}: the next {steps} steps after "
                                              f"{result.rows_in:,} input rows"))
+
+
+def _unbounded(frame: Any) -> list[str]:
+    """A line per interval level the model could not bound: its validation split had too few windows for it."""
+    if frame is None:
+        return []
+    levels = sorted({m.group(1) for c in frame.columns if (m := re.search(r"(?:^|_)lo([\d.]+)$", c))
+                     and not frame[c].is_finite().all()}, key=float)
+    return [f"the {lv}% interval is unbounded (-inf to inf): the model's validation split held fewer than the "
+            f"{min_windows(float(lv) / 100)} windows that calibrate it; retrain with more validation rows to bound it."
+            for lv in levels]
