@@ -102,3 +102,13 @@ def test_predict_of_hourly_data_never_imports_pandas(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
     assert (tmp_path / "fc.csv").read_text().count("\n") == 1 + 24  # the fixture's horizon
+
+
+def test_the_season_mase_compares_with_follows_the_calendar_of_each_frequency() -> None:
+    """One day of steps below a day, a week of days (a trading week of business days), then the year's weeks,
+    half-months, months and quarters, business month and quarter ends alike; 1 where no season fits."""
+    from forecast.data.series import season_of
+
+    want = {"10min": 144, "15min": 96, "h": 24, "2h": 12, "D": 7, "B": 5, "C": 5, "W-TUE": 52, "SMS": 24,
+            "ME": 12, "MS": 12, "BME": 12, "BMS": 12, "QE": 4, "QS-JAN": 4, "BQE": 4, "YS": 1, "2D": 1, "2B": 1}
+    assert {f: season_of(f) for f in want} == want

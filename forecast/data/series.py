@@ -136,13 +136,17 @@ class Series:
 
 def season_of(freq: str) -> int:
     """Steps per season, as statsforecast and the M4 competition count them: one day of steps for sub-daily data
-    (24 hourly, 96 for 15 minutes), 7 for daily, 52 for weekly, 12 monthly, 4 quarterly, else 1."""
+    (24 hourly, 96 for 15 minutes), 7 for daily, 5 for business days (a trading week), 52 for weekly, 24
+    semi-monthly, 12 monthly, 4 quarterly (business month and quarter ends too), else 1."""
     import pandas as pd
 
     offset = pd.tseries.frequencies.to_offset(freq)
     name = offset.name.split("-")[0].upper()
-    for prefixes, season in ((("W",), 52), (("M", "ME", "MS", "BM", "BMS"), 12), (("Q", "QE", "QS", "BQ"), 4),
-                             (("A", "Y", "YE", "YS"), 1)):
+    if offset.n == 1 and name in ("B", "C"):
+        return 5
+    name = name[1:] if name[:1] == "B" and len(name) > 1 else name  # BME, BMS, BQE, BQS, BYE: their calendar's
+    for prefixes, season in ((("W",), 52), (("SM", "SME", "SMS"), 24), (("M", "ME", "MS"), 12),
+                             (("Q", "QE", "QS"), 4), (("A", "Y", "YE", "YS"), 1)):
         if name in prefixes:
             return season
     try:
