@@ -3,6 +3,7 @@
 import dataclasses
 import difflib
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -72,3 +73,14 @@ def writable_folder(folder: Path, option: str, make: bool = True) -> Path:
     if not os.access(folder, os.W_OK):
         raise ForecastError(f"{option}: the folder '{folder}' is not writable; give one you can write to.")
     return folder
+
+
+def stale_store(exc: BaseException) -> ForecastError | None:
+    """MLflow's refusal of a store an older MLflow wrote (after an upgrade of MLflow), as one line: back it up and
+    upgrade it, as MLflow asks, or start another. Matched by its text, so that nothing here imports MLflow."""
+    found = re.search(r"out-of-date database schema \(found version (\w+), but expected (\w+)\)", str(exc))
+    if type(exc).__name__ != "MlflowException" or found is None:
+        return None
+    return ForecastError(f"the MLflow store was written by an older MLflow (schema {found.group(1)}; the installed "
+                         f"MLflow reads {found.group(2)}); back it up, then run `mlflow db upgrade <its URI>` (e.g. "
+                         "`mlflow db upgrade sqlite:///mlflow.db`), or give another --tracking-uri.")

@@ -212,3 +212,23 @@ def test_option_values_found_by_a_sweep_are_one_line(data_dir, tmp_path, monkeyp
         code, out, err = run_cli(list(argv), capsys)
         assert code == 2 and err.startswith(line) and len(err.strip().splitlines()) == 1, (argv, err)
         assert "Traceback" not in err + out
+
+
+def test_a_store_an_older_mlflow_wrote_is_one_line_that_says_how_to_upgrade_it(tmp_path, capsys) -> None:
+    """After an upgrade of MLflow, its refusal of the user's existing store was a traceback in every command."""
+    import sqlite3
+
+    db = tmp_path / "m.db"
+    subprocess.run([sys.executable, "-c", "from mlflow.tracking import MlflowClient; "  # MLflow caches a store it
+                    f"MlflowClient(tracking_uri='sqlite:///{db}').search_experiments()"],  # opened: not in this process
+                   check=True, capture_output=True, timeout=120)
+    with sqlite3.connect(db) as con:
+        (now,) = con.execute("select version_num from alembic_version").fetchone()
+        con.execute("update alembic_version set version_num = 'bda7b8c39065'")  # as an older MLflow left it
+    capsys.readouterr()
+    for argv in (["runs"], ["train", "-d", "ETTh1", "-m", "naive", "-H", "24", "-q"]):
+        code, out, err = run_cli([*argv, "--tracking-uri", f"sqlite:///{db}"], capsys)
+        assert code == 2 and out == "" and err.strip() == (
+            f"error: the MLflow store was written by an older MLflow (schema bda7b8c39065; the installed MLflow reads "
+            f"{now}); back it up, then run `mlflow db upgrade <its URI>` (e.g. `mlflow db upgrade "
+            "sqlite:///mlflow.db`), or give another --tracking-uri."), err

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import typer
 
-from forecast.errors import ForecastError
+from forecast.errors import ForecastError, stale_store
 
 
 def run_app(app: typer.Typer) -> None:
@@ -30,6 +30,10 @@ def run_app(app: typer.Typer) -> None:
         typer.echo("interrupted", err=True)
         sys.exit(130)
     except Exception as exc:
+        stale = stale_store(exc)  # an upgraded MLflow on an older store
+        if stale is not None:
+            typer.echo(f"error: {stale}", err=True)
+            sys.exit(stale.exit_code)
         # Usage errors (a missing or unknown option, a bad value): one line instead of click's usage block. typer
         # ships its own copy of click, so match by shape.
         if callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int):
