@@ -192,8 +192,10 @@ def serve(
 
 @app.command()
 def benchmark(
-    models: Annotated[str, typer.Option("--models", help="Comma-separated, e.g. dlinear,itransformer.")],
-    datasets: Annotated[str, typer.Option("--datasets", help="Comma-separated, e.g. ETTh1,Weather.")],
+    models: Annotated[str, typer.Option("--models", help="Comma-separated, e.g. dlinear,itransformer; all: every "
+                                        "trained model.")],
+    datasets: Annotated[str, typer.Option("--datasets", help="Comma-separated, e.g. ETTh1,Weather; all: every "
+                                          "benchmark.")],
     horizons: Annotated[Optional[str], typer.Option("--horizons", help="Comma-separated, e.g. 96,192,336,720; "
                                                     "default each dataset's first (96; ILI 24).")] = None,
     seeds: Annotated[Optional[str], typer.Option("--seeds", help="Comma-separated; default the configs' seed. "

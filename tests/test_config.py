@@ -43,3 +43,15 @@ def test_a_run_without_a_horizon_gets_its_datasets_first_paper_horizon(name: str
     assert resolve(name, "ILI", {"data.horizon": 60}).data.horizon == 60
     cells = plan(BenchmarkOptions([name], ["ILI", "Weather"]))  # no --horizons: each dataset's own first
     assert [(c.dataset, c.horizon) for c in cells] == [("ILI", 24), ("Weather", 96)]
+
+
+def test_a_grid_of_all_models_and_all_datasets() -> None:
+    """``--models all`` is every trained model (the baselines join with --baselines), ``--datasets all`` every
+    benchmark, each at its own default horizon."""
+    from forecast.benchmark.grid import BenchmarkOptions, plan
+    from forecast.models import BASELINES
+
+    cells = plan(BenchmarkOptions(["All"], ["all"]))
+    assert {c.model for c in cells} == set(model_names()) - set(BASELINES)
+    assert {(c.dataset, c.horizon) for c in cells} == {(d, CATALOGUE[d].horizons[0]) for d in CATALOGUE}
+    assert len(cells) == len({c.model for c in cells}) * len(CATALOGUE)

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from forecast.config import LOCATION_KEYS, DataConfig, RunConfig, digest
-from forecast.data.catalogue import default_horizon, is_file_dataset, lookup
+from forecast.data.catalogue import CATALOGUE, default_horizon, is_file_dataset, lookup
 from forecast.errors import ForecastError
-from forecast.models import BASELINES, get_spec
+from forecast.models import BASELINES, get_spec, model_names
 from forecast.resolve import resolve
 
 
@@ -99,6 +99,10 @@ def config_hash(cfg: RunConfig) -> str:
     return digest(doc)
 
 
+def _all(names: list[str]) -> bool:
+    return [n.lower() for n in names] == ["all"]
+
+
 def _check_dataset(name: str) -> str:
     """A benchmark name (canonical spelling) or an existing file path; otherwise a ForecastError."""
     if is_file_dataset(name) and Path(name).exists():
@@ -113,8 +117,10 @@ def plan(opts: BenchmarkOptions) -> list[Cell]:
     """Validate every name and override up front and resolve every cell's config (nothing is trained)."""
     if not NAME_RE.match(opts.name):
         raise ForecastError(f"--name '{opts.name}' must be letters, digits, '.', '_' or '-' (at most 100).")
-    models = list(dict.fromkeys(get_spec(m).name for m in opts.models))
-    datasets = list(dict.fromkeys(_check_dataset(d) for d in opts.datasets))
+    # "all": every trained model (the baselines join with --baselines), every benchmark of the catalogue
+    names = [m for m in model_names() if m not in BASELINES] if _all(opts.models) else opts.models
+    models = list(dict.fromkeys(get_spec(m).name for m in names))
+    datasets = list(dict.fromkeys(_check_dataset(d) for d in (CATALOGUE if _all(opts.datasets) else opts.datasets)))
     overrides = dict(opts.overrides)
     for fixed in ("data.horizon", "train.seed", "data.dataset"):
         if fixed in overrides:
