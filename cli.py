@@ -129,6 +129,7 @@ def tune(
     sets: Sets = None,
     data_dir: DataDir = None,
     split: Split = None,
+    fill: Fill = None,
     features: Features = None, target: Target = None,
     past_covariates: PastCovariates = None, future_covariates: FutureCovariates = None,
     experiment: Experiment = None,
@@ -141,7 +142,7 @@ def tune(
 
     overrides = overrides_of(sets, horizon=horizon, seq_len=seq_len, epochs=epochs, batch_size=batch_size, lr=lr,
                            seed=seed, devices=devices, precision=precision, accelerator=accelerator, data_dir=data_dir,
-                           split=split, features=features, target=target, past_covariates=past_covariates,
+                           split=split, fill=fill, features=features, target=target, past_covariates=past_covariates,
                            future_covariates=future_covariates)
     n_trials = trials if trials is not None else (None if timeout else 20)
     opts = TuneOptions(n_trials=n_trials, timeout=timeout, study_name=study_name, storage=storage, sampler=sampler,
@@ -160,7 +161,8 @@ def predict(
                                                    "else print a table).")] = None,
     horizon: Annotated[Optional[int], typer.Option("--horizon", "-H", help="Steps to keep, at most the model's H.")] = None,
     format: Annotated[str, typer.Option("--format", help="wide (date + columns) or long (variable, date, value).")] = "wide",
-    fill: Annotated[Optional[str], typer.Option("--fill", help="Fill empty cells: ffill or interpolate.")] = None,
+    fill: Annotated[Optional[str], typer.Option("--fill", help="Fill empty cells and missing steps: ffill or "
+                                                "interpolate.")] = None,
     rolling: RollingFlag = False, adaptive: Adaptive = False, adaptive_rate: AdaptiveRate = None,
     level: Level = None, quantiles: Quantiles = None, future: Future = None,
     tracking_uri: TrackingUri = None,

@@ -207,6 +207,9 @@ def test_train_checks_the_frequency_as_predict_does(tmp_path: Path, monkeypatch,
     assert "--fill ffill or --fill interpolate adds and fills them" in err
     code, _, err = run_cli([*argv, "--fill", "interpolate"], capsys)  # the three hours added, then filled
     assert code == 0, err
+    tune = ["tune", *argv[1:], "--trials", "1", "--storage", str(tmp_path / "optuna.db"), "--fill", "ffill"]
+    code, _, err = run_cli(tune, capsys)  # tune takes --fill as train does
+    assert code == 0, err
 
 
 def test_fill_adds_the_missing_steps_of_a_regular_series_and_leaves_an_irregular_one() -> None:

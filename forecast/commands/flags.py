@@ -36,8 +36,8 @@ DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Look for be
 Split = Annotated[Optional[str], typer.Option("--split", help="Train end and val end: two dates "
                                               "(2018-01-01,2018-03-01) or fractions (0.7,0.1); default: the "
                                               "papers' borders, 70/10/20 for a file.")]
-Fill = Annotated[Optional[str], typer.Option("--fill", help="Fill empty cells of your file (and align a long "
-                                            "panel's series): ffill or interpolate; default: an error.")]
+Fill = Annotated[Optional[str], typer.Option("--fill", help="Fill empty cells and missing steps of your file (and "
+                                            "align a long panel's series): ffill or interpolate; default: an error.")]
 # What is forecast from what (forecast.data.roles).
 Features = Annotated[Optional[str], typer.Option("--features", help="M (all columns), S (each target alone) or MS "
                                                  "(targets from covariates); default M, MS with a target or covariates.")]
