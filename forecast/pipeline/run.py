@@ -21,7 +21,7 @@ from forecast.data.orthobasis import data_extras
 from forecast.data.series import Series, load_series
 from forecast.errors import DivergedError, ForecastError
 from forecast.models import ModelContext, create_model, extras_from_state, get_spec
-from forecast.pipeline.finetune import adapt_series, check_network, parent_val_loss, weights_do_not_fit
+from forecast.pipeline.finetune import Parent, adapt_series, check_network, parent_val_loss, weights_do_not_fit
 from forecast.pipeline.options import TrainOptions, TrainResult
 from forecast.pipeline.record import RunRecorder, log_outputs
 from forecast.process import resume_gc
@@ -30,9 +30,10 @@ from forecast.conformal import calibrate
 
 
 def build(cfg: RunConfig, progress: bool = True, series: Series | None = None,
-          init_state: dict[str, torch.Tensor] | None = None) -> tuple[ForecastDataModule, ForecastModule]:
-    """The DataModule and the LightningModule for ``cfg``, seeded; ``init_state``: a parent's weights and bases
-    (fine-tuning), loaded strictly instead of the fresh ones."""
+          parent: Parent | None = None) -> tuple[ForecastDataModule, ForecastModule]:
+    """The DataModule and the LightningModule for ``cfg``, seeded; ``parent``: the model fine-tuning starts from,
+    whose weights and bases are loaded strictly instead of the fresh ones."""
+    init_state = parent.state if parent is not None else None
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
     dm = ForecastDataModule(cfg.data, cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.seed,
                             series=series, progress=progress, drop_last=cfg.train.drop_last,
@@ -45,8 +46,11 @@ def build(cfg: RunConfig, progress: bool = True, series: Series | None = None,
                        n_targets=s.n_targets, n_future=s.n_future, univariate=s.roles.univariate, extras=extras)
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)  # model init independent of data loading
     model = create_model(cfg.model_name, cfg.model, ctx, cfg.train.model_quantiles)
-    if init_state is not None:
-        model.load_state_dict(init_state)
+    if parent is not None:
+        try:
+            model.load_state_dict(init_state)
+        except RuntimeError:  # shapes or keys: a model key that reshapes the network (check_network has the rest)
+            raise weights_do_not_fit(parent, cfg) from None
     dm.shuffle_origin = torch.get_rng_state()  # train.shuffle=reference goes on from here, as the reference does
     n_t = s.n_targets  # metrics are the targets' alone
     return dm, ForecastModule(model, cfg.train, s.mean[:n_t], s.std[:n_t], s.mase_scale())
@@ -95,13 +99,7 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, series: Series | Non
     if parent is not None:  # fine-tuning: the parent's network, columns, order and scaler; its weights and bases
         check_network(parent, cfg)
         series = adapt_series(series or load_series(cfg.data, progress=not opts.quiet), parent, opts.refit_scaler)
-    try:
-        dm, module = build(cfg, progress=not opts.quiet, series=series,
-                           init_state=parent.state if parent is not None else None)
-    except RuntimeError as err:  # load_state_dict's shapes or keys: a model key that reshapes the network
-        if parent is None or "state_dict" not in str(err):
-            raise
-        raise weights_do_not_fit(parent, cfg) from None
+    dm, module = build(cfg, progress=not opts.quiet, series=series, parent=parent)
     dm.check_train_batches(cfg.train.world_size)  # before a run exists: a config error leaves no FAILED run
     check_precision(cfg.train)
     name = opts.run_name or run_name(cfg, dm.series.name)
