@@ -65,6 +65,15 @@ def regrid(table: Table, freq: str) -> Table:
     return Table(grid, values, table.columns)
 
 
+def fill_gaps(table: Table, freq: str, method: str, name: str) -> Table:
+    """``--fill``: the steps missing from a regular series added (:func:`regrid`), then every empty cell filled by
+    ``method`` (:func:`fill_missing`); the one path of train, tune, predict and serving."""
+    table = regrid(table, freq)
+    if np.isfinite(table.values).all():
+        return table
+    return Table(table.dates, fill_missing(table.values, table.columns, method, name), table.columns)
+
+
 def check_frequency(dates: np.ndarray, freq: str, name: str) -> None:
     """Every timestamp one ``freq`` step after the previous one; else a ForecastError naming the row.
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from forecast.config import DataConfig, parse_split
 from forecast.data import catalogue, store
-from forecast.data.gaps import check_frequency, fill_missing, regrid
+from forecast.data.gaps import check_frequency, fill_gaps
 from forecast.data.loading import Table, read_bytes, read_frame, to_table
 from forecast.data.panel import is_long, to_wide
 from forecast.data.roles import Roles, resolve_roles
@@ -182,11 +182,8 @@ def _load_table(cfg: DataConfig, progress: bool) -> tuple[Table, str, str, str, 
         if freq is None:
             raise ForecastError(f"{path}: the timestamps are not regularly spaced, so no frequency can be inferred; "
                                 "resample the data to a fixed step first.")
-        if cfg.fill is not None:  # missing steps become empty rows, and every empty cell is filled
-            table = regrid(table, freq)
-            if not np.isfinite(table.values).all():
-                table = Table(table.dates, fill_missing(table.values, table.columns, cfg.fill, str(path)),
-                              table.columns)
+        if cfg.fill is not None:
+            table = fill_gaps(table, freq, cfg.fill, str(path))
         check_frequency(table.dates, freq, str(path))  # what predict checks: a gap would shift every later mark
         return table, catalogue.dataset_name(cfg.dataset), "ratio", freq, store.sha256_bytes(data), True
     info = catalogue.lookup(cfg.dataset)

@@ -14,7 +14,7 @@ import polars as pl
 from forecast.artifact import DATE_COL, ModelMeta
 from forecast.conformal import level_name
 from forecast.data.panel import ID, TARGET, TIME
-from forecast.data.gaps import FILL_METHODS, check_frequency, fill_missing, regrid
+from forecast.data.gaps import FILL_METHODS, check_frequency, fill_gaps
 from forecast.data.loading import Table, read_bytes, read_frame, read_piped, to_table
 from forecast.data.timefeatures import future_dates
 from forecast.errors import ForecastError, writable_folder
@@ -110,11 +110,9 @@ def prepare_history(df: pl.DataFrame, meta: ModelMeta, name: str, fill: str | No
     if len(table.dates) < need:
         raise ForecastError(f"{name} has {len(table.dates)} rows but the model reads the last L={meta.seq_len}; "
                             f"give at least {need} rows of history.")
-    if fill is not None:  # missing steps become empty rows for the fill
-        table = regrid(table, meta.freq)
+    if fill is not None:
+        table = fill_gaps(table, meta.freq, fill, name)
     check_frequency(table.dates, meta.freq, name)
-    if fill is not None and not np.isfinite(table.values).all():
-        table = Table(table.dates, fill_missing(table.values, table.columns, fill, name), table.columns)
     return table
 
 
