@@ -95,10 +95,7 @@ def read_piped(data: bytes, name: str) -> pl.DataFrame:
     if not data.strip():
         raise ForecastError(f"{name} is empty; pipe a CSV or parquet table into it, or give a file.")
     if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (EOFError, OSError):
-            raise ForecastError(f"{name} holds cut-short or damaged gzip; pipe the whole file.") from None
+        data = gunzip(data, name)
     if data[:4] == b"PAR1":
         try:
             return pl.read_parquet(io.BytesIO(data))
@@ -111,14 +108,17 @@ def read_bytes(path: Path) -> bytes:
     """The file's content, uncompressed when it ends in .gz (the one reader of gzipped files); a .gz that is not
     gzip is one line."""
     raw = path.read_bytes()
-    if path.suffix.lower() != ".gz":
-        return raw
+    return gunzip(raw, str(path)) if path.suffix.lower() == ".gz" else raw
+
+
+def gunzip(raw: bytes, name: str) -> bytes:
+    """``raw`` uncompressed; a cut-short or damaged gzip stream is one line (the one reader of gzipped data)."""
     try:
         return gzip.decompress(raw)
     except EOFError:
-        raise ForecastError(f"{path} is cut short (the gzip stream ends early); copy or download it again.") from None
+        raise ForecastError(f"{name} is cut short (the gzip stream ends early); copy or download it again.") from None
     except OSError as err:
-        raise ForecastError(f"{path} is not a gzip file ({err}); give a .csv, .csv.gz or .parquet file.") from None
+        raise ForecastError(f"{name} is not a gzip file ({err}); give a .csv, .csv.gz or .parquet file.") from None
 
 
 def ts(value: np.datetime64) -> str:
