@@ -75,14 +75,16 @@ CATALOGUE: dict[str, DatasetInfo] = {
 
 def find(name: str) -> DatasetInfo | None:
     """The catalogue entry for a benchmark ``name`` (case-insensitive), or None (a user's file, or no benchmark)."""
-    if is_file_dataset(name):
-        return None
+    return None if is_file_dataset(name) else _entry(name)
+
+
+def _entry(name: str) -> DatasetInfo | None:
     return next((info for key, info in CATALOGUE.items() if key.lower() == name.lower()), None)
 
 
 def lookup(name: str) -> DatasetInfo:
     """The catalogue entry for ``name`` (case-insensitive), or a ForecastError that suggests the closest."""
-    info = next((info for key, info in CATALOGUE.items() if key.lower() == name.lower()), None)
+    info = _entry(name)
     if info is not None:
         return info
     raise unknown_key("dataset", name, CATALOGUE, f"Known: {', '.join(CATALOGUE)}; or pass a path to your own "
