@@ -119,6 +119,10 @@ class ForecastModule(pl.LightningModule):
         value = value.detach().double()
         self._sums[key] = self._sums[key] + value if key in self._sums else value
 
+    def _count(self, key: str, n: int, device: torch.device) -> None:
+        # float64 from the start: a bf16-true run's default dtype would round 6888 to 6880
+        self._accumulate(key, torch.tensor(float(n), dtype=torch.float64, device=device))
+
     def on_validation_epoch_start(self) -> None:
         self._sums = {}
         self.val_forecasts = [] if self.keep_val_forecasts else None  # a new list: BestWeights may hold the last one
@@ -130,7 +134,7 @@ class ForecastModule(pl.LightningModule):
             point = self.point(pred.detach())  # (a quantile model's median, a model's target columns)
             self.val_forecasts.append(point.clone() if point.untyped_storage().nbytes() > point.nbytes else point)
         self._accumulate("val_loss", self.loss_fn(*_wide(pred, batch["y"])) * n)
-        self._accumulate("val_n", torch.tensor(float(n), dtype=torch.float64, device=pred.device))
+        self._count("val_n", n, pred.device)
 
     def _reduced_sums(self) -> dict[str, torch.Tensor]:
         """This epoch's sums, added over all ranks under DDP (every rank has the same keys and shapes)."""
@@ -167,7 +171,7 @@ class ForecastModule(pl.LightningModule):
             part = pred[:keep] - y[:keep]
             self._accumulate("sse_pub", part.pow(2).sum())
             self._accumulate("sae_pub", part.abs().sum())
-            self._accumulate("n_pub", torch.tensor(float(part.numel()), dtype=torch.float64, device=part.device))
+            self._count("n_pub", part.numel(), part.device)
         err = pred - y
         err_orig = err * self.std  # the same error in original units (the mean cancels)
         self._accumulate("sse", err.pow(2).sum())
@@ -184,8 +188,8 @@ class ForecastModule(pl.LightningModule):
             crps, crps_orig = crps_sums(pred, y, self.crps_widths, self.mean, self.std)
             self._accumulate("crps", crps)
             self._accumulate("crps_orig", crps_orig)
-        self._accumulate("n", torch.tensor(float(err.numel()), dtype=torch.float64, device=err.device))
-        self._accumulate("windows", torch.tensor(float(err.shape[0]), dtype=torch.float64, device=err.device))
+        self._count("n", err.numel(), err.device)
+        self._count("windows", err.shape[0], err.device)
 
     def on_test_epoch_end(self) -> None:
         s = self._reduced_sums()
