@@ -1,5 +1,6 @@
-"""The options that several commands share, as Typer annotations, and how the named flags become config overrides
-(cli.py's vocabulary; typer only, no heavy imports, so `forecast --help` stays fast)."""
+"""The options that several commands share, as Typer annotations, how the named flags become config overrides, and
+the checks of the server options serve and ui share (cli.py's vocabulary; no heavy imports, so `forecast --help`
+stays fast)."""
 
 from __future__ import annotations
 
