@@ -262,7 +262,7 @@ def runs(
 def ui(
     tracking_uri: TrackingUri = None,
     host: Annotated[str, typer.Option("--host", help="Bind address; 127.0.0.1 unless you ask.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port")] = 5000,
+    port: Annotated[int, typer.Option("--port", "-p")] = 5000,
 ) -> None:
     """Start the MLflow UI on the same store (127.0.0.1 by default)."""
     from forecast.commands.store import ui as run

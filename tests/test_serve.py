@@ -145,7 +145,7 @@ def test_serve_refuses_a_taken_port_and_bad_options_in_one_line(tmp_path, capsys
         taken.listen()
         port = taken.getsockname()[1]
         code, _, err = run_cli(["serve", "-m", str(tmp_path), "-p", str(port)], capsys)
-        ui_code, _, ui_err = run_cli(["ui", "--port", str(port), "--tracking-uri", store], capsys)
+        ui_code, _, ui_err = run_cli(["ui", "-p", str(port), "--tracking-uri", store], capsys)  # -p as serve's
     assert code == 2 and err.strip() == f"error: port {port} on 127.0.0.1 is in use; pick another with --port, " \
                                         "or --host."
     assert (ui_code, ui_err) == (code, err)  # not the MLflow UI's log lines and exit code 0
